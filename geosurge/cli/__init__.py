@@ -10,6 +10,7 @@ from collections.abc import Sequence
 # Command modules keep heavy imports (torch, transformers) inside run(), so `geosurge --help` stays instant.
 COMMANDS: dict[str, tuple[str, str]] = {
     "partition": ("partition", "build the S2 partition hierarchy from a CSV of coordinates"),
+    "predict": ("predict", "geolocate photos with a trained checkpoint"),
 }
 
 
@@ -39,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, OSError, RuntimeError) as e:
         print(f"geosurge {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,113 @@
+"""The one preprocessing path: resize, crop and normalize an image and its label map together.
+
+Training, evaluation and the app all call :class:`Preprocess`; a backbone owns its instance (size,
+mean, std), so features at inference are computed exactly as in training.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+#: Ten-crop resizes the shorter side to ``size / TEN_CROP_FRACTION`` first (the 224-of-256 convention).
+TEN_CROP_FRACTION = 0.875
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: int = Image.BICUBIC
+
+    def __call__(
+        self,
+        image: Image.Image,
+        labels: np.ndarray | None = None,
+        crops: str = "center",
+        rng: np.random.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return ``pixels`` (n, 3, S, S) float32 and ``labels`` (n, S, S) int64 (or None).
+
+        ``crops``: ``"center"`` (n=1; shorter side resized to S), ``"ten"`` (n=10; four corners and
+        centre of the image resized to S/0.875, plus their mirror images) or ``"random"`` (n=1; random
+        resized crop and horizontal flip, for training; needs ``rng``). ``labels`` is a label map at the
+        image's resolution; it gets the same geometry with nearest-neighbour resampling.
+        """
+        if labels is not None and labels.shape[:2] != (image.height, image.width):
+            raise ValueError(f"label map {labels.shape[:2]} does not match the image ({image.height}, {image.width})")
+        s = self.image_size
+        if crops == "center":
+            boxes, flips, short = None, [False], s
+        elif crops == "ten":
+            short = int(round(s / TEN_CROP_FRACTION))
+            boxes, flips = None, None
+        elif crops == "random":
+            if rng is None:
+                raise ValueError("crops='random' needs an rng")
+            return self._random(image, labels, rng)
+        else:
+            raise ValueError(f"crops must be 'center', 'ten' or 'random', not {crops!r}")
+        img, lab = self._resize_short(image, labels, short)
+        w, h = img.size
+        cx, cy = (w - s) // 2, (h - s) // 2
+        if crops == "center":
+            boxes = [(cx, cy)]
+        else:
+            corners = [(0, 0), (w - s, 0), (0, h - s), (w - s, h - s), (cx, cy)]
+            boxes, flips = corners * 2, [False] * 5 + [True] * 5
+        arr = np.asarray(img)
+        pix, labs = [], []
+        for (x, y), flip in zip(boxes, flips):
+            p = arr[y : y + s, x : x + s]
+            q = lab[y : y + s, x : x + s] if lab is not None else None
+            if flip:
+                p = p[:, ::-1]
+                q = q[:, ::-1] if q is not None else None
+            pix.append(p)
+            labs.append(q)
+        return self._finish(pix, labs if lab is not None else None)
+
+    # ------------------------------------------------------------------ helpers
+    def _resize_short(self, image: Image.Image, labels: np.ndarray | None, short: int):
+        w, h = image.size
+        scale = short / min(w, h)
+        nw, nh = max(short, int(round(w * scale))), max(short, int(round(h * scale)))
+        img = image.resize((nw, nh), self.interpolation)
+        lab = None
+        if labels is not None:
+            lab = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((nw, nh), Image.NEAREST))
+        return img, lab
+
+    def _random(self, image: Image.Image, labels: np.ndarray | None, rng: np.random.Generator):
+        # Random resized crop (scale 0.35-1 of the area, aspect 3/4-4/3) and a horizontal flip.
+        w, h = image.size
+        for _ in range(10):
+            area = w * h * rng.uniform(0.35, 1.0)
+            ar = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+            cw, ch = int(round(np.sqrt(area * ar))), int(round(np.sqrt(area / ar)))
+            if 0 < cw <= w and 0 < ch <= h:
+                break
+        else:
+            cw = ch = min(w, h)
+        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        s = self.image_size
+        img = image.resize((s, s), self.interpolation, box=(x, y, x + cw, y + ch))
+        p = np.asarray(img)
+        q = None
+        if labels is not None:
+            q = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((s, s), Image.NEAREST, box=(x, y, x + cw, y + ch)))
+        if rng.random() < 0.5:
+            p = p[:, ::-1]
+            q = q[:, ::-1] if q is not None else None
+        return self._finish([p], [q] if q is not None else None)
+
+    def _finish(self, pix: list[np.ndarray], labs: list[np.ndarray] | None):
+        x = torch.from_numpy(np.ascontiguousarray(np.stack(pix))).permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        x = (x - mean) / std
+        y = torch.from_numpy(np.ascontiguousarray(np.stack(labs)).astype(np.int64)) if labs is not None else None
+        return x, y

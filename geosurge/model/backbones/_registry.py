@@ -1,0 +1,87 @@
+"""Backbone registry: one family per module, each registering its names."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ...data.transforms import Preprocess
+from ..config import BackboneConfig
+
+
+class Backbone(nn.Module):
+    """An image encoder that returns a token sequence ``(B, 1 + N, hidden_size)``, CLS first.
+
+    Subclasses set ``hidden_size``, ``patch_size`` (pixels per token side), ``preprocess`` and
+    implement ``forward`` and ``trainable_modules``; :meth:`freeze` then freezes everything else.
+    """
+
+    hidden_size: int
+    patch_size: int
+    preprocess: Preprocess
+    #: parameter-name prefixes that the pretrained source restores (left out of checkpoints when frozen)
+    pretrained_prefix: str = ""
+
+    @property
+    def image_size(self) -> int:
+        return self.preprocess.image_size
+
+    @property
+    def grid_size(self) -> int:
+        """Tokens per image side (N = grid_size ** 2)."""
+        return self.image_size // self.patch_size
+
+    def trainable_modules(self, n_blocks: int) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def freeze(self, n_blocks: int) -> None:
+        """Freeze all parameters but those of the top ``n_blocks`` blocks/stages."""
+        self.requires_grad_(False)
+        self._frozen_eval = True
+        for m in self.trainable_modules(n_blocks):
+            m.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> "Backbone":
+        # Frozen normalization layers keep their pretrained statistics: only modules with trainable
+        # parameters switch to training mode.
+        super().train(mode)
+        if mode and getattr(self, "_frozen_eval", False):
+            for m in self.modules():
+                own = list(m.parameters(recurse=False))
+                if own and not any(p.requires_grad for p in own):
+                    m.eval()
+        return self
+
+
+_REGISTRY: dict[str, Callable[[BackboneConfig, bool], Backbone]] = {}
+
+
+def register_backbone(*names: str) -> Callable:
+    """Class decorator: ``@register_backbone("efficientnet-lite0", ...)``; the class takes ``(cfg, pretrained)``."""
+
+    def deco(cls):
+        for n in names:
+            _REGISTRY[n] = cls
+        return cls
+
+    return deco
+
+
+def list_backbones() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_backbone(cfg: BackboneConfig, pretrained: bool = True) -> Backbone:
+    """Build the backbone named by ``cfg`` (``pretrained=False``: random weights, same architecture)."""
+    if cfg.name not in _REGISTRY:
+        raise ValueError(f"unknown backbone {cfg.name!r}; available: {list_backbones()}")
+    bb = _REGISTRY[cfg.name](cfg, pretrained)
+    bb.freeze(cfg.trainable_blocks)
+    return bb
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+

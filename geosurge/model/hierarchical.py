@@ -1,0 +1,81 @@
+"""Hierarchical inference (paper §III-D) and nearest-reference lookup, vectorized over images and cells."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..geo.hierarchy import Hierarchy
+
+
+class HierarchicalScorer:
+    """Scores every cell of every level for a batch of visual features.
+
+    Per level: cosine similarity / temperature, then a softmax over that level's cells (never a product
+    of raw cosines: they are not probabilities and their scale differs per level). A cell's score is the
+    product of its own probability and those of all its ancestors, kept as a sum of logs.
+    """
+
+    def __init__(self, tables: list[torch.Tensor], scales: torch.Tensor, hierarchy: Hierarchy):
+        if [len(t) for t in tables] != hierarchy.num_cells:
+            raise ValueError(f"embedding tables {[len(t) for t in tables]} do not match the hierarchy {hierarchy.num_cells}")
+        self.tables = [F.normalize(t.detach().float(), dim=-1) for t in tables]
+        self.scales = scales.detach().float()
+        self.parents = [torch.from_numpy(p.parents) for p in hierarchy.levels]
+        # One matmul over all levels at once beats seven small ones.
+        self.all_cells = torch.cat(self.tables)
+        self.splits = [len(t) for t in self.tables]
+
+    def to(self, device: torch.device | str) -> "HierarchicalScorer":
+        self.tables = [t.to(device) for t in self.tables]
+        self.all_cells = self.all_cells.to(device)
+        self.scales = self.scales.to(device)
+        self.parents = [p.to(device) for p in self.parents]
+        return self
+
+    def level_log_probs(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """Per level, log-softmax over its cells: list of (B, n_l)."""
+        sims = F.normalize(features.float(), dim=-1) @ self.all_cells.T
+        return [torch.log_softmax(s * self.scales[k], dim=-1) for k, s in enumerate(sims.split(self.splits, dim=-1))]
+
+    def cumulative_log_scores(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """Per level, log of (own probability x all ancestors' probabilities): list of (B, n_l)."""
+        logp = self.level_log_probs(features)
+        out = [logp[0]]
+        for k in range(1, len(logp)):
+            out.append(logp[k] + out[-1][:, self.parents[k]])
+        return out
+
+
+@dataclass
+class ReferenceIndex:
+    """Training images as references: normalized features, coordinates, ids and finest cell."""
+
+    features: torch.Tensor  # (n, d) L2-normalized
+    latlon: np.ndarray  # (n, 2)
+    ids: list[str]
+    cells: np.ndarray  # (n,) finest-level cell index, -1 if outside every kept cell
+
+    def __post_init__(self) -> None:
+        # Stored as float16 in checkpoints; rounding here too makes a saved-then-loaded index identical.
+        self.features = F.normalize(self.features.float(), dim=-1).half().float()
+        n = len(self.ids)
+        if not (self.features.shape[0] == self.latlon.shape[0] == self.cells.shape[0] == n):
+            raise ValueError("reference index arrays disagree in length")
+
+    def nearest(self, features: torch.Tensor, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each query, the most similar reference inside ``cells[i]`` (or overall if that cell has none).
+
+        Returns (index, cosine similarity, in_cell flag), each (B,).
+        """
+        sims = F.normalize(features.float(), dim=-1) @ self.features.to(features.device).float().T  # (B, n)
+        same = torch.from_numpy(self.cells[None, :] == np.asarray(cells)[:, None]).to(sims.device)
+        masked = sims.masked_fill(~same, float("-inf"))
+        best_in = masked.argmax(dim=1)
+        best_any = sims.argmax(dim=1)
+        in_cell = same.any(dim=1)
+        idx = torch.where(in_cell, best_in, best_any)
+        sim = sims.gather(1, idx[:, None])[:, 0]
+        return idx.cpu().numpy(), sim.cpu().numpy(), in_cell.cpu().numpy()

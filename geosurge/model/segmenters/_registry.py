@@ -1,0 +1,44 @@
+"""Segmenter registry: each produces an ADE20K label map (0 = other, k = class k) at image resolution."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+
+from ..config import SegmenterConfig
+
+
+class SegmenterUnavailable(RuntimeError):
+    """The segmenter cannot run here (model file or package missing); the message says why."""
+
+
+class Segmenter:
+    name: str = ""
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """(H, W) uint8 labels in [0, 150] for an RGB image of size (W, H)."""
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, Callable[[SegmenterConfig], Segmenter]] = {}
+
+
+def register_segmenter(*names: str) -> Callable:
+    def deco(cls):
+        for n in names:
+            _REGISTRY[n] = cls
+        return cls
+
+    return deco
+
+
+def list_segmenters() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_segmenter(cfg: SegmenterConfig) -> Segmenter:
+    """Build the named segmenter; raises :class:`SegmenterUnavailable` with the reason when it cannot run."""
+    if cfg.name not in _REGISTRY:
+        raise ValueError(f"unknown segmenter {cfg.name!r}; available: {list_segmenters()}")
+    return _REGISTRY[cfg.name](cfg)

@@ -1,0 +1,59 @@
+"""DeepLabV3 + MobileNetV2 trained on ADE20K, as a TFLite model run by ``ai-edge-litert`` (offline default)."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..config import SegmenterConfig
+from ._registry import Segmenter, SegmenterUnavailable, register_segmenter
+
+ENV_VAR = "GEOSURGE_DEEPLAB"
+_RELATIVE = Path("models/deeplabv3-mobilenetv2-ade20k/model.tflite")
+
+
+def default_path() -> Path | None:
+    """``$GEOSURGE_DEEPLAB``, else ``shared/`` beside the repository or the working directory."""
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    here = Path(__file__).resolve()
+    candidates = [p.parent / "shared" / _RELATIVE for p in here.parents[:5]]
+    candidates += [Path.cwd().parent / "shared" / _RELATIVE, Path.cwd() / "shared" / _RELATIVE]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+@register_segmenter("deeplab-ade20k")
+class DeepLabADE20K(Segmenter):
+    name = "deeplab-ade20k"
+    input_size = 513
+
+    def __init__(self, cfg: SegmenterConfig, num_threads: int | None = None):
+        path = Path(cfg.path) if cfg.path else default_path()
+        if path is None or not path.is_file():
+            raise SegmenterUnavailable(
+                f"the DeepLab ADE20K model file was not found ({path or 'shared/' + str(_RELATIVE)}); "
+                f"set ${ENV_VAR} or the segmenter path to model.tflite"
+            )
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise SegmenterUnavailable("the DeepLab segmenter needs the ai-edge-litert package (pip install ai-edge-litert)") from None
+        self.path = path
+        self._interp = Interpreter(model_path=str(path), num_threads=num_threads or min(4, os.cpu_count() or 1))
+        self._interp.allocate_tensors()
+        self._in = self._interp.get_input_details()[0]["index"]
+        self._out = self._interp.get_output_details()[0]["index"]
+        self._lock = threading.Lock()  # one interpreter, not re-entrant: serialize concurrent callers
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        x = np.asarray(image.convert("RGB").resize((self.input_size, self.input_size), Image.BILINEAR), np.float32)
+        x = x / 127.5 - 1.0
+        with self._lock:
+            self._interp.set_tensor(self._in, x[None])
+            self._interp.invoke()
+            logits = self._interp.get_tensor(self._out)[0]
+        labels = logits.argmax(-1).astype(np.uint8)
+        return np.asarray(Image.fromarray(labels).resize(image.size, Image.NEAREST))

@@ -1,0 +1,80 @@
+"""ADE20K class names, a colour palette and the overlay renderer for label maps."""
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+#: The 150 ADE20K classes (SceneParsing benchmark order); label k in our maps is ADE20K_CLASSES[k - 1],
+#: label 0 is "other" (unlabelled).
+ADE20K_CLASSES: tuple[str, ...] = (
+    'wall', 'building', 'sky', 'floor', 'tree', 'ceiling', 'road', 'bed', 'windowpane', 'grass', 'cabinet',
+    'sidewalk', 'person', 'earth', 'door', 'table', 'mountain', 'plant', 'curtain', 'chair', 'car', 'water',
+    'painting', 'sofa', 'shelf', 'house', 'sea', 'mirror', 'rug', 'field', 'armchair', 'seat', 'fence',
+    'desk', 'rock', 'wardrobe', 'lamp', 'bathtub', 'railing', 'cushion', 'base', 'box', 'column',
+    'signboard', 'chest', 'counter', 'sand', 'sink', 'skyscraper', 'fireplace', 'refrigerator', 'grandstand',
+    'path', 'stairs', 'runway', 'case', 'pool', 'pillow', 'screen', 'stairway', 'river', 'bridge',
+    'bookcase', 'blind', 'coffee', 'toilet', 'flower', 'book', 'hill', 'bench', 'countertop', 'stove',
+    'palm', 'kitchen', 'computer', 'swivel', 'boat', 'bar', 'arcade', 'hovel', 'bus', 'towel', 'light',
+    'truck', 'tower', 'chandelier', 'awning', 'streetlight', 'booth', 'television', 'airplane', 'dirt',
+    'apparel', 'pole', 'land', 'bannister', 'escalator', 'ottoman', 'bottle', 'buffet', 'poster', 'stage',
+    'van', 'ship', 'fountain', 'conveyer', 'canopy', 'washer', 'plaything', 'swimming', 'stool', 'barrel',
+    'basket', 'waterfall', 'tent', 'bag', 'minibike', 'cradle', 'oven', 'ball', 'food', 'step', 'tank',
+    'trade', 'microwave', 'pot', 'animal', 'bicycle', 'lake', 'dishwasher', 'screen', 'blanket', 'sculpture',
+    'hood', 'sconce', 'vase', 'traffic', 'tray', 'ashcan', 'fan', 'pier', 'crt', 'plate', 'monitor',
+    'bulletin', 'shower', 'radiator', 'glass', 'clock', 'flag',
+)
+NUM_LABELS = len(ADE20K_CLASSES) + 1  # + "other"
+
+
+def label_name(label: int) -> str:
+    return "other" if label == 0 else ADE20K_CLASSES[label - 1]
+
+
+def _palette() -> np.ndarray:
+    # Well-separated hues by golden-ratio stepping, alternating lightness; "other" is black.
+    pal = np.zeros((NUM_LABELS, 3), np.uint8)
+    for k in range(1, NUM_LABELS):
+        h = (k * 0.61803398875) % 1.0
+        light = (0.45, 0.6, 0.35)[k % 3]
+        r, g, b = colorsys.hls_to_rgb(h, light, 0.75)
+        pal[k] = (int(r * 255), int(g * 255), int(b * 255))
+    return pal
+
+
+PALETTE = _palette()
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """(H, W) labels -> (H, W, 3) uint8 colours."""
+    return PALETTE[np.asarray(labels, dtype=np.int64)]
+
+
+def main_classes(labels: np.ndarray, top: int = 8, min_fraction: float = 0.01) -> list[tuple[int, str, float]]:
+    """The most frequent classes as (label, name, fraction of pixels), largest first."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=NUM_LABELS)
+    frac = counts / max(counts.sum(), 1)
+    order = np.argsort(-frac)
+    return [(int(k), label_name(int(k)), float(frac[k])) for k in order[:top] if frac[k] >= min_fraction]
+
+
+def overlay(image: Image.Image, labels: np.ndarray, alpha: float = 0.55, legend: bool = True, top: int = 8) -> Image.Image:
+    """The image blended with its coloured label map, with a legend of the main classes on the right."""
+    image = image.convert("RGB")
+    if labels.shape != (image.height, image.width):
+        labels = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize(image.size, Image.NEAREST))
+    blend = Image.blend(image, Image.fromarray(colorize(labels)), alpha)
+    if not legend:
+        return blend
+    classes = main_classes(labels, top=top)
+    row = max(14, image.height // 24)
+    width = max(150, image.width // 3)
+    out = Image.new("RGB", (image.width + width, image.height), (255, 255, 255))
+    out.paste(blend, (0, 0))
+    draw = ImageDraw.Draw(out)
+    for i, (k, name, frac) in enumerate(classes):
+        y = 6 + i * (row + 4)
+        draw.rectangle([image.width + 6, y, image.width + 6 + row, y + row], fill=tuple(int(c) for c in PALETTE[k]))
+        draw.text((image.width + 12 + row, y), f"{name} {frac:.0%}", fill=(0, 0, 0))
+    return out

