@@ -14,6 +14,7 @@ from .data.images import load_image
 from .geo.distance import haversine_km
 from .geo.hierarchy import Hierarchy
 from .model.checkpoint import CONFIG, load_checkpoint
+from .model.encode import encode_images
 from .model.geosurge import GeoSURGE
 from .model.hierarchical import HierarchicalScorer, ReferenceIndex
 from .model.segmenters import Segmenter, SegmenterUnavailable, create_segmenter
@@ -185,26 +186,10 @@ class Predictor:
         if not use_fusion and "rgb" not in self.variants:
             raise ValueError("this checkpoint has only a semantic-fusion model; predict with fusion=True")
         variant = self.variants["fusion" if use_fusion else "rgb"]
-        pre = variant.model.preprocess
-        crops = "ten" if ten_crop else "center"
         pil = [load_image(im) for im in images]
         label_maps = [self.segmenter(im) for im in pil] if use_fusion else [None] * len(pil)
-        feats = []
-        for start in range(0, len(pil), batch_size):
-            px, lb, n_crops = [], [], []
-            for im, lab in zip(pil[start : start + batch_size], label_maps[start : start + batch_size]):
-                x, y = pre(im, lab, crops=crops)
-                px.append(x)
-                lb.append(y)
-                n_crops.append(x.shape[0])
-            pixels = torch.cat(px).to(self.device)
-            labels = torch.cat(lb).to(self.device) if use_fusion else None
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                f = variant.model.encode(pixels, labels)
-            # ten-crop: mean of the crops' normalized features, renormalized
-            f = torch.stack([c.mean(0) for c in f.split(n_crops)])
-            feats.append(torch.nn.functional.normalize(f, dim=-1))
-        return self._decode(variant, torch.cat(feats), top_k, level_top, use_fusion, note, label_maps)
+        feats = encode_images(variant.model, pil, label_maps, ten_crop=ten_crop, batch_size=batch_size).to(self.device)
+        return self._decode(variant, feats, top_k, level_top, use_fusion, note, label_maps)
 
     def _decode(self, v: _Variant, feats: torch.Tensor, top_k: int, level_top: int, fused: bool, note: str | None, label_maps) -> list[Prediction]:
         scores = v.scorer.cumulative_log_scores(feats)

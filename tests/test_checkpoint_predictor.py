@@ -1,0 +1,138 @@
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from geosurge import Predictor
+from geosurge.model.checkpoint import CheckpointError, load_checkpoint
+from geosurge.model.config import SegmenterConfig
+from geosurge.model.segmenters import SegmenterUnavailable, create_segmenter
+
+from .helpers import make_checkpoint
+
+
+@pytest.fixture(scope="module")
+def segmenter(shared_dir):
+    return create_segmenter(SegmenterConfig("deeplab-ade20k", str(shared_dir / "models/deeplabv3-mobilenetv2-ade20k/model.tflite")))
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, shared_dir, segmenter):
+    root = tmp_path_factory.mktemp("ckpt")
+    make_checkpoint(root / "fusion", shared_dir, fusion=True, segmenter=segmenter)
+    make_checkpoint(root / "rgb", shared_dir, fusion=False, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def photos(shared_dir):
+    import csv
+
+    rows = list(csv.DictReader(open(shared_dir / "data/im2gps3k-dev/test.csv")))[:3]
+    return [shared_dir / "data/im2gps3k-dev/images" / r["image"] for r in rows]
+
+
+def test_only_intended_parameters_train(pair):
+    model, *_ = load_checkpoint(pair / "fusion")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    n_blocks = len(model.backbone.net._blocks)
+    for n in trainable:
+        assert n.startswith(("fusion.", "geo.", f"backbone.net._blocks.{n_blocks - 1}.", "backbone.net._conv_head", "backbone.net._bn1"))
+    assert any(n.startswith("fusion.") for n in trainable) and "geo.logit_scale" in trainable
+    assert not any(n.startswith("backbone.net._blocks.0.") for n in trainable)
+
+
+def test_checkpoint_is_small_and_never_pickled(pair):
+    files = sorted(p.name for p in (pair / "fusion").iterdir())
+    assert files == ["config.json", "hierarchy.json", "hierarchy.npz", "model.safetensors", "reference.json", "reference.safetensors"]
+    state = load_file(str(pair / "fusion" / "model.safetensors"))
+    assert not any(k.startswith("backbone.net._blocks.0.") for k in state)  # frozen weights come from the package
+    cfg = json.loads((pair / "fusion" / "config.json").read_text())
+    assert cfg["model"]["backbone"]["name"] == "efficientnet-lite0" and cfg["model"]["fusion"]["enabled"]
+
+
+def test_round_trip_bit_for_bit(pair, photos, segmenter, tmp_path):
+    from geosurge.model.checkpoint import save_checkpoint
+
+    model, h, ref, cfg = load_checkpoint(pair / "fusion")
+    save_checkpoint(tmp_path / "again", model, h, ref, extra=cfg.get("training"))
+    a = Predictor.from_pretrained(pair / "fusion", segmenter=segmenter).predict(photos, top_k=3)
+    b = Predictor.from_pretrained(tmp_path / "again", segmenter=segmenter).predict(photos, top_k=3)
+    for x, y in zip(a, b):
+        assert x.as_dict() == y.as_dict()
+
+
+def test_predict_outputs(pair, photos, segmenter):
+    p = Predictor.from_pretrained(pair, segmenter=segmenter)
+    assert p.fusion_available
+    res = p.predict(photos, top_k=4)
+    assert len(res) == 3
+    for r in res:
+        assert -90 <= r.lat <= 90 and -180 <= r.lon <= 180 and 0 < r.score <= 1
+        assert len(r.top_k) == 4 and r.top_k[0].score == pytest.approx(r.score)
+        assert [c.score for c in r.top_k] == sorted((c.score for c in r.top_k), reverse=True)
+        assert len(r.levels) == 3 and all(len(lv) >= 1 for lv in r.levels)
+        # the best finest cell's ancestors: its product score is at most each coarser product
+        assert r.levels[0][0].score >= r.score
+        assert r.fusion_used and r.labels is not None
+        assert r.nearest_reference is not None and r.nearest_reference.distance_km >= 0
+    single = p.predict(str(photos[0]))
+    assert len(single) == 1 and single[0].lat == res[0].lat
+    rgb = p.predict(photos[0], fusion=False)[0]
+    assert not rgb.fusion_used and rgb.labels is None
+    ten = p.predict(photos[0], ten_crop=True)[0]
+    assert -90 <= ten.lat <= 90
+
+
+def test_segmenter_missing_falls_back_with_reason(pair, photos, shared_dir):
+    p = Predictor.from_pretrained(pair, segmenter_path=str(shared_dir / "no-such-model.tflite"))
+    assert not p.fusion_available and "not found" in p.fusion_unavailable_reason()
+    with pytest.warns(UserWarning, match="without fusion"):
+        [r] = p.predict(photos[0])
+    assert not r.fusion_used and "not found" in r.note
+    only_fusion = Predictor.from_pretrained(pair / "fusion", segmenter=None)
+    with pytest.raises(SegmenterUnavailable, match="no RGB-only model"):
+        only_fusion.predict(photos[0])
+
+
+def test_bad_checkpoints(pair, tmp_path):
+    import shutil
+
+    with pytest.raises(FileNotFoundError, match="holds no GeoSURGE checkpoint"):
+        Predictor.from_pretrained(tmp_path)
+    d = tmp_path / "broken"
+    shutil.copytree(pair / "rgb", d)
+    (d / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors is missing"):
+        load_checkpoint(d)
+    shutil.copy(pair / "rgb" / "model.safetensors", d / "model.safetensors")
+    state = load_file(str(d / "model.safetensors"))
+    state["geo.tables.0"] = torch.zeros(3, 64)
+    save_file(state, str(d / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        load_checkpoint(d)
+    del state["geo.tables.0"]
+    save_file(state, str(d / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="missing"):
+        load_checkpoint(d)
+
+
+def test_cli_predict(pair, photos, shared_dir):
+    env = {"GEOSURGE_DEEPLAB": str(shared_dir / "models/deeplabv3-mobilenetv2-ade20k/model.tflite")}
+    import os
+
+    r = subprocess.run([sys.executable, "-m", "geosurge", "predict", "--checkpoint", str(pair), str(photos[0]), "--top-k", "2"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.splitlines()[0]
+    lat, lon = (float(x) for x in line.split(": ", 1)[1].split("  ")[0].split(", "))
+    assert -90 <= lat <= 90 and -180 <= lon <= 180 and "score" in line and "[fusion]" in line
+    bad = photos[0].parent.parent / "train.csv"
+    r = subprocess.run([sys.executable, "-m", "geosurge", "predict", "--checkpoint", str(pair), str(bad)],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+    assert r.returncode == 1 and "not a readable image" in r.stderr

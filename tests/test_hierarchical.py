@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+
+from geosurge.geo import build_hierarchy
+from geosurge.model.hierarchical import HierarchicalScorer, ReferenceIndex
+
+
+@pytest.fixture(scope="module")
+def setup():
+    rng = np.random.default_rng(0)
+    lat = np.r_[rng.normal(48, 2, 3000), rng.normal(35, 3, 2000), rng.uniform(-50, 60, 1000)]
+    lon = np.r_[rng.normal(5, 3, 3000), rng.normal(-100, 5, 2000), rng.uniform(-180, 180, 1000)]
+    h = build_hierarchy(lat, lon, tau_min=10, tau_maxes=[2000, 500, 150, 60])
+    torch.manual_seed(0)
+    tables = [torch.randn(n, 16) for n in h.num_cells]
+    scales = torch.tensor([14.0, 10.0, 20.0, 5.0])
+    return h, HierarchicalScorer(tables, scales, h), tables, scales
+
+
+def test_per_level_softmax(setup):
+    h, scorer, _, _ = setup
+    feats = torch.randn(4, 16)
+    for lp in scorer.level_log_probs(feats):
+        torch.testing.assert_close(lp.exp().sum(1), torch.ones(4, dtype=lp.dtype))
+
+
+def test_matches_brute_force(setup):
+    h, scorer, tables, scales = setup
+    feats = torch.randn(3, 16)
+    got = scorer.cumulative_log_scores(feats)[-1]
+    anc = h.ancestors()
+    v = torch.nn.functional.normalize(feats, dim=-1).double()
+    for b in range(3):
+        probs = []
+        for k, t in enumerate(tables):
+            cos = v[b] @ torch.nn.functional.normalize(t.double(), dim=-1).T
+            probs.append(torch.softmax(cos * scales[k].double(), dim=0))
+        for c in range(0, len(h.finest), 7):
+            expect = np.prod([float(probs[k][anc[c, k]]) for k in range(len(tables))])
+            assert float(got[b, c].exp()) == pytest.approx(expect, rel=1e-4)
+
+
+def test_intermediate_levels_are_products_of_ancestors(setup):
+    h, scorer, _, _ = setup
+    feats = torch.randn(2, 16)
+    logp = scorer.level_log_probs(feats)
+    cum = scorer.cumulative_log_scores(feats)
+    k = 2
+    c = 5
+    p1 = h.levels[2].parents[c]
+    p0 = h.levels[1].parents[p1]
+    torch.testing.assert_close(cum[k][:, c], logp[2][:, c] + logp[1][:, p1] + logp[0][:, p0])
+
+
+def test_mismatched_tables_rejected(setup):
+    h = setup[0]
+    with pytest.raises(ValueError, match="do not match"):
+        HierarchicalScorer([torch.randn(3, 16)], torch.ones(1), h)
+
+
+def test_reference_nearest_in_cell_and_fallback():
+    feats = torch.eye(4)
+    ref = ReferenceIndex(feats, np.zeros((4, 2)), ["a", "b", "c", "d"], np.array([0, 0, 1, -1]))
+    q = torch.tensor([[1.0, 0.9, 0, 0], [1.0, 0.0, 0.0, 0.0]])
+    idx, sim, inside = ref.nearest(q, np.array([0, 5]))
+    assert idx.tolist() == [0, 0] and inside.tolist() == [True, False]
+    idx, _, inside = ref.nearest(torch.tensor([[0.0, 0.0, 0.0, 1.0]]), np.array([1]))
+    assert idx.tolist() == [2] and inside.tolist() == [True]  # best *inside* cell 1, not the global best
