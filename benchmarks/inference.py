@@ -47,7 +47,7 @@ def main() -> None:
     cfg = ModelConfig(backbone=BackboneConfig("clip"))
     torch.manual_seed(0)
     model = GeoSURGE(cfg, h.num_cells, pretrained_backbone=False).eval()
-    scorer = HierarchicalScorer(list(model.geo.tables), model.geo.scales(), h)
+    scorer = HierarchicalScorer.for_model(model, h)
     n_fusion = sum(p.numel() for p in model.fusion.parameters())
     print(f"CLIP-L/14-336 backbone {sum(p.numel() for p in model.backbone.parameters()) / 1e6:.0f} M params, "
           f"fusion {n_fusion / 1e6:.1f} M params, {cfg.fusion.num_blocks} blocks; torch threads {torch.get_num_threads()}")

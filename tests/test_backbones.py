@@ -69,3 +69,38 @@ def test_efficientnet_weights_are_imagenet():
     state = torch.load(weights_file("efficientnet-lite0"), map_location="cpu", weights_only=True)
     bb = create_backbone(BackboneConfig("efficientnet-lite0"))
     torch.testing.assert_close(bb.net._conv_stem.weight, state["_conv_stem.weight"])
+
+
+@pytest.mark.parametrize("blocks", [0, 1, 2])
+def test_efficientnet_split_equals_full_forward(blocks):
+    bb = create_backbone(BackboneConfig("efficientnet-lite0", image_size=96, trainable_blocks=blocks)).eval()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        full = bb.net.extract_features(x)
+        ref = torch.cat([full.flatten(2).mean(2)[:, None], full.flatten(2).transpose(1, 2)], 1)
+        hidden = bb.forward_frozen(x)
+        torch.testing.assert_close(bb.forward_trainable(hidden), ref)
+    # the frozen part's output depends on no trainable parameter
+    assert not any(p.requires_grad for m in bb.net._blocks[: len(bb.net._blocks) - blocks] for p in m.parameters())
+
+
+def test_frozen_part_stays_in_eval_mode_while_training():
+    bb = create_backbone(BackboneConfig("efficientnet-lite0", image_size=96, trainable_blocks=1))
+    bb.train()
+    assert not bb.net._blocks[0].training and not bb.net._bn0.training  # no drop-connect, fixed BN stats
+    assert bb.net._blocks[-1].training and bb.net._bn1.training
+    x = torch.randn(2, 3, 96, 96)
+    torch.testing.assert_close(bb.forward_frozen(x), bb.forward_frozen(x))
+
+
+def test_clip_split(tiny_clip_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from transformers import CLIPVisionModel
+
+    ref = CLIPVisionModel.from_pretrained(str(tiny_clip_dir))
+    x = torch.randn(2, 3, 56, 56)
+    for blocks in (0, 2):
+        bb = create_backbone(BackboneConfig("clip", pretrained=str(tiny_clip_dir), trainable_blocks=blocks)).eval()
+        h = bb.forward_frozen(x)
+        assert h.shape == (2, 17, 32)
+        torch.testing.assert_close(bb.forward_trainable(h), ref(pixel_values=x).last_hidden_state)

@@ -41,6 +41,13 @@ class GeoConfig:
     init_temperature: float = 0.07
     tau_min: int = 50
     tau_maxes: list[int] = field(default_factory=lambda: [25000, 10000, 5000, 2000, 1000, 750, 500])
+    #: "embeddings": one learned table per level, InfoNCE (paper); "linear": a plain classification head
+    #: over the finest cells, trained with cross-entropy (the paper's Table VI ablation)
+    head: str = "embeddings"
+    #: weight of log(training frequency of the cell) added to each level's logits at inference. InfoNCE
+    #: with in-batch negatives learns log p(cell|x) - log p(cell) + const, so 1.0 restores the posterior;
+    #: 0.0 is the paper's plain product of per-level softmaxes.
+    prior_weight: float = 0.0
 
 
 @dataclass

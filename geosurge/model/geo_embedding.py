@@ -36,3 +36,37 @@ class GeoEmbeddings(nn.Module):
     def logits(self, features: torch.Tensor, level: int) -> torch.Tensor:
         """Cosine similarity of normalized ``features`` (B, dim) to every cell of ``level``, divided by its temperature."""
         return self.scales()[level] * features @ self.normalized(level).T
+
+    def scoring(self) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor] | None]:
+        """(per-level cell matrices, per-level scale, per-level bias or None) for :class:`HierarchicalScorer`."""
+        return [self.normalized(k).detach() for k in range(self.num_levels)], self.scales().detach(), None
+
+
+class LinearGeoHead(nn.Module):
+    """No geographic embeddings: a linear classifier over the finest cells (paper Table VI ablation)."""
+
+    def __init__(self, num_cells: Sequence[int], dim: int):
+        super().__init__()
+        if len(num_cells) != 1:
+            raise ValueError(f"the linear head classifies one level of cells, got {len(num_cells)} levels")
+        self.num_cells = list(num_cells)
+        self.fc = nn.Linear(dim, num_cells[0])
+
+    @property
+    def num_levels(self) -> int:
+        return 1
+
+    def logits(self, features: torch.Tensor, level: int) -> torch.Tensor:
+        return self.fc(features)
+
+    def scoring(self) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor] | None]:
+        return [self.fc.weight.detach()], torch.ones(1), [self.fc.bias.detach()]
+
+
+def create_geo_head(head: str, num_cells: Sequence[int], dim: int, init_temperature: float) -> nn.Module:
+    """The geographic head named by ``GeoConfig.head``."""
+    if head == "embeddings":
+        return GeoEmbeddings(num_cells, dim, init_temperature)
+    if head == "linear":
+        return LinearGeoHead(num_cells, dim)
+    raise ValueError(f"unknown geo head {head!r}; use 'embeddings' or 'linear'")

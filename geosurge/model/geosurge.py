@@ -10,7 +10,7 @@ from torch import nn
 from .backbones import Backbone, create_backbone
 from .config import ModelConfig
 from .fusion import RGBHead, SemanticFusion
-from .geo_embedding import GeoEmbeddings
+from .geo_embedding import create_geo_head
 
 
 class GeoSURGE(nn.Module):
@@ -25,7 +25,7 @@ class GeoSURGE(nn.Module):
         else:
             self.fusion = None
             self.rgb_head = RGBHead(d, cfg.geo.embed_dim)
-        self.geo = GeoEmbeddings(num_cells, cfg.geo.embed_dim, cfg.geo.init_temperature)
+        self.geo = create_geo_head(cfg.geo.head, num_cells, cfg.geo.embed_dim, cfg.geo.init_temperature)
 
     @property
     def uses_fusion(self) -> bool:
@@ -37,7 +37,11 @@ class GeoSURGE(nn.Module):
 
     def encode(self, pixels: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """L2-normalized visual features (B, embed_dim). ``labels`` (B, S, S) is required with fusion."""
-        tokens = self.backbone(pixels)
+        return self.encode_hidden(self.backbone.forward_frozen(pixels), labels)
+
+    def encode_hidden(self, hidden: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """As :meth:`encode`, from the frozen backbone part's output (training from cached views)."""
+        tokens = self.backbone.forward_trainable(hidden)
         if self.fusion is not None:
             if labels is None:
                 raise ValueError("this model fuses semantics: pass the segmentation label map (labels)")
@@ -46,7 +50,16 @@ class GeoSURGE(nn.Module):
             feats = self.rgb_head(tokens)
         return F.normalize(feats.float(), dim=-1)
 
-    def forward(self, pixels: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Features and, per hierarchy level, logits against every cell (cosine / temperature)."""
-        feats = self.encode(pixels, labels)
-        return feats, [self.geo.logits(feats, k) for k in range(self.geo.num_levels)]
+    def forward(
+        self, pixels: torch.Tensor, labels: torch.Tensor | None = None, from_hidden: bool = False, return_logits: bool = True
+    ) -> tuple[torch.Tensor, list[torch.Tensor]] | torch.Tensor:
+        """Features and, per hierarchy level, logits against every cell (cosine / temperature).
+
+        ``from_hidden``: ``pixels`` is the frozen backbone part's output (cached views). With
+        ``return_logits=False`` only the features are returned (training computes its own logits).
+        """
+        feats = self.encode_hidden(pixels, labels) if from_hidden else self.encode(pixels, labels)
+        return (feats, self.logits(feats)) if return_logits else feats
+
+    def logits(self, feats: torch.Tensor) -> list[torch.Tensor]:
+        return [self.geo.logits(feats, k) for k in range(self.geo.num_levels)]

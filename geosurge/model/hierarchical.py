@@ -18,27 +18,53 @@ class HierarchicalScorer:
     product of its own probability and those of all its ancestors, kept as a sum of logs.
     """
 
-    def __init__(self, tables: list[torch.Tensor], scales: torch.Tensor, hierarchy: Hierarchy):
+    def __init__(
+        self,
+        tables: list[torch.Tensor],
+        scales: torch.Tensor,
+        hierarchy: Hierarchy,
+        biases: list[torch.Tensor] | None = None,
+        prior_weight: float = 0.0,
+        normalize: bool = True,
+    ):
         if [len(t) for t in tables] != hierarchy.num_cells:
             raise ValueError(f"embedding tables {[len(t) for t in tables]} do not match the hierarchy {hierarchy.num_cells}")
-        self.tables = [F.normalize(t.detach().float(), dim=-1) for t in tables]
+        self.tables = [F.normalize(t.detach().float(), dim=-1) if normalize else t.detach().float() for t in tables]
         self.scales = scales.detach().float()
         self.parents = [torch.from_numpy(p.parents) for p in hierarchy.levels]
+        # Per-level additive terms: a classifier's bias and/or the log training frequency of each cell.
+        offsets = []
+        for k, lvl in enumerate(hierarchy.levels):
+            o = torch.zeros(len(lvl))
+            if biases is not None:
+                o = o + biases[k].detach().float()
+            if prior_weight:
+                o = o + prior_weight * torch.from_numpy(np.log(np.maximum(lvl.counts, 1) / lvl.counts.sum())).float()
+            offsets.append(o)
+        self.offsets = torch.cat(offsets)
         # One matmul over all levels at once beats seven small ones.
         self.all_cells = torch.cat(self.tables)
         self.splits = [len(t) for t in self.tables]
+
+    @classmethod
+    def for_model(cls, model, hierarchy: Hierarchy) -> "HierarchicalScorer":
+        """The scorer of a :class:`~geosurge.model.GeoSURGE` model's geographic head."""
+        tables, scales, biases = model.geo.scoring()
+        return cls(tables, scales, hierarchy, biases, model.cfg.geo.prior_weight, normalize=biases is None)
 
     def to(self, device: torch.device | str) -> "HierarchicalScorer":
         self.tables = [t.to(device) for t in self.tables]
         self.all_cells = self.all_cells.to(device)
         self.scales = self.scales.to(device)
+        self.offsets = self.offsets.to(device)
         self.parents = [p.to(device) for p in self.parents]
         return self
 
     def level_log_probs(self, features: torch.Tensor) -> list[torch.Tensor]:
         """Per level, log-softmax over its cells: list of (B, n_l)."""
         sims = F.normalize(features.float(), dim=-1) @ self.all_cells.T
-        return [torch.log_softmax(s * self.scales[k], dim=-1) for k, s in enumerate(sims.split(self.splits, dim=-1))]
+        parts = zip(sims.split(self.splits, dim=-1), self.offsets.split(self.splits))
+        return [torch.log_softmax(s * self.scales[k] + o, dim=-1) for k, (s, o) in enumerate(parts)]
 
     def cumulative_log_scores(self, features: torch.Tensor) -> list[torch.Tensor]:
         """Per level, log of (own probability x all ancestors' probabilities): list of (B, n_l)."""

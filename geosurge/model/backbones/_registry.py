@@ -14,7 +14,8 @@ class Backbone(nn.Module):
     """An image encoder that returns a token sequence ``(B, 1 + N, hidden_size)``, CLS first.
 
     Subclasses set ``hidden_size``, ``patch_size`` (pixels per token side), ``preprocess`` and
-    implement ``forward`` and ``trainable_modules``; :meth:`freeze` then freezes everything else.
+    implement ``trainable_modules``, ``forward_frozen`` and ``forward_trainable``; :meth:`freeze` then
+    freezes everything else. The split lets training cache the frozen part's output once per view.
     """
 
     hidden_size: int
@@ -35,21 +36,33 @@ class Backbone(nn.Module):
     def trainable_modules(self, n_blocks: int) -> list[nn.Module]:
         raise NotImplementedError
 
+    def forward_frozen(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The frozen bottom of the network: its output depends on no trainable parameter."""
+        raise NotImplementedError
+
+    def forward_trainable(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The trainable top: ``forward_frozen`` output -> tokens ``(B, 1 + N, hidden_size)``."""
+        raise NotImplementedError
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.forward_trainable(self.forward_frozen(pixels))
+
     def freeze(self, n_blocks: int) -> None:
         """Freeze all parameters but those of the top ``n_blocks`` blocks/stages."""
         self.requires_grad_(False)
         self._frozen_eval = True
+        self.trainable_blocks = n_blocks
         for m in self.trainable_modules(n_blocks):
             m.requires_grad_(True)
 
     def train(self, mode: bool = True) -> "Backbone":
-        # Frozen normalization layers keep their pretrained statistics: only modules with trainable
-        # parameters switch to training mode.
+        # Frozen parts behave as at inference (normalization statistics, no drop-connect): every module
+        # whose parameters are all frozen stays in eval mode, so cached frozen outputs stay exact.
         super().train(mode)
         if mode and getattr(self, "_frozen_eval", False):
             for m in self.modules():
-                own = list(m.parameters(recurse=False))
-                if own and not any(p.requires_grad for p in own):
+                params = list(m.parameters())
+                if params and not any(p.requires_grad for p in params):
                     m.eval()
         return self
 

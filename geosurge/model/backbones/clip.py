@@ -54,14 +54,31 @@ class CLIPBackbone(Backbone):
         mean, std = _processor_stats(source) if pretrained else (CLIP_MEAN, CLIP_STD)
         self.preprocess = Preprocess(vcfg.image_size, mean, std)
 
-    def trainable_modules(self, n_blocks: int) -> list[nn.Module]:
+    @property
+    def _vision(self) -> nn.Module:
         # transformers 4 wraps the transformer in .vision_model; 5 does not
-        vm = getattr(self.model, "vision_model", self.model)
-        layers = list(vm.encoder.layers)
+        return getattr(self.model, "vision_model", self.model)
+
+    def trainable_modules(self, n_blocks: int) -> list[nn.Module]:
+        layers = list(self._vision.encoder.layers)
         return layers[len(layers) - n_blocks :] if n_blocks > 0 else []
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixels).last_hidden_state
+    def _split(self) -> int:
+        return len(self._vision.encoder.layers) - max(0, getattr(self, "trainable_blocks", 0))
+
+    def _run_layers(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        for layer in self._vision.encoder.layers[start:stop]:
+            out = layer(x, None)
+            x = out[0] if isinstance(out, tuple) else out  # transformers 4 returns a tuple
+        return x
+
+    def forward_frozen(self, pixels: torch.Tensor) -> torch.Tensor:
+        vm = self._vision
+        x = vm.pre_layrnorm(vm.embeddings(pixels))
+        return self._run_layers(x, 0, self._split())
+
+    def forward_trainable(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self._run_layers(hidden, self._split(), len(self._vision.encoder.layers))
 
 
 def _processor_stats(source: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -59,9 +59,29 @@ class EfficientNetLite(Backbone):
         blocks = list(self.net._blocks)
         return blocks[len(blocks) - (n_blocks) :] + [self.net._conv_head, self.net._bn1]
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        fmap = self.net.extract_features(pixels)  # (B, C, g, g)
-        cells = fmap.flatten(2).transpose(1, 2)  # (B, g*g, C)
+    def _split(self) -> int:
+        return len(self.net._blocks) - max(0, getattr(self, "trainable_blocks", 0))
+
+    def _run_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        # As EfficientNet.extract_features: drop-connect grows with depth (and acts only in training).
+        rate, n = self.net._global_params.drop_connect_rate, len(self.net._blocks)
+        for idx in range(start, stop):
+            x = self.net._blocks[idx](x, drop_connect_rate=rate * idx / n if rate else rate)
+        return x
+
+    def forward_frozen(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.net._swish(self.net._bn0(self.net._conv_stem(pixels)))
+        x = self._run_blocks(x, 0, self._split())
+        if getattr(self, "trainable_blocks", 0) <= 0:
+            x = self.net._swish(self.net._bn1(self.net._conv_head(x)))
+        return x
+
+    def forward_trainable(self, hidden: torch.Tensor) -> torch.Tensor:
+        x = hidden
+        if getattr(self, "trainable_blocks", 0) > 0:
+            x = self._run_blocks(x, self._split(), len(self.net._blocks))
+            x = self.net._swish(self.net._bn1(self.net._conv_head(x)))
+        cells = x.flatten(2).transpose(1, 2)  # (B, g*g, C)
         return torch.cat([cells.mean(dim=1, keepdim=True), cells], dim=1)
 
 
