@@ -11,6 +11,10 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "partition": ("partition", "build the S2 partition hierarchy from a CSV of coordinates"),
     "predict": ("predict", "geolocate photos with a trained checkpoint"),
+    "segment": ("segment", "precompute ADE20K label maps for training"),
+    "shards": ("shards", "pack images, coordinates and label maps into webdataset shards"),
+    "train": ("train", "train a model from a YAML config"),
+    "evaluate": ("evaluate", "accuracy of checkpoints on a CSV of geotagged photos"),
 }
 
 

@@ -1,0 +1,87 @@
+"""Precomputed ADE20K label maps, one PNG per image, so that training never runs the segmenter."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .images import ImageLoadError, load_image
+from .records import GeoRecords, SkipReport
+
+#: Label maps are stored with their longer side at most this many pixels (the DeepLab output is
+#: 513 px, so larger maps would only repeat pixels) and resized to the image, nearest-neighbour, at use.
+MAX_SIDE = 640
+
+
+class LabelStore:
+    """A directory of 8-bit PNG label maps mirroring the image ids (``a/b.jpg`` -> ``a/b.png``)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, image_id: str) -> Path:
+        return self.root / Path(image_id).with_suffix(".png")
+
+    def has(self, image_id: str) -> bool:
+        return self.path(image_id).is_file()
+
+    def save(self, image_id: str, labels: np.ndarray) -> None:
+        if labels.max(initial=0) > 255:
+            raise ValueError("label maps are stored as 8-bit PNG: labels must be < 256")
+        img = Image.fromarray(labels.astype(np.uint8), mode="L")
+        if max(img.size) > MAX_SIDE:
+            s = MAX_SIDE / max(img.size)
+            img = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.NEAREST)
+        path = self.path(image_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Atomic: an interrupted run leaves no truncated PNG, so resuming can trust every file present.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            img.save(tmp, format="PNG")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def load(self, image_id: str, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Label map (H, W) uint8, resized (nearest) to ``size`` = (width, height) when given."""
+        with Image.open(self.path(image_id)) as img:
+            if size is not None and img.size != tuple(size):
+                img = img.resize(tuple(size), Image.NEAREST)
+            return np.asarray(img, dtype=np.uint8)
+
+
+@dataclass
+class SegmentReport:
+    done: int = 0
+    already: int = 0
+    failed: SkipReport = field(default_factory=SkipReport)
+
+    def summary(self) -> str:
+        return f"segmented {self.done}, already present {self.already}; {self.failed.summary('images')}"
+
+
+def segment_records(records: GeoRecords, segmenter, store: LabelStore, progress: bool = True) -> SegmentReport:
+    """Write a label map for every image that has none yet (resumable); unreadable images are counted."""
+    report = SegmentReport()
+    todo = [i for i, name in enumerate(records.ids) if not store.has(name)]
+    report.already = len(records) - len(todo)
+    it = todo
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(todo, desc=f"segmenting ({report.already} already done)", unit="img")
+    for i in it:
+        try:
+            image = load_image(records.path(i))
+        except ImageLoadError as e:
+            report.failed.add("unreadable image", f"{records.ids[i]} ({e})")
+            continue
+        store.save(records.ids[i], segmenter(image))
+        report.done += 1
+    return report

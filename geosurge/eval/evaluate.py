@@ -1,0 +1,174 @@
+"""Evaluate checkpoints on a CSV of geotagged photos: accuracy table, median, GeoScore, cell accuracy.
+
+Ten-crop features reuse the training view cache (the frozen backbone part's output for the ten crops,
+shared by every checkpoint with the same backbone), and each checkpoint's final features are cached
+by the hash of its weights, so re-running an evaluation or adding a checkpoint to a comparison is fast.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..data.labels import LabelStore, segment_records
+from ..data.records import GeoRecords, SkipReport
+from ..geo.distance import haversine_km
+from ..geo.hierarchy import Hierarchy
+from ..geo.metrics import THRESHOLDS_KM, accuracy_report
+from ..model.checkpoint import CONFIG, WEIGHTS, _atomic_write, load_checkpoint
+from ..model.geosurge import GeoSURGE
+from ..model.hierarchical import HierarchicalScorer
+
+DEFAULT_LABELS = ".cache/labels"
+
+
+@dataclass
+class EvalResult:
+    name: str
+    metrics: dict[str, Any]  # acc_1km ... acc_2500km, median_km, mean_km, geoscore, n, level_acc, ...
+    pred: np.ndarray = field(repr=False)  # (n, 2) predicted lat/lon
+    true: np.ndarray = field(repr=False)  # (n, 2)
+
+    @property
+    def distances(self) -> np.ndarray:
+        return haversine_km(self.pred[:, 0], self.pred[:, 1], self.true[:, 0], self.true[:, 1])
+
+
+def resolve_variant(path: str | Path, fusion: bool) -> Path:
+    """A checkpoint directory, or the ``fusion``/``rgb`` member of a pair directory."""
+    path = Path(path)
+    if (path / CONFIG).is_file():
+        return path
+    sub = path / ("fusion" if fusion else "rgb")
+    if (sub / CONFIG).is_file():
+        return sub
+    raise FileNotFoundError(f"{path} is not a checkpoint (no {CONFIG}) nor a pair with a {sub.name}/ checkpoint")
+
+
+def _weights_hash(directory: Path) -> str:
+    h = hashlib.sha256()
+    for name in (CONFIG, WEIGHTS):
+        h.update((directory / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def score_features(model: GeoSURGE, hierarchy: Hierarchy, feats: torch.Tensor, true: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Predicted points and metrics (distance table, median, GeoScore, per-level cell accuracy)."""
+    scorer = HierarchicalScorer.for_model(model, hierarchy)
+    scores = scorer.cumulative_log_scores(feats.float())
+    best = [s.argmax(dim=1).numpy() for s in scores]
+    pred = hierarchy.levels[-1].centroids[best[-1]]
+    m = accuracy_report(pred[:, 0], pred[:, 1], true[:, 0], true[:, 1]).as_dict()
+    cells = hierarchy.assign(true[:, 0], true[:, 1])
+    m["level_acc"] = [float(100.0 * np.mean(b == cells[:, k])) for k, b in enumerate(best)]
+    m["level_cells"] = hierarchy.num_cells
+    return pred, m
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    records: GeoRecords,
+    ten_crop: bool = False,
+    fusion: bool = True,
+    labels: str | Path | None = None,
+    cache_dir: str | Path = ".cache/geosurge",
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    report: SkipReport | None = None,
+    name: str | None = None,
+) -> EvalResult:
+    """Evaluate one checkpoint (or one variant of a pair) on ``records``."""
+    from ..train.trainer import image_features, view_features
+    from ..train.views import load_or_build_views
+
+    directory = resolve_variant(checkpoint, fusion)
+    model, hierarchy, _, _ = load_checkpoint(directory, device)
+    store = None
+    if model.uses_fusion:
+        store = LabelStore(labels or Path(DEFAULT_LABELS) / model.cfg.segmenter.name)
+        if any(not store.has(i) for i in records.ids):
+            from ..model.segmenters import create_segmenter
+
+            r = segment_records(records, create_segmenter(model.cfg.segmenter), store, progress=progress)
+            if report is not None:
+                report.merge(r.failed)
+    key = hashlib.sha256(json.dumps([_weights_hash(directory), str(records.root), records.ids, ten_crop,
+                                     str(store.root) if store else None]).encode()).hexdigest()[:16]
+    cache = Path(cache_dir) / f"eval-{key}.safetensors"
+    local = SkipReport()
+    if cache.is_file():
+        t = load_file(str(cache))
+        feats, keep = t["features"], t["keep"].numpy()
+    else:
+        if ten_crop:
+            views = load_or_build_views(model, records, store, cache_dir, progress, local)
+            feats, keep = view_features(model, views), views.keep
+        else:
+            feats, keep = image_features(model, records, store, report=local, progress=progress)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(cache, lambda p: save_file({"features": feats.contiguous(), "keep": torch.from_numpy(keep)}, p))
+    if report is not None:
+        report.merge(local)
+    true = np.stack([records.lats[keep], records.lons[keep]], axis=1)
+    pred, metrics = score_features(model, hierarchy, feats, true)
+    metrics.update(checkpoint=str(directory), fusion=model.uses_fusion, ten_crop=ten_crop,
+                   skipped=len(records) - len(keep))
+    label = name or (f"{Path(checkpoint).name}/{directory.name}" if directory != Path(checkpoint) else directory.name)
+    return EvalResult(label, metrics, pred, true)
+
+
+# ------------------------------------------------------------------------------------ outputs
+def markdown_table(results: list[EvalResult]) -> str:
+    """Comparison table in the paper's layout (accuracy % within each distance), plus median and GeoScore."""
+    heads = ["model"] + [f"{t:g} km" for t in THRESHOLDS_KM.values()] + ["median km", "GeoScore", "n"]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for r in results:
+        m = r.metrics
+        cells = [r.name] + [f"{m[f'acc_{t:g}km']:.1f}" for t in THRESHOLDS_KM.values()]
+        cells += [f"{m['median_km']:.0f}", f"{m['geoscore']:.0f}", str(m["n"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy(results: list[EvalResult], path: str | Path, title: str = "") -> None:
+    """Accuracy (% within d km) against d on a log axis, one curve per result."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = np.logspace(0, np.log10(20_000), 200)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for r in results:
+        dist = np.sort(r.distances)
+        ax.plot(d, 100.0 * np.searchsorted(dist, d, side="right") / max(1, dist.size), label=r.name)
+    for t in THRESHOLDS_KM.values():
+        ax.axvline(t, color="0.85", lw=0.8, zorder=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("distance from the true location (km)")
+    ax.set_ylabel("% of photos within")
+    ax.set_ylim(0, 100)
+    ax.set_title(title or "geolocation accuracy")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_outputs(results: list[EvalResult], out: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Path]:
+    """``report.json`` (the first result's metrics at top level, all under ``results``), ``results.md``, ``accuracy.png``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {**results[0].metrics, "name": results[0].name, **(meta or {}),
+              "results": [{"name": r.name, **r.metrics} for r in results]}
+    paths = {"json": out / "report.json", "markdown": out / "results.md", "plot": out / "accuracy.png"}
+    _atomic_write(paths["json"], lambda p: Path(p).write_text(json.dumps(report, indent=2) + "\n"))
+    _atomic_write(paths["markdown"], lambda p: Path(p).write_text(markdown_table(results)))
+    plot_accuracy(results, paths["plot"])
+    return paths

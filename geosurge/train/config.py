@@ -1,0 +1,103 @@
+"""Training configuration: typed sections read from a YAML file; defaults are the paper's (§IV)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..model.config import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    train_csv: str | None = None  # image,lat,lon rows (extra columns allowed)
+    images: str | None = None  # image root the CSV's image column is relative to (default: the CSV's folder)
+    val_csv: str | None = None  # validation rows; None = hold out ``val_fraction`` of the training rows
+    val_images: str | None = None  # default: ``images``
+    val_fraction: float = 0.01  # paper: a 1% hold-out
+    shards: str | None = None  # webdataset tar shards instead of train_csv, e.g. "mp16/{000000..004661}.tar"
+    labels: str | None = None  # directory of precomputed label maps (geosurge segment); required with fusion
+    segment_missing: bool = False  # run the segmenter first for images without a label map
+    view_cache: bool = False  # train from cached frozen-backbone outputs of fixed crops (small data)
+    views: str = "ten"  # crops cached per image: ten (ten-crop protocol) or five (unmirrored, half the cost)
+    cache_dir: str = ".cache/geosurge"
+    num_workers: int = 4
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 1024  # effective batch: micro_batch x accumulation x processes
+    micro_batch: int = 64
+    lr_gamma: float = 0.5  # step decay: lr *= gamma after every epoch
+    epochs: int = 30
+    patience: int = 4  # early stopping: epochs without validation gain
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
+    grad_clip: float | None = 1.0
+
+
+@dataclass
+class RunConfig:
+    output: str = "runs/geosurge/checkpoint"  # final checkpoint directory (the best validation epoch)
+    work_dir: str | None = None  # logs and resumable training state; default: <output>.work
+    variants: list[str] | None = None  # e.g. [fusion, rgb]: train each into <output>/<variant>/
+    seed: int = 0
+    device: str | None = None  # default: cuda when present
+    amp: bool = True  # bfloat16 autocast on GPU
+    log_every: int = 10  # steps between log lines
+    checkpoint_every: int = 200  # steps between resumable training-state saves (also saved every epoch)
+    val_metric: str = "geoscore"  # geoscore | median_km | acc_<d>km
+    reference_index: bool = True  # store the training images' features for nearest-reference lookup
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d or {})
+        out = {"model": ModelConfig.from_dict(d.pop("model", {}) or {})}
+        for name, sub_cls in (("data", DataConfig), ("optim", OptimConfig), ("run", RunConfig)):
+            sub = d.pop(name, {}) or {}
+            unknown = set(sub) - {f.name for f in fields(sub_cls)}
+            if unknown:
+                raise ValueError(f"unknown {name} key(s) in the training config: {sorted(unknown)}")
+            out[name] = sub_cls(**sub)
+        if d:
+            raise ValueError(f"unknown training config section(s): {sorted(d)} (expected model, data, optim, run)")
+        return cls(**out)
+
+
+def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config; ``overrides`` like ``["optim.lr=3e-4", "run.output=/tmp/x"]`` win over the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such config file: {path}")
+    d = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a mapping of sections (model, data, optim, run)")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ValueError(f"override {item!r} is not of the form section.key=value")
+        *parents, leaf = key.split(".")
+        node = d
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[leaf] = yaml.safe_load(value)
+    return TrainConfig.from_dict(d)

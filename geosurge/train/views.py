@@ -1,0 +1,184 @@
+"""Cached frozen-backbone outputs of ten-crop views: training on small data at a fraction of the cost.
+
+With a frozen backbone bottom, the expensive part of every forward pass is the same each epoch. For
+each image we store the frozen part's output for its ten crops (the exact crops of ten-crop
+evaluation, through the one :class:`~geosurge.data.Preprocess` path) and the label map resampled to the
+fusion tokenizer's lattice. Training then draws one view per image per epoch and runs only the
+trainable top, fusion and heads; validation averages the ten views, which is ten-crop evaluation.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from ..data.images import ImageLoadError, load_image
+from ..data.labels import LabelStore
+from ..data.records import GeoRecords, SkipReport
+from ..model.checkpoint import _atomic_write
+from ..model.geosurge import GeoSURGE
+
+#: ``ten``: the ten-crop protocol (four corners and centre, plus mirrors); ``five``: the unmirrored five,
+#: half the caching cost (the frozen backbone part dominates on CPUs).
+VIEW_SETS = {"ten": 10, "five": 5}
+
+
+@dataclass
+class ViewSet:
+    hidden: torch.Tensor  # (n, V, ...) float16 frozen-backbone outputs
+    labels: torch.Tensor | None  # (n, V, side, side) uint8 label lattice, or None without fusion
+    keep: np.ndarray  # (n,) row of each entry in the records (unreadable images are left out)
+
+    def __len__(self) -> int:
+        return int(self.keep.size)
+
+
+def label_side(model: GeoSURGE) -> int | None:
+    """Side of the label lattice the fusion tokenizer samples (None without fusion)."""
+    if model.fusion is None:
+        return None
+    tok = model.fusion.tokenizer
+    return tok.grid * tok.cells
+
+
+def resample_labels(labels: torch.Tensor, side: int) -> torch.Tensor:
+    """Nearest-neighbour resampling exactly as the tokenizer does it (so caching changes nothing)."""
+    if labels.shape[-2:] == (side, side):
+        return labels
+    return F.interpolate(labels[:, None].float(), size=(side, side), mode="nearest")[:, 0].long()
+
+
+def _key(**parts) -> str:
+    return hashlib.sha256(json.dumps({**parts, "v": 2}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _hidden_key(model: GeoSURGE, records: GeoRecords, views: str) -> str:
+    bb = model.cfg.backbone
+    return _key(backbone=[bb.name, bb.pretrained, model.backbone.image_size, bb.trainable_blocks],
+                root=str(records.root), ids=records.ids, views=views)
+
+
+def _labels_key(records: GeoRecords, side: int, labels_dir: str, image_size: int, views: str) -> str:
+    return _key(side=side, labels=labels_dir, size=image_size, root=str(records.root), ids=records.ids, views=views)
+
+
+@torch.no_grad()
+def build_views(
+    model: GeoSURGE,
+    records: GeoRecords,
+    store: LabelStore | None,
+    views: str = "ten",
+    hidden: bool = True,
+    batch_images: int = 8,
+    progress: bool = True,
+    report: SkipReport | None = None,
+    rows: np.ndarray | None = None,
+) -> ViewSet:
+    """Frozen-part outputs (``hidden``) and/or label lattices of the crops of every readable image.
+
+    ``rows`` restricts the work to those records (e.g. the images a cached hidden set kept).
+    """
+    if views not in VIEW_SETS:
+        raise ValueError(f"views must be one of {sorted(VIEW_SETS)}, not {views!r}")
+    nv = VIEW_SETS[views]
+    side = label_side(model)
+    if side is not None and store is None:
+        raise ValueError("a fusion model needs label maps: set data.labels (see `geosurge segment`)")
+    report = report if report is not None else SkipReport()
+    device = next(model.parameters()).device
+    bb = model.backbone
+    was_training = bb.training
+    bb.eval()
+    out_h, out_l, keep = [], [], []
+    rows = np.arange(len(records)) if rows is None else rows
+    starts = range(0, len(rows), batch_images)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"caching {views}-crop views" if hidden else "cropping label maps", unit="batch")
+    for s in starts:
+        px, lb = [], []
+        for i in rows[s : s + batch_images]:
+            try:
+                img = load_image(records.path(i))
+            except ImageLoadError as e:
+                report.add("unreadable image", f"{records.ids[i]} ({e})")
+                continue
+            lab = None
+            if side is not None:
+                if not store.has(records.ids[i]):
+                    report.add("no label map", records.ids[i])
+                    continue
+                lab = store.load(records.ids[i], img.size)
+            x, y = bb.preprocess(img, lab, crops="ten")
+            px.append(x[:nv])
+            if y is not None:
+                lb.append(resample_labels(y[:nv], side).to(torch.uint8))
+            keep.append(int(i))
+        if not px:
+            continue
+        if hidden:
+            h = bb.forward_frozen(torch.cat(px).to(device)).half().cpu()
+            out_h.append(h.view(len(px), nv, *h.shape[1:]))
+        if lb:
+            out_l.append(torch.stack(lb))
+    bb.train(was_training)
+    if not keep:
+        raise ValueError(f"no readable images among {len(rows)} rows ({report.summary('images')})")
+    return ViewSet(torch.cat(out_h) if out_h else None, torch.cat(out_l) if out_l else None, np.asarray(keep, dtype=np.int64))
+
+
+def load_or_build_views(
+    model: GeoSURGE, records: GeoRecords, store: LabelStore | None, cache_dir: str | Path, progress: bool = True,
+    report: SkipReport | None = None, views: str = "ten",
+) -> ViewSet:
+    """Views from ``cache_dir`` when cached before, otherwise built and cached.
+
+    The frozen outputs and the label lattices are cached separately: a fusion model and an RGB-only
+    model with the same backbone share the expensive part.
+    """
+    cache_dir = Path(cache_dir)
+    side = label_side(model)
+    hpath = cache_dir / f"views-{_hidden_key(model, records, views)}.safetensors"
+    lpath = None
+    if side is not None:
+        lpath = cache_dir / f"labels-{_labels_key(records, side, str(store.root), model.backbone.image_size, views)}.safetensors"
+    local = SkipReport()
+    if hpath.is_file():
+        t = load_file(str(hpath))
+        hidden, keep = t["hidden"], t["keep"].numpy()
+        meta = hpath.with_suffix(".json")
+        if meta.is_file():
+            local.merge(SkipReport.from_dict(json.loads(meta.read_text())))
+        labels = None
+        if lpath is not None:
+            if lpath.is_file():
+                t = load_file(str(lpath))
+                labels, lkeep = t["labels"], t["keep"].numpy()
+            else:
+                got = build_views(model, records, store, views, hidden=False, progress=progress, report=local, rows=keep)
+                labels, lkeep = got.labels, got.keep
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                _atomic_write(lpath, lambda p: save_file({"labels": labels.contiguous(), "keep": torch.from_numpy(lkeep)}, p))
+            if not np.array_equal(lkeep, keep):  # some label maps are missing: keep the images that have both
+                both = np.intersect1d(keep, lkeep)
+                hidden = hidden[torch.from_numpy(np.searchsorted(keep, both))]
+                labels = labels[torch.from_numpy(np.searchsorted(lkeep, both))]
+                keep = both
+        vs = ViewSet(hidden, labels, keep)
+    else:
+        vs = build_views(model, records, store, views, progress=progress, report=local)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(hpath.with_suffix(".json"), lambda p: Path(p).write_text(json.dumps(local.as_dict())))
+        _atomic_write(hpath, lambda p: save_file({"hidden": vs.hidden.contiguous(), "keep": torch.from_numpy(vs.keep)}, p))
+        if lpath is not None:
+            _atomic_write(lpath, lambda p: save_file({"labels": vs.labels.contiguous(), "keep": torch.from_numpy(vs.keep)}, p))
+    if report is not None:
+        report.merge(local)
+    return vs
