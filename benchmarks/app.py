@@ -1,0 +1,58 @@
+"""End-to-end latency and memory of the demo: `python benchmarks/app.py [--requests 40]`.
+
+Starts `python app.py` on the embedded checkpoint, sends distinct test photos one after another through
+`gradio_client` (the API the UI uses: upload, segmentation, both models, map, overlay, reference), and
+prints p50 / p95 latency and the server's peak resident memory. The first request (which loads the
+reverse-geocoding gazetteer) is reported apart.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from geosurge.app.testing import AppServer  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=40)
+    ap.add_argument("--fusion", choices=["on", "off"], default="on")
+    ap.add_argument("--test-csv", default=str(ROOT.parent / "shared/data/im2gps3k-dev/test.csv"))
+    args = ap.parse_args()
+    from gradio_client import Client, handle_file
+
+    test = Path(args.test_csv)
+    rows = list(csv.DictReader(test.open()))
+    photos = [test.parent / "images" / r["image"] for r in rows[: args.requests + 1]]
+    server = AppServer()
+    try:
+        client = Client(server.url, verbose=False)
+        t = time.perf_counter()
+        client.predict(handle_file(str(photos[0])), args.fusion == "on", api_name="/locate")
+        first = time.perf_counter() - t
+        lat = []
+        for p in photos[1:]:
+            t = time.perf_counter()
+            _, summary, *_ = client.predict(handle_file(str(p)), args.fusion == "on", api_name="/locate")
+            lat.append(time.perf_counter() - t)
+            assert summary.startswith("###"), summary
+        peak = server.peak_rss_bytes()
+    finally:
+        server.stop()
+    q = statistics.quantiles(lat, n=20)
+    print(f"requests: {len(lat)} distinct photos (+1 warm-up: {first * 1000:.0f} ms), fusion {args.fusion}, sequential")
+    print(f"end-to-end latency  p50 {statistics.median(lat) * 1000:.0f} ms   p95 {q[18] * 1000:.0f} ms   "
+          f"max {max(lat) * 1000:.0f} ms   (target p50 <= 500 ms)")
+    print(f"server peak memory  {peak / 2**30:.2f} GiB (VmHWM; target <= 2 GB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The prediction map: top cells of every hierarchy level as S2 polygons, predictions, truth (Folium).
+
+Leaflet is inlined from ``assets/vendor`` instead of a CDN, so the map renders offline (and in the
+browser tests); only the background tiles need the internet.
+"""
+from __future__ import annotations
+
+import html
+from functools import lru_cache
+from pathlib import Path
+
+from ..geo.distance import haversine_km
+from ..geo.hierarchy import Hierarchy
+from ..predictor import Prediction
+
+LEAFLET = Path(__file__).resolve().parents[2] / "assets" / "vendor" / "leaflet-1.9.4"
+#: coarse -> fine; distinct hues that stay readable over a map
+LEVEL_COLOURS = ["#4e79a7", "#59a14f", "#edc948", "#f28e2b", "#e15759", "#b07aa1", "#76005f"]
+PRED_COLOURS = {"fusion": "#d62728", "rgb": "#1f77b4"}
+TRUTH_COLOUR = "#2ca02c"
+
+
+@lru_cache(maxsize=1)
+def _leaflet() -> tuple[str, str]:
+    js, css = LEAFLET / "leaflet.js", LEAFLET / "leaflet.css"
+    if not js.is_file():
+        raise FileNotFoundError(f"Leaflet is missing from {LEAFLET} (it ships with the repository)")
+    return js.read_text(), css.read_text()
+
+
+def _colour(level: int) -> str:
+    return LEVEL_COLOURS[level % len(LEVEL_COLOURS)]
+
+
+def prediction_map(
+    primary: Prediction,
+    hierarchy: Hierarchy,
+    primary_name: str,
+    other: Prediction | None = None,
+    other_name: str | None = None,
+    truth: tuple[float, float] | None = None,
+    height: int = 520,
+) -> str:
+    """An ``<iframe>`` with the map: per level a toggleable layer of its top cells, coloured by level,
+    with the product score in the tooltip; the predicted point(s); the EXIF truth and the errors."""
+    import folium
+
+    m = folium.Map(location=[primary.lat, primary.lon], zoom_start=3, tiles=None, world_copy_jump=True)
+    m.default_js, m.default_css = [], []  # no CDN: Leaflet is inlined below
+    js, css = _leaflet()
+    m.get_root().header.add_child(folium.Element(f"<style>{css}</style><script>{js}</script>"))
+    folium.TileLayer("OpenStreetMap", name="OpenStreetMap (online)", control=False).add_to(m)
+    bounds = []
+    for k, cells in enumerate(primary.levels):
+        layer = folium.FeatureGroup(name=f"level {k + 1}: top {len(cells)} cells ({len(hierarchy.levels[k])} in all)", show=True)
+        for rank, c in enumerate(cells):
+            ring = [(lat, lon) for lon, lat in hierarchy.levels[k].polygon(c.index).exterior.coords]
+            bounds.extend(ring)
+            tip = (f"<b>level {k + 1}</b> · #{rank + 1} · cell {html.escape(c.token)}<br>"
+                   f"product score {c.score:.4g}<br>cell centre {c.lat:.3f}, {c.lon:.3f}")
+            folium.Polygon(
+                ring, color=_colour(k), weight=2 if rank == 0 else 1, fill=True, fill_color=_colour(k),
+                fill_opacity=0.08 + 0.3 * min(1.0, c.score ** 0.5), tooltip=folium.Tooltip(tip),
+                class_name=f"geosurge-cell geosurge-level-{k + 1}",
+            ).add_to(layer)
+        layer.add_to(m)
+
+    def point(p_lat, p_lon, colour, cls, tip):
+        folium.CircleMarker([p_lat, p_lon], radius=9, color="white", weight=2, fill=True, fill_color=colour,
+                            fill_opacity=1.0, tooltip=tip, class_name=cls).add_to(m)
+        bounds.append((p_lat, p_lon))
+
+    point(primary.lat, primary.lon, PRED_COLOURS.get(primary_name, "#d62728"), f"geosurge-pred geosurge-pred-{primary_name}",
+          f"prediction ({primary_name}): {primary.lat:.4f}, {primary.lon:.4f} · score {primary.score:.3g}")
+    if other is not None:
+        d = float(haversine_km(primary.lat, primary.lon, other.lat, other.lon))
+        point(other.lat, other.lon, PRED_COLOURS.get(other_name or "", "#1f77b4"), f"geosurge-pred geosurge-pred-{other_name}",
+              f"prediction ({other_name}): {other.lat:.4f}, {other.lon:.4f} · score {other.score:.3g}")
+        folium.PolyLine([[primary.lat, primary.lon], [other.lat, other.lon]], color="#555", weight=2, dash_array="6 6",
+                        tooltip=f"{d:,.0f} km between the two predictions", class_name="geosurge-between").add_to(m)
+    if truth is not None:
+        err = float(haversine_km(primary.lat, primary.lon, truth[0], truth[1]))
+        point(truth[0], truth[1], TRUTH_COLOUR, "geosurge-truth", f"EXIF GPS (true location) · error {err:,.0f} km")
+        folium.PolyLine([[primary.lat, primary.lon], list(truth)], color=TRUTH_COLOUR, weight=2,
+                        tooltip=f"error {err:,.0f} km", class_name="geosurge-error").add_to(m)
+    folium.LayerControl(collapsed=False).add_to(m)
+    if bounds:
+        lats, lons = [b[0] for b in bounds], [b[1] for b in bounds]
+        m.fit_bounds([[min(lats), min(lons)], [max(lats), max(lons)]], padding=(20, 20))
+    doc = html.escape(m.get_root().render(), quote=True)
+    return (f'<iframe class="geosurge-map" title="prediction map" srcdoc="{doc}" '
+            f'style="width:100%;height:{height}px;border:0;border-radius:8px"></iframe>')

@@ -1,0 +1,94 @@
+"""App settings from flags and environment variables (flags win); Space-aware defaults."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("GEOSURGE_SHARED", ROOT.parent / "shared"))
+DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "geosurge-lite0"
+SHARED_IMAGES = SHARED / "data" / "im2gps3k-dev" / "images"
+
+
+@dataclass
+class AppSettings:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    checkpoint: Path = DEFAULT_CHECKPOINT
+    segmenter_path: str | None = None
+    examples: list[Path] = field(default_factory=list)
+    reference_images: Path | None = None
+    max_upload_mb: int = 20
+    device: str | None = None
+    on_space: bool = False
+
+    @property
+    def allowed_paths(self) -> list[str]:
+        dirs = {str(p.parent) for p in self.examples}
+        if self.reference_images is not None:
+            dirs.add(str(self.reference_images))
+        return sorted(dirs)
+
+
+def _env(name: str, default=None):
+    v = os.environ.get(name)
+    return v if v not in (None, "") else default
+
+
+def default_examples(n: int = 8) -> list[Path]:
+    """A few test photos from ../shared when it is there (photos are never committed)."""
+    test_csv = SHARED / "data" / "im2gps3k-dev" / "test.csv"
+    if not test_csv.is_file():
+        return []
+    rows = list(csv.DictReader(test_csv.open()))
+    picks = [SHARED_IMAGES / r["image"] for r in rows[:: max(1, len(rows) // n)][:n]]
+    return [p for p in picks if p.is_file()]
+
+
+def examples_from(folder: Path, n: int = 12) -> list[Path]:
+    exts = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in exts)[:n] if folder.is_dir() else []
+
+
+def training_image_root(checkpoint: Path) -> Path | None:
+    """Where the checkpoint's training photos live, read from its config (for the nearest-reference image)."""
+    for cfg in (checkpoint / "config.json", checkpoint / "fusion" / "config.json", checkpoint / "rgb" / "config.json"):
+        if cfg.is_file():
+            data = json.loads(cfg.read_text()).get("training", {}).get("config", {}).get("data", {})
+            if data.get("images"):
+                root = Path(data["images"])
+            elif data.get("train_csv"):
+                csv_path = Path(data["train_csv"])
+                root = csv_path.parent / "images" if (csv_path.parent / "images").is_dir() else csv_path.parent
+            else:
+                continue
+            root = root if root.is_absolute() else ROOT / root
+            return root if root.is_dir() else None
+    return None
+
+
+def parse_settings(argv: list[str] | None = None) -> AppSettings:
+    on_space = bool(_env("SPACE_ID"))
+    p = argparse.ArgumentParser(description="GeoSURGE demo: where on Earth was this photo taken?")
+    p.add_argument("--host", default=_env("GEOSURGE_HOST", "0.0.0.0" if on_space else "127.0.0.1"),
+                   help="interface to bind (default 127.0.0.1; 0.0.0.0 on a Hugging Face Space) [$GEOSURGE_HOST]")
+    p.add_argument("--port", type=int, default=int(_env("GEOSURGE_PORT", _env("GRADIO_SERVER_PORT", "7860"))),
+                   help="port (default 7860) [$GEOSURGE_PORT]")
+    p.add_argument("--checkpoint", type=Path, default=Path(_env("GEOSURGE_CHECKPOINT", str(DEFAULT_CHECKPOINT))),
+                   help="checkpoint dir or fusion/rgb pair (default: the embedded one) [$GEOSURGE_CHECKPOINT]")
+    p.add_argument("--segmenter-path", default=_env("GEOSURGE_SEGMENTER"),
+                   help="segmentation model file / directory / hub id (default: the checkpoint's) [$GEOSURGE_SEGMENTER]")
+    p.add_argument("--examples", type=Path, default=_env("GEOSURGE_EXAMPLES"),
+                   help="folder of example photos (default: a few ../shared test photos) [$GEOSURGE_EXAMPLES]")
+    p.add_argument("--reference-images", type=Path, default=_env("GEOSURGE_REFERENCE_IMAGES"),
+                   help="folder of the training photos, to show the nearest reference [$GEOSURGE_REFERENCE_IMAGES]")
+    p.add_argument("--max-upload-mb", type=int, default=int(_env("GEOSURGE_MAX_UPLOAD_MB", "20")))
+    p.add_argument("--device", default=_env("GEOSURGE_DEVICE"), help="cpu, cuda ... (default: GPU when present)")
+    a = p.parse_args(argv)
+    examples = examples_from(Path(a.examples)) if a.examples else default_examples()
+    refs = Path(a.reference_images) if a.reference_images else training_image_root(a.checkpoint)
+    return AppSettings(a.host, a.port, a.checkpoint, a.segmenter_path, examples, refs, a.max_upload_mb, a.device, on_space)

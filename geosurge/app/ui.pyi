@@ -1,0 +1,193 @@
+"""The Gradio Blocks UI and the request handler behind it (kept free of Gradio so tests can call it)."""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..data.images import ImageLoadError, load_image
+from ..geo.distance import haversine_km
+from ..geo.geocode import place_names
+from ..model.segmenters.palette import overlay
+from ..predictor import Predictor
+from .exif import exif_gps
+from .geomap import prediction_map
+from .settings import AppSettings
+
+TITLE = "GeoSURGE: where on Earth was this photo taken?"
+INTRO = (
+    "Upload a photo (or pick an example). GeoSURGE scores every cell of a 7-level hierarchy of S2 cells and "
+    "multiplies each cell's probability with its ancestors'. The map shows the best cells of every level "
+    "(toggle levels on the right of the map; hover a cell for its score), the predicted point, and, when the "
+    "photo carries EXIF GPS, the true point and the error. EXIF is only ever used to draw the truth."
+)
+
+
+@dataclass
+class Answer:
+    """Everything the UI shows for one photo."""
+
+    map_html: str
+    summary: str
+    overlay: Image.Image | None
+    reference: Image.Image | None
+    reference_caption: str
+    predictions: dict[str, Any]  # variant -> Prediction
+
+
+def message(text: str) -> Answer:
+    return Answer(f'<div class="geosurge-message" style="padding:2em;text-align:center">{text}</div>', f"**{text}**",
+                  None, None, "", {})
+
+
+class Locator:
+    """Loads the model once; answers photos. Segmentations are memoized per image content, so flipping
+    the fusion toggle re-renders without segmenting again."""
+
+    def __init__(self, predictor: Predictor, settings: AppSettings, cache_size: int = 32):
+        self.p, self.s = predictor, settings
+        self._seg: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.cache_size = cache_size
+
+    @property
+    def fusion_note(self) -> str | None:
+        return self.p.fusion_unavailable_reason()
+
+    def _labels(self, key: str, img: Image.Image) -> np.ndarray | None:
+        if self.p.segmenter is None:
+            return None
+        with self._lock:
+            if key in self._seg:
+                self._seg.move_to_end(key)
+                return self._seg[key]
+        lab = self.p.segmenter(img)
+        with self._lock:
+            self._seg[key] = lab
+            while len(self._seg) > self.cache_size:
+                self._seg.popitem(last=False)
+        return lab
+
+    def __call__(self, path: str | None, fusion: bool = True) -> Answer:
+        if not path:
+            return message("Upload a photo to locate it.")
+        t0 = time.perf_counter()
+        try:
+            raw = Path(path).read_bytes()
+            img = load_image(raw)
+        except (ImageLoadError, OSError) as e:
+            return message(f"This file cannot be used: {e}")
+        key = hashlib.sha1(raw).hexdigest()
+        truth = exif_gps(path)
+        labels = self._labels(key, img)
+        preds = {}
+        if self.p.fusion_available and labels is not None:
+            [preds["fusion"]] = self.p.predict(img, fusion=True, label_maps=[labels], level_top=5)
+        if "rgb" in self.p.variants:
+            [preds["rgb"]] = self.p.predict(img, fusion=False, level_top=5)
+        primary = "fusion" if fusion and "fusion" in preds else "rgb"
+        other = next((k for k in preds if k != primary), None)
+        pred = preds[primary]
+        hierarchy = self.p.variants[primary].hierarchy
+        html = prediction_map(pred, hierarchy, primary, preds.get(other), other, truth)
+        summary = self._summary(preds, primary, other, truth, fusion, time.perf_counter() - t0)
+        ov = overlay(img, labels) if labels is not None else None
+        ref_img, ref_caption = self._reference(pred)
+        return Answer(html, summary, ov, ref_img, ref_caption, preds)
+
+    def _summary(self, preds, primary, other, truth, fusion_asked, seconds) -> str:
+        pred = preds[primary]
+        place = place_names([pred.lat], [pred.lon])[0]
+        name = {"fusion": "with semantic fusion", "rgb": "RGB only (no fusion)"}
+        lines = [f"### {pred.lat:.4f}, {pred.lon:.4f} — {place}",
+                 f"Model: **{name[primary]}** · score of the best finest cell (product over the {len(pred.levels)} "
+                 f"levels): **{pred.score:.3g}**"]
+        if fusion_asked and primary != "fusion":
+            lines.append(f"Semantic fusion is off: {self.fusion_note or 'no fusion model'}.")
+        if other is not None:
+            o = preds[other]
+            d = float(haversine_km(pred.lat, pred.lon, o.lat, o.lon))
+            lines.append(f"{name[other][0].upper() + name[other][1:]}: {o.lat:.4f}, {o.lon:.4f} ({place_names([o.lat], [o.lon])[0]}), "
+                         f"**{d:,.0f} km** from the {primary} prediction (both on the map).")
+        if truth is not None:
+            err = float(haversine_km(pred.lat, pred.lon, *truth))
+            lines.append(f"EXIF GPS of the upload: {truth[0]:.4f}, {truth[1]:.4f} — error **{err:,.0f} km** "
+                         "(EXIF is shown, never used by the model).")
+        lines.append("")
+        lines.append("| level | best cell | product score |")
+        lines.append("|---|---|---|")
+        for k, cells in enumerate(pred.levels):
+            lines.append(f"| {k + 1} | {cells[0].token} ({cells[0].lat:.2f}, {cells[0].lon:.2f}) | {cells[0].score:.3g} |")
+        lines.append(f"\n<small>answered in {seconds * 1000:.0f} ms</small>")
+        return "\n".join(lines)
+
+    def _reference(self, pred) -> tuple[Image.Image | None, str]:
+        ref = pred.nearest_reference
+        if ref is None:
+            return None, "This checkpoint has no reference index."
+        where = "in the predicted cell" if ref.in_predicted_cell else "overall (no training photo in the predicted cell)"
+        caption = (f"Nearest training photo {where}: `{ref.id}` at {ref.lat:.4f}, {ref.lon:.4f}, "
+                   f"{ref.distance_km:,.0f} km from the prediction (visual similarity {ref.similarity:.2f}).")
+        root = self.s.reference_images
+        if root is None or not (root / ref.id).is_file():
+            return None, caption + " (reference images are not available here)"
+        try:
+            img = load_image(root / ref.id)
+        except ImageLoadError:
+            return None, caption
+        img.thumbnail((640, 640))
+        return img, caption
+
+
+def build_demo(locator: Locator):
+    """The Blocks app: photo + fusion toggle on the left; map, answer, overlay and reference on the right."""
+    import gradio as gr
+from gradio.events import Dependency
+
+    class PhotoInput(gr.Image):
+        """gr.Image that hands any upload to the handler, so unreadable files get our explanation."""
+
+        is_template = True  # rendered by the stock Image front end
+
+        def preprocess(self, payload):
+            try:
+                return super().preprocess(payload)
+            except Exception:
+                return str(payload.path) if payload is not None and payload.path else None
+
+    note = locator.fusion_note
+    with gr.Blocks(title="GeoSURGE") as demo:
+        gr.Markdown(f"# {TITLE}\n{INTRO}")
+        with gr.Row():
+            with gr.Column(scale=2):
+                photo = PhotoInput(type="filepath", image_mode=None, label="Photo", sources=["upload", "clipboard"], elem_id="photo")
+                fusion = gr.Checkbox(value=note is None, interactive=note is None, label="Semantic fusion",
+                                     info=("Use the model that fuses the ADE20K segmentation with appearance; "
+                                           "the other model's prediction is drawn too.") if note is None else f"Unavailable: {note}",
+                                     elem_id="fusion")
+                button = gr.Button("Locate", variant="primary", elem_id="locate")
+                if locator.s.examples:
+                    gr.Examples([[str(p)] for p in locator.s.examples], inputs=[photo], label="Examples (im2gps3k test photos)")
+                overlay_img = gr.Image(label="ADE20K segmentation (main classes)", interactive=False, elem_id="overlay")
+            with gr.Column(scale=3):
+                map_html = gr.HTML(message("Upload a photo to see where it was taken.").map_html, elem_id="map")
+                summary = gr.Markdown(elem_id="summary")
+                ref_img = gr.Image(label="Nearest training photo", interactive=False, elem_id="reference")
+                ref_caption = gr.Markdown(elem_id="reference-caption")
+
+        def run(path, use_fusion):
+            a = locator(path, bool(use_fusion))
+            return a.map_html, a.summary, a.overlay, a.reference, a.reference_caption
+
+        outputs = [map_html, summary, overlay_img, ref_img, ref_caption]
+        button.click(run, [photo, fusion], outputs, api_name="locate", concurrency_limit=1)
+        photo.change(run, [photo, fusion], outputs, api_name=False, concurrency_limit=1)  # uploads and examples
+        fusion.change(run, [photo, fusion], outputs, api_name=False, concurrency_limit=1)
+    return demo

@@ -1,0 +1,202 @@
+"""The demo through its real server: gradio_client API calls, bad inputs, EXIF truth, concurrency."""
+from __future__ import annotations
+
+import csv
+import io
+import re
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from geosurge.app.exif import exif_gps, with_gps
+
+from geosurge.app.testing import ROOT, AppServer
+
+CHECKPOINT = ROOT / "checkpoints" / "geosurge-lite0"
+COORDS = re.compile(r"### (-?\d+\.\d+), (-?\d+\.\d+)")
+
+
+@pytest.fixture(scope="module")
+def server(shared_dir):
+    s = AppServer()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server.url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def photos(shared_dir):
+    rows = list(csv.DictReader(open(shared_dir / "data/im2gps3k-dev/test.csv")))
+    return [shared_dir / "data/im2gps3k-dev/images" / r["image"] for r in rows[:40:8]]
+
+
+def locate(client, path, fusion=True):
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(path)), fusion, api_name="/locate")
+
+
+def coords(summary: str) -> tuple[float, float]:
+    m = COORDS.search(summary)
+    assert m, summary
+    return float(m.group(1)), float(m.group(2))
+
+
+def test_locate_real_photo_fusion_and_rgb(client, photos):
+    html, summary, overlay, ref, caption = locate(client, photos[0], True)
+    for level in range(1, 8):
+        assert f"geosurge-level-{level}" in html
+    assert "geosurge-pred-fusion" in html and "geosurge-pred-rgb" in html  # both predictions, two colours
+    assert "with semantic fusion" in summary and "km** from the fusion prediction" in summary
+    lat, lon = coords(summary)
+    assert -90 <= lat <= 90 and -180 <= lon <= 180
+    assert overlay is not None and Path(overlay).is_file()  # segmentation overlay
+    assert ref is not None and "Nearest training photo" in caption and " km from the prediction" in caption
+    html2, summary2, *_ = locate(client, photos[0], False)
+    assert "Model: **RGB only" in summary2
+    # the segmentation overlay has a legend of classes: wider than the photo
+    ov = Image.open(overlay)
+    assert ov.width > Image.open(photos[0]).width * 0.9
+
+
+def test_exif_gps_is_shown_as_truth(client, photos, tmp_path):
+    img = Image.open(photos[1])
+    p = tmp_path / "gps.jpg"
+    img.save(p, exif=with_gps(img, 48.8584, 2.2945))
+    assert exif_gps(p) == pytest.approx((48.8584, 2.2945), abs=1e-4)
+    html, summary, *_ = locate(client, p)
+    assert "geosurge-truth" in html and "EXIF GPS of the upload: 48.8584, 2.2945" in summary
+    # EXIF is never a model input: the same pixels without GPS give the same prediction
+    q = tmp_path / "nogps.jpg"
+    img.save(q)
+    assert coords(locate(client, q)[1]) == coords(summary)
+
+
+def _png_header_bomb(path: Path, w: int, h: int) -> None:
+    # a tiny file claiming w x h pixels (IDAT of a few zero rows): a decompression bomb by its header
+    raw = zlib.compress(b"\x00" * (w // 8 + 1) * 4)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+
+
+def bad_inputs(tmp: Path, photo: Path) -> dict[str, tuple[Path, bool]]:
+    """name -> (file, expect a prediction); False means a clear message instead."""
+    base = Image.open(photo).convert("RGB")
+    out = {}
+
+    def save(name, img, ok=True, **kw):
+        p = tmp / name
+        img.save(p, **kw)
+        out[name] = (p, ok)
+
+    (tmp / "notes.txt").write_text("definitely not a photo")
+    out["notes.txt"] = (tmp / "notes.txt", False)
+    jpg = io.BytesIO()
+    base.save(jpg, "JPEG")
+    (tmp / "truncated.jpg").write_bytes(jpg.getvalue()[:300])
+    out["truncated.jpg"] = (tmp / "truncated.jpg", False)
+    (tmp / "empty.jpg").write_bytes(b"")
+    out["empty.jpg"] = (tmp / "empty.jpg", False)
+    _png_header_bomb(tmp / "bomb.png", 30000, 30000)
+    out["bomb.png"] = (tmp / "bomb.png", False)
+    save("gray.png", base.convert("L"))
+    save("rgba.png", base.convert("RGBA"))
+    save("cmyk.jpg", base.convert("CMYK"), format="JPEG")
+    arr16 = (np.asarray(base.convert("L"), dtype=np.uint16) * 257)
+    save("16bit.png", Image.fromarray(arr16))
+    save("one_pixel.png", Image.new("RGB", (1, 1), (120, 140, 200)))
+    save("wide.png", base.resize((4000, 40)))
+    rotated = base.transpose(Image.Transpose.ROTATE_90)
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to view": the upright photo is `base` again
+    save("exif_rotated.jpg", rotated, format="JPEG", exif=exif)
+    return out
+
+
+def test_bad_inputs_give_a_message_or_a_prediction_and_server_survives(server, client, photos, tmp_path):
+    for name, (path, ok) in bad_inputs(tmp_path, photos[2]).items():
+        try:
+            html, summary, *_ = locate(client, path)
+        except Exception as e:  # Gradio itself may refuse a file before our handler: the server must stay up
+            assert not ok, f"{name}: {e}"
+            assert server.alive
+            continue
+        if ok:
+            lat, lon = coords(summary)
+            assert "geosurge-level-7" in html, name
+        else:
+            assert "cannot be used" in summary, (name, summary)
+            assert "geosurge-level" not in html
+        assert server.alive
+    # the EXIF-rotated photo is read upright: same answer as the upright one
+    upright = tmp_path / "upright.jpg"
+    Image.open(photos[2]).convert("RGB").save(upright, format="JPEG")
+    assert coords(locate(client, upright)[1]) == pytest.approx(coords(locate(client, tmp_path / "exif_rotated.jpg")[1]), abs=0.5)
+    assert coords(locate(client, photos[0])[1])  # still answering
+
+
+def test_upload_size_limit(server, client, photos, tmp_path):
+    big = tmp_path / "huge.jpg"
+    big.write_bytes(b"\xff\xd8\xff" + bytes(21 * 1024 * 1024))  # above the 20 MB default limit
+    with pytest.raises(Exception):
+        locate(client, big)
+    assert server.alive
+    assert coords(locate(client, photos[3])[1])
+
+
+def test_concurrent_requests_each_get_their_own_answer(client, photos):
+    expected = [coords(locate(client, p)[1]) for p in photos[:4]]
+    from gradio_client import Client
+
+    url = client.src
+
+    def one(i):
+        c = Client(url, verbose=False)
+        return coords(locate(c, photos[i % 4])[1])
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(one, range(8)))
+    assert got == [expected[i % 4] for i in range(8)]
+
+
+def test_settings_bind_loopback_unless_told(monkeypatch):
+    from geosurge.app.settings import parse_settings
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("GEOSURGE_HOST", raising=False)
+    s = parse_settings([])
+    assert s.host == "127.0.0.1" and s.port == 7860 and s.checkpoint == CHECKPOINT
+    monkeypatch.setenv("SPACE_ID", "user/geosurge")
+    assert parse_settings([]).host == "0.0.0.0"
+    assert parse_settings(["--host", "127.0.0.1", "--port", "8000"]).port == 8000
+
+
+def test_app_without_segmenter_explains_fusion_is_off(shared_dir, tmp_path):
+    """With the DeepLab file missing the app still answers, RGB-only, and says why."""
+    from gradio_client import Client
+
+    s = AppServer("--segmenter-path", str(tmp_path / "missing.tflite"))
+    try:
+        c = Client(s.url, verbose=False)
+        photo = next((shared_dir / "data/im2gps3k-dev/images").iterdir())
+        html, summary, overlay, *_ = locate(c, photo, True)
+        assert "Semantic fusion is off" in summary and "DeepLab ADE20K model file was not found" in summary
+        assert overlay is None and "geosurge-pred-rgb" in html
+        assert "the fusion toggle is off" in s.log.read_text()
+    finally:
+        s.stop()
