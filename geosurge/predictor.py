@@ -70,7 +70,7 @@ class _Variant:
 
     def __init__(self, model: GeoSURGE, hierarchy: Hierarchy, reference: ReferenceIndex | None, device: torch.device):
         self.model, self.hierarchy, self.reference = model, hierarchy, reference
-        self.scorer = HierarchicalScorer(list(model.geo.tables), model.geo.scales(), hierarchy).to(device)
+        self.scorer = HierarchicalScorer.for_model(model, hierarchy).to(device)
         self.tokens = [lvl.tokens for lvl in hierarchy.levels]
 
 
@@ -166,12 +166,14 @@ class Predictor:
         ten_crop: bool = False,
         level_top: int = 5,
         batch_size: int = 16,
+        label_maps: Sequence[np.ndarray] | None = None,
     ) -> list[Prediction]:
         """Geolocate one image or a list (PIL images, paths, bytes or arrays); one :class:`Prediction` each.
 
         ``fusion=True`` uses the semantic-fusion model when it and the segmenter are available, and
         otherwise falls back to the RGB-only model with ``Prediction.note`` saying why. ``fusion=False``
         needs an RGB-only model. ``ten_crop`` averages the normalized features of ten crops.
+        ``label_maps`` (one per image, from :meth:`segment`) skips segmenting again.
         """
         if isinstance(images, (str, Path, bytes)) or not isinstance(images, Sequence):
             images = [images]
@@ -187,12 +189,17 @@ class Predictor:
             raise ValueError("this checkpoint has only a semantic-fusion model; predict with fusion=True")
         variant = self.variants["fusion" if use_fusion else "rgb"]
         pil = [load_image(im) for im in images]
-        label_maps = [self.segmenter(im) for im in pil] if use_fusion else [None] * len(pil)
+        if not use_fusion:
+            label_maps = [None] * len(pil)
+        elif label_maps is None:
+            label_maps = [self.segmenter(im) for im in pil]
+        elif len(label_maps) != len(pil):
+            raise ValueError(f"{len(label_maps)} label maps for {len(pil)} images")
         feats = encode_images(variant.model, pil, label_maps, ten_crop=ten_crop, batch_size=batch_size).to(self.device)
         return self._decode(variant, feats, top_k, level_top, use_fusion, note, label_maps)
 
     def _decode(self, v: _Variant, feats: torch.Tensor, top_k: int, level_top: int, fused: bool, note: str | None, label_maps) -> list[Prediction]:
-        scores = v.scorer.cumulative_log_scores(feats)
+        latlon, scores = v.scorer.locate(feats)
         levels = v.hierarchy.levels
         per_level = []
         for k, s in enumerate(scores):
@@ -200,7 +207,6 @@ class Predictor:
             per_level.append((val.exp().cpu().numpy(), idx.cpu().numpy()))
         fin_p, fin_i = per_level[-1]
         best = fin_i[:, 0]
-        latlon = levels[-1].centroids[best]
         ref = None
         if v.reference is not None:
             r_idx, r_sim, r_in = v.reference.nearest(feats, best)

@@ -150,11 +150,11 @@ def test_bad_rows_and_corrupt_images_never_crash_training(shared_dir, tmp_path):
     (images / "notes.jpg").write_text("not an image")
     rows = [(r["image"], r["lat"], r["lon"]) for r in src]
     rows += [("truncated.jpg", 1, 1), ("notes.jpg", 2, 2), ("gone.jpg", 3, 3), (src[1]["image"], "nan", 4), (src[2]["image"], 91, 0)]
-    with (tmp_path / "train.csv").open("w", newline="") as f:
+    with (tmp_path / "bad.csv").open("w", newline="") as f:
         csv.writer(f).writerows([("image", "lat", "lon"), *rows])
     for view_cache in (True, False):
         d = _config(shared_dir, tmp_path, model={"fusion": {"enabled": False}},
-                    data={"train_csv": str(tmp_path / "train.csv"), "images": str(images), "view_cache": view_cache},
+                    data={"train_csv": str(tmp_path / "bad.csv"), "images": str(images), "view_cache": view_cache},
                     optim={"epochs": 1}, run={"output": str(tmp_path / f"ck{view_cache}")})
         train(TrainConfig.from_dict(d))
         skipped = json.loads((tmp_path / f"ck{view_cache}/config.json").read_text())["training"]["skipped"]
@@ -165,7 +165,7 @@ def test_bad_rows_and_corrupt_images_never_crash_training(shared_dir, tmp_path):
 
 def test_segment_cli_is_resumable(shared_dir, tmp_path, capsys):
     csv_path = _subset(shared_dir, "val", 3, tmp_path, 5)
-    args = ["segment", "--csv", str(csv_path), "--out", str(tmp_path / "labels"),
+    args = ["segment", "--csv", str(csv_path), "--images", str(shared_dir / "data/im2gps3k-dev/images"), "--out", str(tmp_path / "labels"),
             "--segmenter-path", str(shared_dir / "models/deeplabv3-mobilenetv2-ade20k/model.tflite")]
     assert cli(args) == 0
     pngs = sorted((tmp_path / "labels").glob("*.png"))

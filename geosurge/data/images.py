@@ -55,6 +55,8 @@ def load_image(src: Any, draft: int | None = DRAFT_SIZE) -> Image.Image:
         return _to_rgb(img)
     except ImageLoadError:
         raise
+    except Image.UnidentifiedImageError:
+        raise ImageLoadError("not a readable image: not an image file, or a format Pillow cannot read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageLoadError(f"image refused as a possible decompression bomb: {e}") from None
     except (OSError, SyntaxError, ValueError, TypeError) as e:

@@ -61,9 +61,8 @@ def _weights_hash(directory: Path) -> str:
 def score_features(model: GeoSURGE, hierarchy: Hierarchy, feats: torch.Tensor, true: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     """Predicted points and metrics (distance table, median, GeoScore, per-level cell accuracy)."""
     scorer = HierarchicalScorer.for_model(model, hierarchy)
-    scores = scorer.cumulative_log_scores(feats.float())
+    pred, scores = scorer.locate(feats.float())
     best = [s.argmax(dim=1).numpy() for s in scores]
-    pred = hierarchy.levels[-1].centroids[best[-1]]
     m = accuracy_report(pred[:, 0], pred[:, 1], true[:, 0], true[:, 1]).as_dict()
     cells = hierarchy.assign(true[:, 0], true[:, 1])
     m["level_acc"] = [float(100.0 * np.mean(b == cells[:, k])) for k, b in enumerate(best)]
@@ -82,13 +81,17 @@ def evaluate_checkpoint(
     progress: bool = True,
     report: SkipReport | None = None,
     name: str | None = None,
+    model_overrides: dict[str, Any] | None = None,
 ) -> EvalResult:
-    """Evaluate one checkpoint (or one variant of a pair) on ``records``."""
+    """Evaluate one checkpoint (or one variant of a pair) on ``records``.
+
+    ``model_overrides`` changes inference settings, e.g. ``{"geo": {"prior_weight": 0.0}}``.
+    """
     from ..train.trainer import image_features, view_features
     from ..train.views import load_or_build_views
 
     directory = resolve_variant(checkpoint, fusion)
-    model, hierarchy, _, _ = load_checkpoint(directory, device)
+    model, hierarchy, _, _ = load_checkpoint(directory, device, model_overrides)
     store = None
     if model.uses_fusion:
         store = LabelStore(labels or Path(DEFAULT_LABELS) / model.cfg.segmenter.name)

@@ -44,10 +44,13 @@ class GeoConfig:
     #: "embeddings": one learned table per level, InfoNCE (paper); "linear": a plain classification head
     #: over the finest cells, trained with cross-entropy (the paper's Table VI ablation)
     head: str = "embeddings"
-    #: weight of log(training frequency of the cell) added to each level's logits at inference. InfoNCE
+    #: weight of log(training frequency of the cell) added once to each cell's product score at inference. InfoNCE
     #: with in-batch negatives learns log p(cell|x) - log p(cell) + const, so 1.0 restores the posterior;
     #: 0.0 is the paper's plain product of per-level softmaxes.
     prior_weight: float = 0.0
+    #: the predicted point: "map" = centroid of the best finest cell (paper); "median" = the point of least
+    #: expected distance under the normalized finest-cell scores (see HierarchicalScorer.locate)
+    decision: str = "map"
 
 
 @dataclass

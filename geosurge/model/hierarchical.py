@@ -26,22 +26,25 @@ class HierarchicalScorer:
         biases: list[torch.Tensor] | None = None,
         prior_weight: float = 0.0,
         normalize: bool = True,
+        decision: str = "map",
     ):
+        if decision not in ("map", "median"):
+            raise ValueError(f"decision must be 'map' or 'median', not {decision!r}")
+        self.decision = decision
+        self.centroids = torch.from_numpy(hierarchy.levels[-1].centroids).double()
         if [len(t) for t in tables] != hierarchy.num_cells:
             raise ValueError(f"embedding tables {[len(t) for t in tables]} do not match the hierarchy {hierarchy.num_cells}")
         self.tables = [F.normalize(t.detach().float(), dim=-1) if normalize else t.detach().float() for t in tables]
         self.scales = scales.detach().float()
         self.parents = [torch.from_numpy(p.parents) for p in hierarchy.levels]
-        # Per-level additive terms: a classifier's bias and/or the log training frequency of each cell.
-        offsets = []
-        for k, lvl in enumerate(hierarchy.levels):
-            o = torch.zeros(len(lvl))
-            if biases is not None:
-                o = o + biases[k].detach().float()
-            if prior_weight:
-                o = o + prior_weight * torch.from_numpy(np.log(np.maximum(lvl.counts, 1) / lvl.counts.sum())).float()
-            offsets.append(o)
-        self.offsets = torch.cat(offsets)
+        # A classifier's bias goes inside its level's softmax. The log training frequency of a cell is
+        # added once, to the cell's own cumulative score: per-level InfoNCE scores estimate
+        # log p(x|cell) - log p(x) (the prior divided out), so p(cell|x) ~ p(cell) * prod_l exp(score_l);
+        # adding it inside every level's softmax would count the prior once per level.
+        self.offsets = torch.cat([biases[k].detach().float() if biases is not None else torch.zeros(len(lvl))
+                                  for k, lvl in enumerate(hierarchy.levels)])
+        self.priors = [prior_weight * torch.from_numpy(np.log(np.maximum(lvl.counts, 1) / lvl.counts.sum())).float()
+                       if prior_weight else None for lvl in hierarchy.levels]
         # One matmul over all levels at once beats seven small ones.
         self.all_cells = torch.cat(self.tables)
         self.splits = [len(t) for t in self.tables]
@@ -50,13 +53,16 @@ class HierarchicalScorer:
     def for_model(cls, model, hierarchy: Hierarchy) -> "HierarchicalScorer":
         """The scorer of a :class:`~geosurge.model.GeoSURGE` model's geographic head."""
         tables, scales, biases = model.geo.scoring()
-        return cls(tables, scales, hierarchy, biases, model.cfg.geo.prior_weight, normalize=biases is None)
+        g = model.cfg.geo
+        return cls(tables, scales, hierarchy, biases, g.prior_weight, normalize=biases is None, decision=g.decision)
 
     def to(self, device: torch.device | str) -> "HierarchicalScorer":
         self.tables = [t.to(device) for t in self.tables]
         self.all_cells = self.all_cells.to(device)
         self.scales = self.scales.to(device)
         self.offsets = self.offsets.to(device)
+        self.priors = [p.to(device) if p is not None else None for p in self.priors]
+        self.centroids = self.centroids.to(device)
         self.parents = [p.to(device) for p in self.parents]
         return self
 
@@ -67,12 +73,37 @@ class HierarchicalScorer:
         return [torch.log_softmax(s * self.scales[k] + o, dim=-1) for k, (s, o) in enumerate(parts)]
 
     def cumulative_log_scores(self, features: torch.Tensor) -> list[torch.Tensor]:
-        """Per level, log of (own probability x all ancestors' probabilities): list of (B, n_l)."""
+        """Per level, log of (own probability x all ancestors' probabilities) [x the cell's training
+        frequency ** prior_weight]: list of (B, n_l)."""
         logp = self.level_log_probs(features)
-        out = [logp[0]]
+        chain = [logp[0]]
         for k in range(1, len(logp)):
-            out.append(logp[k] + out[-1][:, self.parents[k]])
-        return out
+            chain.append(logp[k] + chain[-1][:, self.parents[k]])
+        return [c + p if p is not None else c for c, p in zip(chain, self.priors)]
+
+    def locate(self, features: torch.Tensor, top: int = 256) -> tuple[np.ndarray, list[torch.Tensor]]:
+        """Predicted (lat, lon) per image, (B, 2), and the cumulative scores they come from.
+
+        ``map``: the centroid of the best finest cell (paper). ``median``: the point that minimizes the
+        expected great-circle error under the normalized finest-cell scores (their weighted spherical
+        median over the ``top`` best cells), which falls back towards the data's median when a photo
+        is ambiguous and onto the best cell when it is not.
+        """
+        scores = self.cumulative_log_scores(features)
+        fin = scores[-1]
+        if self.decision == "map":
+            return self.centroids[fin.argmax(dim=1)].cpu().numpy(), scores
+        val, idx = fin.double().topk(min(top, fin.shape[1]), dim=1)
+        w = torch.softmax(val, dim=1)  # (B, K)
+        ll = torch.deg2rad(self.centroids[idx])  # (B, K, 2)
+        p = torch.stack([ll[..., 0].cos() * ll[..., 1].cos(), ll[..., 0].cos() * ll[..., 1].sin(), ll[..., 0].sin()], -1)
+        x = torch.nn.functional.normalize((w[..., None] * p).sum(1), dim=-1)
+        for _ in range(100):  # Weiszfeld iterations on the sphere
+            d = torch.arccos((p * x[:, None]).sum(-1).clamp(-1, 1)).clamp_min(1e-9)
+            x = torch.nn.functional.normalize(((w / d)[..., None] * p).sum(1), dim=-1)
+        lat = torch.rad2deg(torch.arcsin(x[:, 2].clamp(-1, 1)))
+        lon = torch.rad2deg(torch.atan2(x[:, 1], x[:, 0]))
+        return torch.stack([lat, lon], 1).cpu().numpy(), scores
 
 
 @dataclass

@@ -35,7 +35,7 @@ def hierarchical_infonce(
     """
     batch_cells = cells if batch_cells is None else batch_cells
     scales = geo.scales()
-    total = feats.new_zeros(())
+    total = feats.sum() * 0.0  # stays differentiable when no level has a term in this batch
     losses, accs = [], []
     for k in range(cells.shape[1]):
         valid = cells[:, k] >= 0

@@ -88,8 +88,7 @@ def _better(metric: str, new: float, old: float | None) -> bool:
 
 def predict_points(scorer: HierarchicalScorer, hierarchy: Hierarchy, feats: torch.Tensor) -> np.ndarray:
     """(n, 2) predicted lat/lon: centroid of the best finest cell by hierarchical product score."""
-    best = scorer.cumulative_log_scores(feats)[-1].argmax(dim=1).cpu().numpy()
-    return hierarchy.levels[-1].centroids[best]
+    return scorer.locate(feats)[0]
 
 
 @torch.no_grad()
@@ -195,6 +194,9 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
     if len(lats) == 0 or len(val_rec) == 0:
         raise ValueError("no usable training or validation rows (" + skipped.summary() + ")")
     hierarchy = build_hierarchy(lats, lons, cfg.model.geo.tau_min, cfg.model.geo.tau_maxes)
+    if min(hierarchy.num_cells) == 0:
+        raise ValueError(f"the hierarchy has an empty level ({hierarchy.num_cells} cells from {len(lats)} photos): "
+                         f"lower model.geo.tau_min ({cfg.model.geo.tau_min}) or add photos")
     say(f"hierarchy: {hierarchy.num_cells} cells over {len(hierarchy.levels)} levels from {len(lats)} photos")
     if skipped.total:
         say(skipped.summary())
