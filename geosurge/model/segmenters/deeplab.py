@@ -54,6 +54,7 @@ class DeepLabADE20K(Segmenter):
         with self._lock:
             self._interp.set_tensor(self._in, x[None])
             self._interp.invoke()
-            logits = self._interp.get_tensor(self._out)[0]
-        labels = logits.argmax(-1).astype(np.uint8)
+            # tensor() is a view of the interpreter's buffer: get_tensor() would copy 159 MB of
+            # logits (513 x 513 x 151 floats) per image; the argmax is taken before the lock is released.
+            labels = self._interp.tensor(self._out)()[0].argmax(-1).astype(np.uint8)
         return np.asarray(Image.fromarray(labels).resize(image.size, Image.NEAREST))
