@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from geosurge.data.labels import LabelStore  # noqa: E402
 from geosurge.data.records import read_records  # noqa: E402
 from geosurge.eval.baselines import backbone_view_features, geographic_median, knn_predict  # noqa: E402
-from geosurge.eval.evaluate import EvalResult, evaluate_checkpoint, markdown_table, plot_accuracy, score_features  # noqa: E402
+from geosurge.eval.evaluate import EvalResult, evaluate_checkpoint, markdown_table, plot_accuracy  # noqa: E402
 from geosurge.geo.metrics import accuracy_report  # noqa: E402
 from geosurge.model.checkpoint import load_checkpoint  # noqa: E402
 from geosurge.train.config import load_train_config  # noqa: E402
@@ -79,14 +79,13 @@ def main() -> int:
     results: list[EvalResult] = []
     full = evaluate_checkpoint(pair, test, ten_crop=True, fusion=True, labels=labels, cache_dir=cache, name="GeoSURGE (full: fusion, 7 levels)")
     results.append(full)
-    # the paper's plain product of per-level softmaxes, without the log-frequency prior of configs/demo.yaml
-    model, hierarchy, _, _ = load_checkpoint(pair / "fusion", model_overrides={"geo": {"prior_weight": 0.0}})
-    feats_key = sorted(Path(cache).glob("eval-*.safetensors"), key=lambda p: p.stat().st_mtime)[-1]
-    from safetensors.torch import load_file
-
-    t = load_file(str(feats_key))
-    pred, m = score_features(model, hierarchy, t["features"], full.true)
-    results.append(EvalResult("GeoSURGE without the cell-frequency prior (paper's scoring)", m, pred, full.true))
+    # not in the paper: the log cell frequency added once to each cell's score, and the expected-distance decision
+    results.append(evaluate_checkpoint(pair, test, ten_crop=True, fusion=True, labels=labels, cache_dir=cache,
+                                       name="GeoSURGE + cell-frequency prior (prior_weight 1)",
+                                       model_overrides={"geo": {"prior_weight": 1.0}}))
+    results.append(evaluate_checkpoint(pair, test, ten_crop=True, fusion=True, labels=labels, cache_dir=cache,
+                                       name="GeoSURGE, expected-distance decision (decision median)",
+                                       model_overrides={"geo": {"decision": "median"}}))
     results.append(evaluate_checkpoint(pair, test, ten_crop=True, fusion=False, labels=labels, cache_dir=cache,
                                        name="fusion off (RGB only, Table VIII)"))
 

@@ -72,6 +72,7 @@ def test_pipeline_learns_location_from_content(tmp_path):
     save_checkpoint(tmp_path / "untrained", GeoSURGE(cfg.model, h.num_cells).eval(), h)
     untrained = evaluate_checkpoint(tmp_path / "untrained", test, ten_crop=True, cache_dir=tmp_path / "cache", progress=False)
 
+    print(f"learnability: trained {trained.metrics}, untrained {untrained.metrics}")
     hist = json.loads((tmp_path / "trained/config.json").read_text())["training"]["history"]
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert trained.metrics["n"] == 36

@@ -28,6 +28,14 @@ def _leaflet() -> tuple[str, str]:
     return js.read_text(), css.read_text()
 
 
+def _ring(latlon) -> list[tuple[float, float]]:
+    """A cell boundary (lat, lon) with longitudes unwrapped along the ring (cells across the antimeridian)."""
+    import numpy as np
+
+    lon = np.degrees(np.unwrap(np.radians(latlon[:, 1])))
+    return [(float(a), float(b)) for a, b in zip(latlon[:, 0], lon)]
+
+
 def _colour(level: int) -> str:
     return LEVEL_COLOURS[level % len(LEVEL_COLOURS)]
 
@@ -46,15 +54,13 @@ def prediction_map(
     import folium
 
     m = folium.Map(location=[primary.lat, primary.lon], zoom_start=3, tiles=None, world_copy_jump=True)
-    m.default_js, m.default_css = [], []  # no CDN: Leaflet is inlined below
-    js, css = _leaflet()
-    m.get_root().header.add_child(folium.Element(f"<style>{css}</style><script>{js}</script>"))
+    m.default_js, m.default_css = [], []  # no CDN: Leaflet is inlined into the rendered page below
     folium.TileLayer("OpenStreetMap", name="OpenStreetMap (online)", control=False).add_to(m)
     bounds = []
     for k, cells in enumerate(primary.levels):
         layer = folium.FeatureGroup(name=f"level {k + 1}: top {len(cells)} cells ({len(hierarchy.levels[k])} in all)", show=True)
         for rank, c in enumerate(cells):
-            ring = [(lat, lon) for lon, lat in hierarchy.levels[k].polygon(c.index).exterior.coords]
+            ring = _ring(hierarchy.levels[k].polygons(4)[c.index])
             bounds.extend(ring)
             tip = (f"<b>level {k + 1}</b> · #{rank + 1} · cell {html.escape(c.token)}<br>"
                    f"product score {c.score:.4g}<br>cell centre {c.lat:.3f}, {c.lon:.3f}")
@@ -87,6 +93,10 @@ def prediction_map(
     if bounds:
         lats, lons = [b[0] for b in bounds], [b[1] for b in bounds]
         m.fit_bounds([[min(lats), min(lons)], [max(lats), max(lons)]], padding=(20, 20))
-    doc = html.escape(m.get_root().render(), quote=True)
+    js, css = _leaflet()
+    # Spliced in after rendering: as a folium Element the 150 kB of Leaflet would be compiled as a
+    # Jinja template on every request.
+    page = m.get_root().render().replace("<head>", f"<head><style>{css}</style><script>{js}</script>", 1)
+    doc = html.escape(page, quote=True)
     return (f'<iframe class="geosurge-map" title="prediction map" srcdoc="{doc}" '
             f'style="width:100%;height:{height}px;border:0;border-radius:8px"></iframe>')

@@ -174,11 +174,11 @@ def build_demo(locator: Locator):
                 button = gr.Button("Locate", variant="primary", elem_id="locate")
                 if locator.s.examples:
                     gr.Examples([[str(p)] for p in locator.s.examples], inputs=[photo], label="Examples (im2gps3k test photos)")
-                overlay_img = gr.Image(label="ADE20K segmentation (main classes)", interactive=False, elem_id="overlay")
+                overlay_img = gr.Image(label="ADE20K segmentation (main classes)", interactive=False, elem_id="overlay", format="jpeg")
             with gr.Column(scale=3):
                 map_html = gr.HTML(message("Upload a photo to see where it was taken.").map_html, elem_id="map")
                 summary = gr.Markdown(elem_id="summary")
-                ref_img = gr.Image(label="Nearest training photo", interactive=False, elem_id="reference")
+                ref_img = gr.Image(label="Nearest training photo", interactive=False, elem_id="reference", format="jpeg")
                 ref_caption = gr.Markdown(elem_id="reference-caption")
 
         def run(path, use_fusion):

@@ -87,7 +87,7 @@ def read_records(csv_path: str | Path, images: str | Path | None = None, check_f
     csv_path = Path(csv_path)
     if images is None:  # the usual layouts: images beside the CSV, or in an images/ folder beside it
         images = csv_path.parent / "images" if (csv_path.parent / "images").is_dir() else csv_path.parent
-    root = Path(images)
+    root = Path(images).resolve()  # absolute: cache keys must not depend on the working directory
     if not csv_path.is_file():
         raise FileNotFoundError(f"no such CSV file: {csv_path}")
     if check_files and not root.is_dir():
