@@ -14,7 +14,7 @@ from .data.images import load_image
 from .geo.distance import haversine_km
 from .geo.hierarchy import Hierarchy
 from .model.checkpoint import CONFIG, load_checkpoint
-from .model.encode import encode_images
+from .model.encode import encode_images, encode_images_multi
 from .model.geosurge import GeoSURGE
 from .model.hierarchical import HierarchicalScorer, ReferenceIndex
 from .model.segmenters import Segmenter, SegmenterUnavailable, create_segmenter
@@ -197,6 +197,35 @@ class Predictor:
             raise ValueError(f"{len(label_maps)} label maps for {len(pil)} images")
         feats = encode_images(variant.model, pil, label_maps, ten_crop=ten_crop, batch_size=batch_size).to(self.device)
         return self._decode(variant, feats, top_k, level_top, use_fusion, note, label_maps)
+
+    @torch.no_grad()
+    def predict_variants(
+        self,
+        images: Any,
+        top_k: int = 5,
+        ten_crop: bool = False,
+        level_top: int = 5,
+        batch_size: int = 16,
+        label_maps: Sequence[np.ndarray] | None = None,
+    ) -> dict[str, list[Prediction]]:
+        """Predictions of every variant that can run here ("fusion" needs the segmenter, "rgb"), keyed
+        by variant. Same results as :meth:`predict` per variant, but the variants share the image
+        preprocessing and, when their backbone configs are equal, the frozen backbone forward."""
+        if isinstance(images, (str, Path, bytes)) or not isinstance(images, Sequence):
+            images = [images]
+        names = [n for n in self.variants if n != "fusion" or self.fusion_available]
+        pil = [load_image(im) for im in images]
+        if "fusion" in names:
+            if label_maps is None:
+                label_maps = [self.segmenter(im) for im in pil]
+            elif len(label_maps) != len(pil):
+                raise ValueError(f"{len(label_maps)} label maps for {len(pil)} images")
+        else:
+            label_maps = None
+        feats = encode_images_multi([self.variants[n].model for n in names], pil, label_maps, ten_crop=ten_crop, batch_size=batch_size)
+        none = [None] * len(pil)
+        return {n: self._decode(self.variants[n], f.to(self.device), top_k, level_top, n == "fusion", None,
+                                label_maps if n == "fusion" else none) for n, f in zip(names, feats)}
 
     def _decode(self, v: _Variant, feats: torch.Tensor, top_k: int, level_top: int, fused: bool, note: str | None, label_maps) -> list[Prediction]:
         latlon, scores = v.scorer.locate(feats)

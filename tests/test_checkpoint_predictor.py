@@ -89,6 +89,23 @@ def test_predict_outputs(pair, photos, segmenter):
     assert -90 <= ten.lat <= 90
 
 
+def test_predict_variants_matches_predict(pair, photos, segmenter):
+    """Sharing the frozen backbone pass between the two variants changes nothing in their answers."""
+    p = Predictor.from_pretrained(pair, segmenter=segmenter)
+    maps = [p.segment(ph) for ph in photos]
+    both = p.predict_variants(photos, top_k=3, label_maps=maps)
+    assert set(both) == {"fusion", "rgb"}
+    for name in ("fusion", "rgb"):
+        alone = p.predict(photos, top_k=3, fusion=name == "fusion", label_maps=maps)
+        for x, y in zip(both[name], alone):
+            assert (x.lat, x.lon) == pytest.approx((y.lat, y.lon), abs=1e-6)
+            assert [c.index for c in x.top_k] == [c.index for c in y.top_k]
+            assert [c.score for c in x.top_k] == pytest.approx([c.score for c in y.top_k], rel=1e-4)
+            assert x.fusion_used == (name == "fusion")
+    p.segmenter = None  # without a segmenter only the RGB-only variant can answer
+    assert set(p.predict_variants(photos[0])) == {"rgb"}
+
+
 def test_segmenter_missing_falls_back_with_reason(pair, photos, shared_dir):
     p = Predictor.from_pretrained(pair, segmenter_path=str(shared_dir / "no-such-model.tflite"))
     assert not p.fusion_available and "not found" in p.fusion_unavailable_reason()

@@ -6,8 +6,13 @@ browser tests); only the background tiles need the internet.
 from __future__ import annotations
 
 import html
+import json
 from functools import lru_cache
 from pathlib import Path
+
+import folium
+from branca.element import MacroElement
+from jinja2 import Template
 
 from ..geo.distance import haversine_km
 from ..geo.hierarchy import Hierarchy
@@ -40,6 +45,31 @@ def _colour(level: int) -> str:
     return LEVEL_COLOURS[level % len(LEVEL_COLOURS)]
 
 
+class CellLayer(folium.map.Layer):
+    """One toggleable layer of S2 cell polygons, each with its own style and tooltip.
+
+    Drawn by one script from a JSON list instead of a ``folium.Polygon`` + ``folium.Tooltip`` per cell:
+    branca compiles every rendered element as a Jinja template again, which cost ~100 ms per map
+    for the 35 cells of 7 levels. The payload sits in a raw block so that second compile only copies it.
+    """
+
+    _template = Template("""
+        {% macro script(this, kwargs) %}
+            var {{ this.get_name() }} = L.featureGroup(
+                {{ "{% raw %}" }}{{ this.payload }}{{ "{% endraw %}" }}.map(function (c) {
+                    return L.polygon(c.ring, c.style).bindTooltip(c.tip, {sticky: true});
+                })
+            );
+        {% endmacro %}
+    """)
+
+    def __init__(self, cells: list[dict], name: str, show: bool = True):
+        super().__init__(name=name, overlay=True, control=True, show=show)
+        self._name = "CellLayer"
+        # "<" escaped so a tooltip can never close the page's <script>; "{" so Jinja never sees a tag.
+        self.payload = json.dumps(cells, separators=(",", ":")).replace("<", "\\u003c").replace("{%", "{\\u0025")
+
+
 def prediction_map(
     primary: Prediction,
     hierarchy: Hierarchy,
@@ -51,25 +81,22 @@ def prediction_map(
 ) -> str:
     """An ``<iframe>`` with the map: per level a toggleable layer of its top cells, coloured by level,
     with the product score in the tooltip; the predicted point(s); the EXIF truth and the errors."""
-    import folium
-
     m = folium.Map(location=[primary.lat, primary.lon], zoom_start=3, tiles=None, world_copy_jump=True)
     m.default_js, m.default_css = [], []  # no CDN: Leaflet is inlined into the rendered page below
     folium.TileLayer("OpenStreetMap", name="OpenStreetMap (online)", control=False).add_to(m)
     bounds = []
     for k, cells in enumerate(primary.levels):
-        layer = folium.FeatureGroup(name=f"level {k + 1}: top {len(cells)} cells ({len(hierarchy.levels[k])} in all)", show=True)
+        drawn = []
         for rank, c in enumerate(cells):
             ring = _ring(hierarchy.levels[k].polygons(4)[c.index])
             bounds.extend(ring)
             tip = (f"<b>level {k + 1}</b> · #{rank + 1} · cell {html.escape(c.token)}<br>"
                    f"product score {c.score:.4g}<br>cell centre {c.lat:.3f}, {c.lon:.3f}")
-            folium.Polygon(
-                ring, color=_colour(k), weight=2 if rank == 0 else 1, fill=True, fill_color=_colour(k),
-                fill_opacity=0.08 + 0.3 * min(1.0, c.score ** 0.5), tooltip=folium.Tooltip(tip),
-                class_name=f"geosurge-cell geosurge-level-{k + 1}",
-            ).add_to(layer)
-        layer.add_to(m)
+            style = {"color": _colour(k), "weight": 2 if rank == 0 else 1, "fill": True, "fillColor": _colour(k),
+                     "fillOpacity": round(0.08 + 0.3 * min(1.0, c.score ** 0.5), 3),
+                     "className": f"geosurge-cell geosurge-level-{k + 1}"}
+            drawn.append({"ring": [[round(a, 5), round(b, 5)] for a, b in ring], "style": style, "tip": tip})
+        CellLayer(drawn, f"level {k + 1}: top {len(cells)} cells ({len(hierarchy.levels[k])} in all)").add_to(m)
 
     def point(p_lat, p_lon, colour, cls, tip):
         folium.CircleMarker([p_lat, p_lon], radius=9, color="white", weight=2, fill=True, fill_color=colour,

@@ -87,11 +87,7 @@ class Locator:
         key = hashlib.sha1(raw).hexdigest()
         truth = exif_gps(path)
         labels = self._labels(key, img)
-        preds = {}
-        if self.p.fusion_available and labels is not None:
-            [preds["fusion"]] = self.p.predict(img, fusion=True, label_maps=[labels], level_top=5)
-        if "rgb" in self.p.variants:
-            [preds["rgb"]] = self.p.predict(img, fusion=False, level_top=5)
+        preds = {k: v[0] for k, v in self.p.predict_variants(img, level_top=5, label_maps=None if labels is None else [labels]).items()}
         primary = "fusion" if fusion and "fusion" in preds else "rgb"
         other = next((k for k in preds if k != primary), None)
         pred = preds[primary]

@@ -13,7 +13,67 @@ from .geosurge import GeoSURGE
 from .hierarchical import ReferenceIndex
 
 
+def _frozen_key(model: GeoSURGE):
+    # Frozen backbone weights are never fine-tuned or saved: they are restored from the pretrained
+    # source named in the config, so two models with equal backbone configs compute the same frozen part.
+    return model.cfg.backbone, model.preprocess
+
+
 @torch.no_grad()
+def encode_images_multi(
+    models: Sequence[GeoSURGE],
+    images: Sequence[Image.Image],
+    label_maps: Sequence[np.ndarray | None] | None = None,
+    ten_crop: bool = False,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> list[torch.Tensor]:
+    """:func:`encode_images` for several models at once (e.g. the fusion and RGB-only variants).
+
+    Models whose frozen backbone part is the same (equal backbone config and preprocessing) share one
+    preprocessing pass and one frozen forward; only their trainable parts run separately.
+    """
+    if any(m.uses_fusion for m in models) and (label_maps is None or any(m is None for m in label_maps)):
+        raise ValueError("a model fuses semantics: every image needs a label map")
+    groups: list[tuple[object, list[int]]] = []  # (frozen key, member indices); configs are not hashable
+    for i, m in enumerate(models):
+        key = _frozen_key(m)
+        for k, members in groups:
+            if k == key:
+                members.append(i)
+                break
+        else:
+            groups.append((key, [i]))
+    out: list[list[torch.Tensor]] = [[] for _ in models]
+    crops = "ten" if ten_crop else "center"
+    starts = range(0, len(images), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="encoding", unit="batch")
+    for s in starts:
+        for _, members in groups:
+            lead = models[members[0]]
+            fuse = any(models[i].uses_fusion for i in members)
+            device = next(lead.parameters()).device
+            px, lb, n = [], [], []
+            maps = label_maps[s : s + batch_size] if fuse else [None] * len(images[s : s + batch_size])
+            for im, lab in zip(images[s : s + batch_size], maps):
+                x, y = lead.preprocess(im, lab, crops=crops)
+                px.append(x)
+                lb.append(y)
+                n.append(x.shape[0])
+            pixels = torch.cat(px).to(device)
+            labels = torch.cat(lb).to(device) if fuse else None
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                hidden = lead.backbone.forward_frozen(pixels)
+                for i in members:
+                    f = models[i].encode_hidden(hidden, labels if models[i].uses_fusion else None)
+                    f = torch.stack([c.mean(0) for c in f.float().split(n)])
+                    out[i].append(F.normalize(f, dim=-1).cpu())
+    return [torch.cat(o) if o else torch.zeros(0, m.cfg.geo.embed_dim) for o, m in zip(out, models)]
+
+
 def encode_images(
     model: GeoSURGE,
     images: Sequence[Image.Image],
@@ -27,32 +87,7 @@ def encode_images(
     ``label_maps`` (one per image, at image resolution) are required when the model fuses semantics.
     With ``ten_crop`` each image's feature is the renormalized mean of its ten crops' features.
     """
-    device = next(model.parameters()).device
-    if model.uses_fusion and (label_maps is None or any(m is None for m in label_maps)):
-        raise ValueError("this model fuses semantics: every image needs a label map")
-    maps = list(label_maps) if model.uses_fusion else [None] * len(images)
-    pre = model.preprocess
-    crops = "ten" if ten_crop else "center"
-    out = []
-    starts = range(0, len(images), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="encoding", unit="batch")
-    for s in starts:
-        px, lb, n = [], [], []
-        for im, lab in zip(images[s : s + batch_size], maps[s : s + batch_size]):
-            x, y = pre(im, lab, crops=crops)
-            px.append(x)
-            lb.append(y)
-            n.append(x.shape[0])
-        pixels = torch.cat(px).to(device)
-        labels = torch.cat(lb).to(device) if model.uses_fusion else None
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            f = model.encode(pixels, labels)
-        f = torch.stack([c.mean(0) for c in f.float().split(n)])
-        out.append(F.normalize(f, dim=-1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, model.cfg.geo.embed_dim)
+    return encode_images_multi([model], images, label_maps if model.uses_fusion else None, ten_crop, batch_size, progress)[0]
 
 
 def build_reference_index(
