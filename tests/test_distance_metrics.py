@@ -88,3 +88,24 @@ def test_bad_coordinates_raise(lats, lons, needle):
     with pytest.raises(ValueError, match=".*") as e:
         accuracy_report(lats, lons, lats, lons)
     assert needle in str(e.value)
+
+
+def test_spherical_median_minimizes_weighted_distance():
+    from geosurge.geo.distance import spherical_median
+
+    rng = np.random.default_rng(0)
+    pts = np.stack([rng.uniform(35, 60, 12), rng.uniform(-10, 30, 12)], 1)
+    w = rng.uniform(0.1, 1.0, 12)
+    m = spherical_median(pts, w)
+
+    def cost(lat, lon):
+        return (w * haversine_km(lat, lon, pts[:, 0], pts[:, 1])).sum()
+
+    grid = [(a, b) for a in np.arange(30, 65, 0.25) for b in np.arange(-15, 35, 0.25)]
+    assert cost(*m) <= min(cost(a, b) for a, b in grid) + 1e-6
+    # batched: each row its own median; torch in, torch out
+    both = spherical_median(torch.tensor(np.stack([pts, pts[::-1]])), torch.tensor(np.stack([w, np.ones(12)])))
+    assert isinstance(both, torch.Tensor) and both.shape == (2, 2)
+    assert np.allclose(both[0].numpy(), m, atol=1e-6)
+    # one point is its own median, even across the antimeridian
+    assert np.allclose(spherical_median(np.array([[10.0, 179.9], [10.0, 179.9]])), [10.0, 179.9], atol=1e-6)

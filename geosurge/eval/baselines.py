@@ -5,27 +5,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..geo.distance import haversine_km
+from ..geo.distance import haversine_km, spherical_median
 from ..model.geosurge import GeoSURGE
 from ..train.views import ViewSet
 
 
 def geographic_median(lats: np.ndarray, lons: np.ndarray, iterations: int = 200) -> tuple[float, float]:
-    """The point minimizing the sum of great-circle distances to the training photos (spherical
-    Weiszfeld iterations on unit vectors): the best constant guess in the mean-distance sense."""
-    la, lo = np.radians(lats), np.radians(lons)
-    p = np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=1)
-    x = p.mean(0)
-    x /= np.linalg.norm(x)
-    for _ in range(iterations):
-        d = np.arccos(np.clip(p @ x, -1.0, 1.0))
-        w = 1.0 / np.maximum(d, 1e-9)
-        nx = (p * w[:, None]).sum(0)
-        nx /= np.linalg.norm(nx)
-        if np.linalg.norm(nx - x) < 1e-12:
-            break
-        x = nx
-    return float(np.degrees(np.arcsin(np.clip(x[2], -1, 1)))), float(np.degrees(np.arctan2(x[1], x[0])))
+    """The point minimizing the sum of great-circle distances to the training photos: the best
+    constant guess in the mean-distance sense."""
+    lat, lon = spherical_median(np.stack([lats, lons], axis=1), iterations=iterations)
+    return float(lat), float(lon)
 
 
 @torch.no_grad()

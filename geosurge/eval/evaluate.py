@@ -70,7 +70,7 @@ def score_features(model: GeoSURGE, hierarchy: Hierarchy, feats: torch.Tensor, t
     return pred, m
 
 
-def evaluate_checkpoint(
+def checkpoint_features(
     checkpoint: str | Path,
     records: GeoRecords,
     ten_crop: bool = False,
@@ -80,13 +80,10 @@ def evaluate_checkpoint(
     device: str | torch.device = "cpu",
     progress: bool = True,
     report: SkipReport | None = None,
-    name: str | None = None,
     model_overrides: dict[str, Any] | None = None,
-) -> EvalResult:
-    """Evaluate one checkpoint (or one variant of a pair) on ``records``.
-
-    ``model_overrides`` changes inference settings, e.g. ``{"geo": {"prior_weight": 0.0}}``.
-    """
+) -> tuple[GeoSURGE, Hierarchy, torch.Tensor, np.ndarray, Path]:
+    """A checkpoint's features of ``records`` (cached by weight hash): model, hierarchy, features (n, d),
+    the indices of the records that could be read, and the variant's directory."""
     from ..train.trainer import image_features, view_features
     from ..train.views import load_or_build_views
 
@@ -118,6 +115,28 @@ def evaluate_checkpoint(
         _atomic_write(cache, lambda p: save_file({"features": feats.contiguous(), "keep": torch.from_numpy(keep)}, p))
     if report is not None:
         report.merge(local)
+    return model, hierarchy, feats, keep, directory
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    records: GeoRecords,
+    ten_crop: bool = False,
+    fusion: bool = True,
+    labels: str | Path | None = None,
+    cache_dir: str | Path = ".cache/geosurge",
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    report: SkipReport | None = None,
+    name: str | None = None,
+    model_overrides: dict[str, Any] | None = None,
+) -> EvalResult:
+    """Evaluate one checkpoint (or one variant of a pair) on ``records``.
+
+    ``model_overrides`` changes inference settings, e.g. ``{"geo": {"prior_weight": 0.0}}``.
+    """
+    model, hierarchy, feats, keep, directory = checkpoint_features(
+        checkpoint, records, ten_crop, fusion, labels, cache_dir, device, progress, report, model_overrides)
     true = np.stack([records.lats[keep], records.lons[keep]], axis=1)
     pred, metrics = score_features(model, hierarchy, feats, true)
     metrics.update(checkpoint=str(directory), fusion=model.uses_fusion, ten_crop=ten_crop,

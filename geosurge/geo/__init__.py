@@ -1,5 +1,5 @@
 """Geography: S2 partition hierarchy, great-circle distances and geolocalization metrics."""
-from .distance import EARTH_RADIUS_KM, haversine_km, pairwise_haversine_km
+from .distance import EARTH_RADIUS_KM, haversine_km, pairwise_haversine_km, spherical_median
 from .hierarchy import PAPER_TAU_MAXES, PAPER_TAU_MIN, Hierarchy, Partition, build_hierarchy
 from .metrics import THRESHOLDS_KM, AccuracyReport, accuracy_report, geoscore
 from .partition_csv import load_partition_csv
@@ -20,4 +20,5 @@ __all__ = [
     "haversine_km",
     "load_partition_csv",
     "pairwise_haversine_km",
+    "spherical_median",
 ]

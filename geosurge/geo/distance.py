@@ -45,3 +45,27 @@ def _haversine_torch(lat1, lon1, lat2, lon2):
     lat1, lon1, lat2, lon2 = (torch.deg2rad(torch.as_tensor(x, dtype=dtype, device=ref.device)) for x in (lat1, lon1, lat2, lon2))
     a = torch.sin((lat2 - lat1) / 2) ** 2 + torch.cos(lat1) * torch.cos(lat2) * torch.sin((lon2 - lon1) / 2) ** 2
     return 2 * EARTH_RADIUS_KM * torch.arcsin(torch.sqrt(a.clamp(0.0, 1.0)))
+
+
+def spherical_median(latlon: Any, weights: Any | None = None, iterations: int = 100) -> Any:
+    """Weighted geometric median on the sphere: the point minimizing the weighted sum of great-circle
+    distances (Weiszfeld iterations on unit vectors), batched.
+
+    ``latlon`` (..., K, 2) in degrees, ``weights`` (..., K) (uniform when None); returns (..., 2).
+    Torch in, torch out (float64 inside); numpy otherwise.
+    """
+    import torch
+
+    as_numpy = not _is_torch(latlon)
+    ll = torch.deg2rad(torch.as_tensor(np.asarray(latlon) if as_numpy else latlon, dtype=torch.float64))
+    w = torch.ones(ll.shape[:-1], dtype=torch.float64, device=ll.device) if weights is None else \
+        torch.as_tensor(np.asarray(weights) if as_numpy else weights, dtype=torch.float64, device=ll.device)
+    w = w / w.sum(-1, keepdim=True)
+    lat, lon = ll[..., 0], ll[..., 1]
+    p = torch.stack([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()], -1)
+    x = torch.nn.functional.normalize((w[..., None] * p).sum(-2), dim=-1)
+    for _ in range(iterations):
+        d = torch.arccos((p * x[..., None, :]).sum(-1).clamp(-1, 1)).clamp_min(1e-9)
+        x = torch.nn.functional.normalize(((w / d)[..., None] * p).sum(-2), dim=-1)
+    out = torch.stack([torch.rad2deg(torch.arcsin(x[..., 2].clamp(-1, 1))), torch.rad2deg(torch.atan2(x[..., 1], x[..., 0]))], -1)
+    return out.numpy() if as_numpy else out

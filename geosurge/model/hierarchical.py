@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..geo.distance import spherical_median
 from ..geo.hierarchy import Hierarchy
 
 
@@ -94,16 +95,7 @@ class HierarchicalScorer:
         if self.decision == "map":
             return self.centroids[fin.argmax(dim=1)].cpu().numpy(), scores
         val, idx = fin.double().topk(min(top, fin.shape[1]), dim=1)
-        w = torch.softmax(val, dim=1)  # (B, K)
-        ll = torch.deg2rad(self.centroids[idx])  # (B, K, 2)
-        p = torch.stack([ll[..., 0].cos() * ll[..., 1].cos(), ll[..., 0].cos() * ll[..., 1].sin(), ll[..., 0].sin()], -1)
-        x = torch.nn.functional.normalize((w[..., None] * p).sum(1), dim=-1)
-        for _ in range(100):  # Weiszfeld iterations on the sphere
-            d = torch.arccos((p * x[:, None]).sum(-1).clamp(-1, 1)).clamp_min(1e-9)
-            x = torch.nn.functional.normalize(((w / d)[..., None] * p).sum(1), dim=-1)
-        lat = torch.rad2deg(torch.arcsin(x[:, 2].clamp(-1, 1)))
-        lon = torch.rad2deg(torch.atan2(x[:, 1], x[:, 0]))
-        return torch.stack([lat, lon], 1).cpu().numpy(), scores
+        return spherical_median(self.centroids[idx], torch.softmax(val, dim=1)).cpu().numpy(), scores
 
 
 @dataclass
