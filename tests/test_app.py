@@ -200,3 +200,34 @@ def test_app_without_segmenter_explains_fusion_is_off(shared_dir, tmp_path):
         assert "the fusion toggle is off" in s.log.read_text()
     finally:
         s.stop()
+
+
+def test_map_rings_close_over_the_pole_and_across_the_antimeridian():
+    """A cell holding a pole must be drawn as a cap, not as a band along its boundary; a cell across
+    the antimeridian must not be drawn across the whole world."""
+    from shapely.geometry import Point, Polygon
+
+    from geosurge.app.geomap import _ring
+    from geosurge.geo.s2 import cell_vertices, tokens_to_ids
+
+    def drawn(token):
+        ring = _ring(cell_vertices(tokens_to_ids([token]), 4)[0])
+        return Polygon([(lon, lat) for lat, lon in ring]), ring
+
+    def covers(poly, lat, lon):  # drawn longitudes may be unwrapped past +-180
+        return any(poly.contains(Point(lon + 360 * k, lat)) for k in range(-2, 3))
+
+    for token, lat in (("5", 80.0), ("b", -80.0)):  # S2 faces 2 and 5: the polar caps
+        cap, _ = drawn(token)
+        assert cap.is_valid
+        assert all(covers(cap, lat, lon + 7.5) for lon in range(-180, 180, 15)), token
+        assert not any(covers(cap, lat / 8, lon + 7.5) for lon in range(-180, 180, 15)), token
+    _, ring = drawn("89c25")  # an ordinary cell (New York): only its own 16 points
+    lons = [b for _, b in ring]
+    assert len(ring) == 16 and max(lons) - min(lons) < 5 and -80 < lons[0] < -70
+    shifted = _ring(cell_vertices(tokens_to_ids(["89c25"]), 4)[0], centre_lon=170.0)  # the world copy east of 180
+    assert all(b == pytest.approx(a + 360.0) for a, b in zip(lons, (b for _, b in shifted)))
+    pacific, ring = drawn("7")  # face 3, centred on the antimeridian
+    lons = [b for _, b in ring]
+    assert len(ring) == 16 and max(lons) - min(lons) < 180
+    assert covers(pacific, 0.0, 180.0) and not covers(pacific, 0.0, 90.0)

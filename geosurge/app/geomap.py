@@ -33,12 +33,22 @@ def _leaflet() -> tuple[str, str]:
     return js.read_text(), css.read_text()
 
 
-def _ring(latlon) -> list[tuple[float, float]]:
-    """A cell boundary (lat, lon) with longitudes unwrapped along the ring (cells across the antimeridian)."""
+def _ring(latlon, centre_lon: float = 0.0) -> list[tuple[float, float]]:
+    """A cell boundary (lat, lon) as Leaflet should draw it: longitudes unwrapped along the ring (cells
+    across the antimeridian), and a ring that winds once around a pole (a polar S2 face, or any cell
+    holding a pole) closed over that pole, else it would be drawn as a thin band along its boundary.
+    The ring is shifted by whole turns to the world copy around ``centre_lon`` (the map's centre)."""
     import numpy as np
 
+    lat = np.asarray(latlon[:, 0], dtype=np.float64)
     lon = np.degrees(np.unwrap(np.radians(latlon[:, 1])))
-    return [(float(a), float(b)) for a, b in zip(latlon[:, 0], lon)]
+    winding = lon[-1] - lon[0] + (lon[0] - lon[-1] + 180.0) % 360.0 - 180.0  # incl. the closing edge
+    if abs(winding) > 180.0:
+        pole = 90.0 if lat.mean() > 0 else -90.0
+        end = lon[0] + winding
+        lat, lon = np.r_[lat, lat[0], pole, pole], np.r_[lon, end, end, lon[0]]
+    lon = lon - 360.0 * np.round(((lon.min() + lon.max()) / 2 - centre_lon) / 360.0)
+    return [(float(a), float(b)) for a, b in zip(lat, lon)]
 
 
 def _colour(level: int) -> str:
@@ -84,12 +94,13 @@ def prediction_map(
     m = folium.Map(location=[primary.lat, primary.lon], zoom_start=3, tiles=None, world_copy_jump=True)
     m.default_js, m.default_css = [], []  # no CDN: Leaflet is inlined into the rendered page below
     folium.TileLayer("OpenStreetMap", name="OpenStreetMap (online)", control=False).add_to(m)
-    bounds = []
+    bounds = []  # what the map zooms to: the finer levels' cells and the points (coarse cells span continents)
     for k, cells in enumerate(primary.levels):
         drawn = []
         for rank, c in enumerate(cells):
-            ring = _ring(hierarchy.levels[k].polygons(4)[c.index])
-            bounds.extend(ring)
+            ring = _ring(hierarchy.levels[k].polygons(4)[c.index], primary.lon)
+            if k >= len(primary.levels) - 3:
+                bounds.extend(ring)
             tip = (f"<b>level {k + 1}</b> · #{rank + 1} · cell {html.escape(c.token)}<br>"
                    f"product score {c.score:.4g}<br>cell centre {c.lat:.3f}, {c.lon:.3f}")
             style = {"color": _colour(k), "weight": 2 if rank == 0 else 1, "fill": True, "fillColor": _colour(k),
