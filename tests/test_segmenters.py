@@ -42,6 +42,34 @@ def test_deeplab_on_real_photos(shared_dir):
     assert seen & {"sky", "tree", "building", "water", "road", "grass", "mountain"}
 
 
+def test_deeplab_dilated_convolution_fusion_is_exact(shared_dir):
+    """The in-memory rewrite (space/batch chains -> dilated convolutions) must not change a single logit."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from geosurge.model.segmenters._tflite import fuse_dilated_convolutions
+
+    path = shared_dir / "models/deeplabv3-mobilenetv2-ade20k/model.tflite"
+    raw = path.read_bytes()
+    fused, n = fuse_dilated_convolutions(raw)
+    assert n == 10  # the ten atrous depthwise convolutions of DeepLabV3-MobileNetV2
+    assert fuse_dilated_convolutions(fused)[1] == 0  # nothing left to fuse
+    runs = {}
+    for name, content in (("original", raw), ("fused", fused)):
+        it = Interpreter(model_content=content, num_threads=2)
+        it.allocate_tensors()
+        ops = {o["op_name"] for o in it._get_ops_details()}
+        assert ("SPACE_TO_BATCH_ND" in ops) == (name == "original")
+        rng = np.random.default_rng(0)
+        x = rng.uniform(-1, 1, (1, 513, 513, 3)).astype(np.float32)
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        runs[name] = it.get_tensor(it.get_output_details()[0]["index"])
+    assert np.allclose(runs["original"], runs["fused"], atol=1e-4)
+    assert (runs["original"].argmax(-1) == runs["fused"].argmax(-1)).mean() > 0.9999
+    seg = create_segmenter(SegmenterConfig("deeplab-ade20k", str(path)))
+    assert seg.fused_convolutions == 10
+
+
 def _tiny_oneformer(d):
     from transformers import CLIPTokenizer, OneFormerConfig, OneFormerForUniversalSegmentation, OneFormerProcessor, SwinConfig
     from transformers.models.oneformer.image_processing_pil_oneformer import OneFormerImageProcessorPil

@@ -10,6 +10,7 @@ from PIL import Image
 
 from ..config import SegmenterConfig
 from ._registry import Segmenter, SegmenterUnavailable, register_segmenter
+from ._tflite import fuse_dilated_convolutions
 
 ENV_VAR = "GEOSURGE_DEEPLAB"
 _RELATIVE = Path("models/deeplabv3-mobilenetv2-ade20k/model.tflite")
@@ -42,7 +43,13 @@ class DeepLabADE20K(Segmenter):
         except ImportError:
             raise SegmenterUnavailable("the DeepLab segmenter needs the ai-edge-litert package (pip install ai-edge-litert)") from None
         self.path = path
-        self._interp = Interpreter(model_path=str(path), num_threads=num_threads or min(4, os.cpu_count() or 1))
+        raw = path.read_bytes()
+        try:
+            self._model, self.fused_convolutions = fuse_dilated_convolutions(raw)
+        except Exception:  # an unfamiliar graph: run it as it is
+            self._model, self.fused_convolutions = raw, 0
+        # model_content is not copied by the interpreter: self._model keeps it alive
+        self._interp = Interpreter(model_content=self._model, num_threads=num_threads or min(4, os.cpu_count() or 1))
         self._interp.allocate_tensors()
         self._in = self._interp.get_input_details()[0]["index"]
         self._out = self._interp.get_output_details()[0]["index"]
