@@ -6,6 +6,10 @@ prints p50 / p95 latency and the server's peak resident memory. The first reques
 reverse-geocoding gazetteer) is reported apart. The server's own time per request (the "answered in"
 line of the answer) is printed beside it, so the split between the model and the HTTP round trips shows.
 
+These machines change speed by tens of percent from one minute to the next, so the benchmark also
+times the DeepLab segmenter alone on the same photos right after (the server stopped) and prints the
+end-to-end p50 as a multiple of it: that ratio is what to compare between runs and machines.
+
 The client is made with ``ssl_verify=False``: the app is plain HTTP on localhost, where TLS settings do
 nothing, but gradio_client otherwise builds a TLS context (loading the CA bundle) for each of the ~5 HTTP
 calls of a request, ~100 ms per request on this machine that a browser keeping its connection never pays.
@@ -25,6 +29,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from geosurge.app.testing import AppServer  # noqa: E402
+
+
+def segmenter_alone_ms(photos: list[Path]) -> float | None:
+    """p50 of the default DeepLab segmenter on ``photos`` in this process (None without its model file)."""
+    from PIL import Image
+
+    from geosurge.model.config import SegmenterConfig
+    from geosurge.model.segmenters import SegmenterUnavailable, create_segmenter
+
+    try:
+        seg = create_segmenter(SegmenterConfig("deeplab-ade20k"))
+    except SegmenterUnavailable:
+        return None
+    images = [Image.open(p).convert("RGB") for p in photos]
+    seg(images[0])
+    times = []
+    for im in images:
+        t = time.perf_counter()
+        seg(im)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
 
 
 def main() -> int:
@@ -51,15 +76,21 @@ def main() -> int:
             _, summary, *_ = client.predict(handle_file(str(p)), args.fusion == "on", api_name="/locate")
             lat.append(time.perf_counter() - t)
             assert summary.startswith("###"), summary
-            server_ms.append(float(re.search(r"answered in (\d+) ms", summary).group(1)))
+            server_ms.append({"handler": float(re.search(r"answered in (\d+) ms", summary).group(1)),
+                              **{k: float(v) for k, v in re.findall(r"(\w[\w ]*?) (\d+) ms", summary.split("answered in")[1].split("(", 1)[1])}})
         peak = server.peak_rss_bytes()
     finally:
         server.stop()
+    seg_ms = segmenter_alone_ms(photos[1:])
     q = statistics.quantiles(lat, n=20)
     print(f"requests: {len(lat)} distinct photos (+1 warm-up: {first * 1000:.0f} ms), fusion {args.fusion}, sequential")
     print(f"end-to-end latency  p50 {statistics.median(lat) * 1000:.0f} ms   p95 {q[18] * 1000:.0f} ms   "
           f"max {max(lat) * 1000:.0f} ms   (target p50 <= 500 ms)")
-    print(f"of which in the handler  p50 {statistics.median(server_ms):.0f} ms (segmentation, both models, map, overlay, reference)")
+    stages = {k: statistics.median(s[k] for s in server_ms) for k in server_ms[0]}
+    print(f"in the handler  p50 {stages.pop('handler'):.0f} ms: " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()))
+    if seg_ms is not None:
+        print(f"DeepLab segmentation alone, same photos, same machine just after: p50 {seg_ms:.0f} ms -> "
+              f"end-to-end p50 = {statistics.median(lat) * 1000 / seg_ms:.2f} x segmentation alone")
     print(f"server peak memory  {peak / 2**30:.2f} GiB (VmHWM; target <= 2 GB)")
     return 0
 

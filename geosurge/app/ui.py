@@ -86,19 +86,25 @@ class Locator:
             return message(f"This file cannot be used: {e}")
         key = hashlib.sha1(raw).hexdigest()
         truth = exif_gps(path)
+        stages = {}  # shown under the answer: where the time went
+        t = time.perf_counter()
         labels = self._labels(key, img)
+        stages["segmentation"], t = time.perf_counter() - t, time.perf_counter()
         preds = {k: v[0] for k, v in self.p.predict_variants(img, level_top=5, label_maps=None if labels is None else [labels]).items()}
+        stages["models"], t = time.perf_counter() - t, time.perf_counter()
         primary = "fusion" if fusion and "fusion" in preds else "rgb"
         other = next((k for k in preds if k != primary), None)
         pred = preds[primary]
         hierarchy = self.p.variants[primary].hierarchy
         html = prediction_map(pred, hierarchy, primary, preds.get(other), other, truth)
-        summary = self._summary(preds, primary, other, truth, fusion, time.perf_counter() - t0)
+        stages["map"], t = time.perf_counter() - t, time.perf_counter()
         ov = overlay(img, labels) if labels is not None else None
         ref_img, ref_caption = self._reference(pred)
+        stages["overlay and reference"] = time.perf_counter() - t
+        summary = self._summary(preds, primary, other, truth, fusion, time.perf_counter() - t0, stages)
         return Answer(html, summary, ov, ref_img, ref_caption, preds)
 
-    def _summary(self, preds, primary, other, truth, fusion_asked, seconds) -> str:
+    def _summary(self, preds, primary, other, truth, fusion_asked, seconds, stages) -> str:
         pred = preds[primary]
         place = place_names([pred.lat], [pred.lon])[0]
         name = {"fusion": "with semantic fusion", "rgb": "RGB only (no fusion)"}
@@ -121,7 +127,8 @@ class Locator:
         lines.append("|---|---|---|")
         for k, cells in enumerate(pred.levels):
             lines.append(f"| {k + 1} | {cells[0].token} ({cells[0].lat:.2f}, {cells[0].lon:.2f}) | {cells[0].score:.3g} |")
-        lines.append(f"\n<small>answered in {seconds * 1000:.0f} ms</small>")
+        parts = ", ".join(f"{name} {sec * 1000:.0f} ms" for name, sec in stages.items())
+        lines.append(f"\n<small>answered in {seconds * 1000:.0f} ms ({parts})</small>")
         return "\n".join(lines)
 
     def _reference(self, pred) -> tuple[Image.Image | None, str]:
