@@ -47,6 +47,11 @@ def test_upload_map_toggle_screenshot(shared_dir):
             for level in range(1, 8):
                 assert frame.locator(f"path.geosurge-level-{level}").count() >= 1, level
             assert frame.locator("path.geosurge-pred-fusion").count() == 1
+            # hovering a finest cell shows its tooltip with the product score
+            frame.locator("path.geosurge-level-7").first.dispatch_event("mouseover")
+            tip = frame.locator(".leaflet-tooltip").first
+            tip.wait_for(state="visible", timeout=10_000)
+            assert "level 7" in tip.inner_text() and "product score" in tip.inner_text()
             summary = page.locator("#summary")
             assert "with semantic fusion" in summary.inner_text()
             before = summary.inner_text()
