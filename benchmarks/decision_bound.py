@@ -48,19 +48,27 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs/demo.yaml"))
     ap.add_argument("--checkpoint", default=None, help="the trained pair (default: the config's run.output)")
-    ap.add_argument("--variant", choices=["fusion", "rgb"], default="fusion")
+    ap.add_argument("--variant", choices=["fusion", "rgb", "both"], default="fusion",
+                    help="both: the two variants' per-level log-probabilities averaged (an ensemble)")
     ap.add_argument("--test-csv", default=str(ROOT.parent / "shared/data/im2gps3k-dev/test.csv"))
     args = ap.parse_args()
 
     cfg = load_train_config(args.config)
     test, _ = read_records(args.test_csv)
     train, _ = read_records(cfg.data.train_csv, cfg.data.images)
-    model, hierarchy, feats, keep, _ = checkpoint_features(
-        args.checkpoint or cfg.run.output, test, ten_crop=True, fusion=args.variant == "fusion",
-        labels=cfg.data.labels, cache_dir=cfg.data.cache_dir)
+    per_variant = []
+    for fusion in {"fusion": [True], "rgb": [False], "both": [True, False]}[args.variant]:
+        model, hierarchy, feats, keep, _ = checkpoint_features(
+            args.checkpoint or cfg.run.output, test, ten_crop=True, fusion=fusion,
+            labels=cfg.data.labels, cache_dir=cfg.data.cache_dir)
+        scorer = HierarchicalScorer.for_model(model, hierarchy)
+        per_variant.append((scorer.level_log_probs(feats), keep, hierarchy))  # log-softmax at T = 1; rescaled below
+    first = per_variant[0]
+    if any(len(k) != len(first[1]) or (k != first[1]).any() or not np.array_equal(h.levels[-1].centroids, first[2].levels[-1].centroids)
+           for _, k, h in per_variant):
+        raise SystemExit("the variants differ in test photos read or in hierarchy; cannot average them")
+    logits = [sum(lv) / len(per_variant) for lv in zip(*(lp for lp, _, _ in per_variant))]
     true = np.stack([test.lats[keep], test.lons[keep]], axis=1)
-    scorer = HierarchicalScorer.for_model(model, hierarchy)
-    logits = [lp for lp in scorer.level_log_probs(feats)]  # log-softmax at T = 1; rescaled below
     fin = hierarchy.levels[-1]
     centres = fin.centroids
     log_prior = torch.from_numpy(np.log(np.maximum(fin.counts, 1) / fin.counts.sum())).float()
