@@ -12,7 +12,6 @@ from pathlib import Path
 
 import folium
 import xyzservices
-from branca.element import MacroElement
 from jinja2 import Template
 
 from ..geo.distance import haversine_km
@@ -79,7 +78,7 @@ class CellLayer(folium.map.Layer):
     def __init__(self, cells: list[dict], name: str, show: bool = True):
         super().__init__(name=name, overlay=True, control=True, show=show)
         self._name = "CellLayer"
-        # "<" escaped so a tooltip can never close the page's <script>; "{" so Jinja never sees a tag.
+        # "<" escaped so a tooltip can never close the page's <script>; "{%" so nothing can end the raw block.
         self.payload = json.dumps(cells, separators=(",", ":")).replace("<", "\\u003c").replace("{%", "{\\u0025")
 
 

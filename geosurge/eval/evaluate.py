@@ -83,7 +83,7 @@ def checkpoint_features(
     model_overrides: dict[str, Any] | None = None,
 ) -> tuple[GeoSURGE, Hierarchy, torch.Tensor, np.ndarray, Path]:
     """A checkpoint's features of ``records`` (cached by weight hash): model, hierarchy, features (n, d),
-    the indices of the records that could be read, and the variant's directory."""
+    ``keep`` (which records could be read: features are theirs, in order) and the variant's directory."""
     from ..train.trainer import image_features, view_features
     from ..train.views import load_or_build_views
 
