@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     locator = Locator(predictor, settings)
     if (note := locator.fusion_note) is not None:
         print(f"app.py: {note}; the fusion toggle is off", file=sys.stderr)
+    print(f"app.py: warmed up in {locator.warm_up():.1f} s", file=sys.stderr)
     demo = build_demo(locator)
     demo.queue(default_concurrency_limit=1, max_size=64)
     demo.launch(server_name=settings.host, server_port=settings.port, max_file_size=f"{settings.max_upload_mb}mb",

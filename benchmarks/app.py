@@ -2,8 +2,8 @@
 
 Starts `python app.py` on the embedded checkpoint, sends distinct test photos one after another through
 `gradio_client` (the API the UI uses: upload, segmentation, both models, map, overlay, reference), and
-prints p50 / p95 latency and the server's peak resident memory. The first request (which loads the
-reverse-geocoding gazetteer) is reported apart. The server's own time per request (the "answered in"
+prints p50 / p95 latency and the server's peak resident memory. The first request is reported apart
+(the app warms up before it listens, so it is only the client's own first call). The server's own time per request (the "answered in"
 line of the answer) is printed beside it, so the split between the model and the HTTP round trips shows.
 
 These machines change speed by tens of percent from one minute to the next, so the benchmark also
