@@ -127,7 +127,7 @@ class Predictor:
             seg = segmenter
         elif segmenter == "auto":
             if seg_cfg is not None:
-                cfg = SegmenterConfig(seg_cfg.name, segmenter_path or seg_cfg.path)
+                cfg = SegmenterConfig(seg_cfg.name, segmenter_path or seg_cfg.path, seg_cfg.input_size)
                 try:
                     seg = create_segmenter(cfg)
                 except SegmenterUnavailable as e:

@@ -117,6 +117,22 @@ def test_segmenter_missing_falls_back_with_reason(pair, photos, shared_dir):
         only_fusion.predict(photos[0])
 
 
+def test_segmenter_setting_comes_from_the_checkpoint(pair, shared_dir, tmp_path):
+    """The label maps at inference are made as in training: the checkpoint's segmenter input size is used,
+    also when the model file's place is overridden."""
+    import shutil
+
+    d = tmp_path / "fusion-385"
+    shutil.copytree(pair / "fusion", d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["model"]["segmenter"]["input_size"] = 385
+    (d / "config.json").write_text(json.dumps(cfg))
+    assert Predictor.from_pretrained(d).segmenter.input_size == 385
+    moved = Predictor.from_pretrained(d, segmenter_path=str(shared_dir / "models/deeplabv3-mobilenetv2-ade20k/model.tflite"))
+    assert moved.segmenter.input_size == 385
+    assert Predictor.from_pretrained(pair / "fusion").segmenter.input_size == 513  # not set: the file's own
+
+
 def test_bad_checkpoints(pair, tmp_path):
     import shutil
 

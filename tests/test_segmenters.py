@@ -70,6 +70,64 @@ def test_deeplab_dilated_convolution_fusion_is_exact(shared_dir):
     assert seg.fused_convolutions == 10
 
 
+def test_deeplab_input_size_rewrite(shared_dir):
+    """set_input_size maps every spatial size of the graph; taking 513 -> 385 -> 513 must give back
+    exactly the original logits, and 385 must give whole-image labels that mostly agree with 513's."""
+    import csv
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from geosurge.model.segmenters._tflite import fuse_dilated_convolutions, set_input_size
+
+    path = shared_dir / "models/deeplabv3-mobilenetv2-ade20k/model.tflite"
+    fused, _ = fuse_dilated_convolutions(path.read_bytes())
+    assert set_input_size(fused, 513) is fused
+    small = set_input_size(fused, 385)
+    back = set_input_size(small, 513)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (1, 513, 513, 3)).astype(np.float32)
+    outs = {}
+    for name, content in (("fused", fused), ("385", small), ("back", back)):
+        it = Interpreter(model_content=content, num_threads=2)
+        it.allocate_tensors()
+        n = it.get_input_details()[0]["shape"][1]
+        assert n == (385 if name == "385" else 513)
+        it.set_tensor(it.get_input_details()[0]["index"], x[:, :n, :n])
+        it.invoke()
+        outs[name] = it.get_tensor(it.get_output_details()[0]["index"])
+    assert outs["385"].shape == (1, 385, 385, 151)
+    np.testing.assert_array_equal(outs["back"], outs["fused"])
+    with pytest.raises(ValueError, match="input_size"):
+        create_segmenter(SegmenterConfig("deeplab-ade20k", str(path), input_size=32))
+
+    full = create_segmenter(SegmenterConfig("deeplab-ade20k", str(path)))
+    fast = create_segmenter(SegmenterConfig("deeplab-ade20k", str(path), input_size=385))
+    assert (full.input_size, fast.input_size) == (513, 385)
+    rows = list(csv.DictReader(open(shared_dir / "data/im2gps3k-dev/val.csv")))[:4]
+    agree = []
+    for row in rows:
+        img = Image.open(shared_dir / "data/im2gps3k-dev/images" / row["image"]).convert("RGB")
+        a, b = full(img), fast(img)
+        assert b.shape == a.shape == (img.height, img.width)
+        agree.append((a == b).mean())
+    # Same model on a coarser grid: most pixels keep their class (a broken rewrite gives noise, ~1/150).
+    assert np.mean(agree) > 0.6, agree
+
+
+def test_segmenter_input_size_is_checked_against_label_cache(tmp_path):
+    from geosurge.data.labels import LabelStore
+
+    assert SegmenterConfig().cache_name() == "deeplab-ade20k"
+    assert SegmenterConfig(input_size=385).cache_name() == "deeplab-ade20k-385"
+    LabelStore(tmp_path, SegmenterConfig(input_size=385))
+    assert json.loads((tmp_path / "segmenter.json").read_text()) == {"name": "deeplab-ade20k", "input_size": 385}
+    LabelStore(tmp_path, SegmenterConfig(path="/elsewhere/model.tflite", input_size=385))  # the file's place may differ
+    with pytest.raises(ValueError, match="deeplab-ade20k-385|not"):
+        LabelStore(tmp_path, SegmenterConfig())
+    with pytest.raises(ValueError, match="input_size applies to deeplab"):
+        create_segmenter(SegmenterConfig("oneformer", str(tmp_path), input_size=385))
+
+
 def _tiny_oneformer(d):
     from transformers import CLIPTokenizer, OneFormerConfig, OneFormerForUniversalSegmentation, OneFormerProcessor, SwinConfig
     from transformers.models.oneformer.image_processing_pil_oneformer import OneFormerImageProcessorPil

@@ -12,7 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="directory for report.json, results.md and accuracy.png")
     p.add_argument("--ten-crop", action="store_true", help="average ten crops per photo (paper protocol)")
     p.add_argument("--no-fusion", action="store_true", help="evaluate the RGB-only variant of pair directories")
-    p.add_argument("--labels", type=Path, default=None, help="label-map directory (default: .cache/labels/<segmenter>)")
+    p.add_argument("--labels", type=Path, default=None, help="label-map directory (default: .cache/labels/<segmenter>[-<input size>], as the checkpoint says)")
     p.add_argument("--cache-dir", type=Path, default=Path(".cache/geosurge"), help="feature cache")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: GPU when present)")
 

@@ -11,6 +11,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="label-map directory (mirrors the image ids)")
     p.add_argument("--segmenter", default="deeplab-ade20k", help="segmenter name (deeplab-ade20k, oneformer)")
     p.add_argument("--segmenter-path", default=None, help="model file / directory / hub id (default: the segmenter's)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="side of the square DeepLab runs at (default: the model's 513); must match the model config's segmenter.input_size")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,8 +21,9 @@ def run(args: argparse.Namespace) -> int:
     from ..model.config import SegmenterConfig
     from ..model.segmenters import create_segmenter
 
-    seg = create_segmenter(SegmenterConfig(args.segmenter, args.segmenter_path))
-    store = LabelStore(args.out)
+    cfg = SegmenterConfig(args.segmenter, args.segmenter_path, args.input_size)
+    seg = create_segmenter(cfg)
+    store = LabelStore(args.out, cfg)
     failed = 0
     for csv_path in args.csv:
         records, skipped = read_records(csv_path, args.images)

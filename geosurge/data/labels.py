@@ -1,6 +1,7 @@
 """Precomputed ADE20K label maps, one PNG per image, so that training never runs the segmenter."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -18,10 +19,31 @@ MAX_SIDE = 640
 
 
 class LabelStore:
-    """A directory of 8-bit PNG label maps mirroring the image ids (``a/b.jpg`` -> ``a/b.png``)."""
+    """A directory of 8-bit PNG label maps mirroring the image ids (``a/b.jpg`` -> ``a/b.png``).
 
-    def __init__(self, root: str | Path):
+    With ``segmenter`` (a :class:`~geosurge.model.config.SegmenterConfig`) the store is bound to the
+    segmenter setting that makes its labels: the setting is recorded in ``segmenter.json`` the first time
+    and checked every later time, so labels made at one input size never feed a model trained on another.
+    """
+
+    RECORD = "segmenter.json"
+
+    def __init__(self, root: str | Path, segmenter=None):
         self.root = Path(root)
+        if segmenter is not None:
+            self._bind(segmenter)
+
+    def _bind(self, segmenter) -> None:
+        want = {"name": segmenter.name, "input_size": segmenter.input_size}
+        record = self.root / self.RECORD
+        if record.is_file():
+            have = json.loads(record.read_text())
+            if {k: have.get(k) for k in want} != want:
+                raise ValueError(f"the label maps in {self.root} were made by segmenter {have}, not {want}: "
+                                 f"point to another directory (e.g. .cache/labels/{segmenter.cache_name()})")
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps(want) + "\n")
 
     def path(self, image_id: str) -> Path:
         return self.root / Path(image_id).with_suffix(".png")

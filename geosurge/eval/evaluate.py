@@ -91,7 +91,7 @@ def checkpoint_features(
     model, hierarchy, _, _ = load_checkpoint(directory, device, model_overrides)
     store = None
     if model.uses_fusion:
-        store = LabelStore(labels or Path(DEFAULT_LABELS) / model.cfg.segmenter.name)
+        store = LabelStore(labels or Path(DEFAULT_LABELS) / model.cfg.segmenter.cache_name(), model.cfg.segmenter)
         if any(not store.has(i) for i in records.ids):
             from ..model.segmenters import create_segmenter
 

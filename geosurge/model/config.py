@@ -59,6 +59,14 @@ class SegmenterConfig:
 
     name: str = "deeplab-ade20k"  # deeplab-ade20k (offline default) or oneformer (paper)
     path: str | None = None  # model file / hub id / directory; None = the segmenter's default
+    #: side of the square DeepLab runs at (None = the model file's own, 513). Its cost grows with the
+    #: square of the side; labels follow the side, so training and inference must share it (it is part of
+    #: the checkpoint, and of the label cache's name: see :meth:`cache_name`).
+    input_size: int | None = None
+
+    def cache_name(self) -> str:
+        """Folder name for label maps made with this setting (``deeplab-ade20k``, ``deeplab-ade20k-385``)."""
+        return self.name if self.input_size is None else f"{self.name}-{self.input_size}"
 
 
 @dataclass

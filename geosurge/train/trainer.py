@@ -209,7 +209,7 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
     if model.uses_fusion:
         if not data.labels:
             raise ValueError("a fusion model trains on precomputed label maps: set data.labels (see `geosurge segment`)")
-        store = LabelStore(data.labels)
+        store = LabelStore(data.labels, cfg.model.segmenter)
         if data.segment_missing and dd.main and train_rec is not None:
             from ..model.segmenters import create_segmenter
 

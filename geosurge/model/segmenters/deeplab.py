@@ -10,7 +10,7 @@ from PIL import Image
 
 from ..config import SegmenterConfig
 from ._registry import Segmenter, SegmenterUnavailable, register_segmenter
-from ._tflite import fuse_dilated_convolutions
+from ._tflite import fuse_dilated_convolutions, set_input_size
 
 ENV_VAR = "GEOSURGE_DEEPLAB"
 _RELATIVE = Path("models/deeplabv3-mobilenetv2-ade20k/model.tflite")
@@ -28,10 +28,13 @@ def default_path() -> Path | None:
 
 @register_segmenter("deeplab-ade20k")
 class DeepLabADE20K(Segmenter):
-    name = "deeplab-ade20k"
-    input_size = 513
+    """Labels at image resolution. The photo is resized to a square of ``cfg.input_size`` (default the
+    file's 513) without keeping its aspect, as the model was exported to expect."""
 
-    def __init__(self, cfg: SegmenterConfig, num_threads: int | None = None):
+    name = "deeplab-ade20k"
+
+    def __init__(self, cfg: SegmenterConfig, num_threads: int | None = None, fuse: bool = True):
+        """``fuse=False`` runs the file's own atrous-convolution chains (for benchmarks and tests)."""
         path = Path(cfg.path) if cfg.path else default_path()
         if path is None or not path.is_file():
             raise SegmenterUnavailable(
@@ -43,15 +46,24 @@ class DeepLabADE20K(Segmenter):
         except ImportError:
             raise SegmenterUnavailable("the DeepLab segmenter needs the ai-edge-litert package (pip install ai-edge-litert)") from None
         self.path = path
+        if cfg.input_size is not None and not 65 <= cfg.input_size <= 2049:
+            raise ValueError(f"segmenter input_size must be in [65, 2049] (8k + 1 is best, e.g. 385 or 513); got {cfg.input_size}")
         raw = path.read_bytes()
-        try:
-            self._model, self.fused_convolutions = fuse_dilated_convolutions(raw)
-        except Exception:  # an unfamiliar graph: run it as it is
-            self._model, self.fused_convolutions = raw, 0
+        self._model, self.fused_convolutions = raw, 0
+        if fuse:
+            try:
+                self._model, self.fused_convolutions = fuse_dilated_convolutions(raw)
+            except Exception:  # an unfamiliar graph: run it as it is
+                pass
+        if cfg.input_size is not None:
+            # Not caught: labels at a size other than the one asked for would not match the checkpoint's.
+            self._model = set_input_size(self._model, cfg.input_size)
         # model_content is not copied by the interpreter: self._model keeps it alive
-        self._interp = Interpreter(model_content=self._model, num_threads=num_threads or min(4, os.cpu_count() or 1))
+        self.num_threads = num_threads or min(4, os.cpu_count() or 1)
+        self._interp = Interpreter(model_content=self._model, num_threads=self.num_threads)
         self._interp.allocate_tensors()
         self._in = self._interp.get_input_details()[0]["index"]
+        self.input_size = int(self._interp.get_input_details()[0]["shape"][1])
         self._out = self._interp.get_output_details()[0]["index"]
         self._lock = threading.Lock()  # one interpreter, not re-entrant: serialize concurrent callers
 

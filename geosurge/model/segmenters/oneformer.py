@@ -21,6 +21,8 @@ class OneFormerADE20K(Segmenter):
     def __init__(self, cfg: SegmenterConfig, device: str | torch.device | None = None):
         from transformers import OneFormerForUniversalSegmentation, OneFormerProcessor
 
+        if cfg.input_size is not None:
+            raise ValueError("segmenter input_size applies to deeplab-ade20k; OneFormer resizes as its processor config says")
         source = cfg.path or PAPER_ONEFORMER
         try:
             self.processor = OneFormerProcessor.from_pretrained(source)
