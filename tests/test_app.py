@@ -231,3 +231,28 @@ def test_map_rings_close_over_the_pole_and_across_the_antimeridian():
     lons = [b for _, b in ring]
     assert len(ring) == 16 and max(lons) - min(lons) < 180
     assert covers(pacific, 0.0, 180.0) and not covers(pacific, 0.0, 90.0)
+
+
+def test_map_lines_take_the_short_way_across_the_antimeridian():
+    """Fiji (178 E) and Samoa (172 W) are 1,100 km apart: the line between two such predictions, and the
+    error line to an EXIF truth, must cross the antimeridian, not the whole map."""
+    import html as html_lib
+    import json
+    from dataclasses import replace
+
+    from geosurge.app.geomap import prediction_map
+    from geosurge.model.checkpoint import load_checkpoint
+    from geosurge.predictor import Predictor
+
+    ckpt = ROOT / "checkpoints/geosurge-lite0"
+    p = Predictor.from_pretrained(ckpt, segmenter=None)
+    [pred] = p.predict(Image.new("RGB", (64, 48), (90, 140, 200)), level_top=2, fusion=False)
+    _, hierarchy, _, _ = load_checkpoint(ckpt / "rgb")
+    fiji, samoa = replace(pred, lat=-17.7, lon=178.1), replace(pred, lat=-13.8, lon=-172.1)
+    page = html_lib.unescape(prediction_map(fiji, hierarchy, "fusion", samoa, "rgb", truth=(-14.3, -170.7)))
+    lines = re.findall(r"L\.polyline\(\s*(\[\[.*?\]\])", page, flags=re.S)
+    assert len(lines) == 2, lines
+    for line in lines:
+        (lat0, lon0), (lat1, lon1) = json.loads(line)
+        assert lon0 == pytest.approx(178.1) and 180 < lon1 < 200  # Samoa drawn east of 180, next to Fiji
+    assert "-172.1000" in page  # tooltips keep the true longitude

@@ -53,6 +53,12 @@ def _ring(latlon, centre_lon: float = 0.0) -> list[tuple[float, float]]:
     return [(float(a), float(b)) for a, b in zip(lat, lon)]
 
 
+def _near(lon: float, centre_lon: float) -> float:
+    """``lon`` moved by whole turns to the world copy nearest ``centre_lon``, so that a line from the
+    centre takes the short way across the antimeridian instead of crossing the whole map."""
+    return lon - 360.0 * round((lon - centre_lon) / 360.0)
+
+
 def _colour(level: int) -> str:
     return LEVEL_COLOURS[level % len(LEVEL_COLOURS)]
 
@@ -113,23 +119,25 @@ def prediction_map(
             drawn.append({"ring": [[round(a, 5), round(b, 5)] for a, b in ring], "style": style, "tip": tip})
         CellLayer(drawn, f"level {k + 1}: top {len(cells)} cells ({len(hierarchy.levels[k])} in all)").add_to(m)
 
-    def point(p_lat, p_lon, colour, cls, tip):
-        folium.CircleMarker([p_lat, p_lon], radius=9, color="white", weight=2, fill=True, fill_color=colour,
+    def point(p_lat, p_lon, colour, cls, tip) -> list[float]:
+        where = [p_lat, _near(p_lon, primary.lon)]  # tooltips keep the true longitude
+        folium.CircleMarker(where, radius=9, color="white", weight=2, fill=True, fill_color=colour,
                             fill_opacity=1.0, tooltip=tip, class_name=cls).add_to(m)
-        bounds.append((p_lat, p_lon))
+        bounds.append(tuple(where))
+        return where
 
     point(primary.lat, primary.lon, PRED_COLOURS.get(primary_name, "#d62728"), f"geosurge-pred geosurge-pred-{primary_name}",
           f"prediction ({primary_name}): {primary.lat:.4f}, {primary.lon:.4f} · score {primary.score:.3g}")
     if other is not None:
         d = float(haversine_km(primary.lat, primary.lon, other.lat, other.lon))
-        point(other.lat, other.lon, PRED_COLOURS.get(other_name or "", "#1f77b4"), f"geosurge-pred geosurge-pred-{other_name}",
-              f"prediction ({other_name}): {other.lat:.4f}, {other.lon:.4f} · score {other.score:.3g}")
-        folium.PolyLine([[primary.lat, primary.lon], [other.lat, other.lon]], color="#555", weight=2, dash_array="6 6",
+        where = point(other.lat, other.lon, PRED_COLOURS.get(other_name or "", "#1f77b4"), f"geosurge-pred geosurge-pred-{other_name}",
+                      f"prediction ({other_name}): {other.lat:.4f}, {other.lon:.4f} · score {other.score:.3g}")
+        folium.PolyLine([[primary.lat, primary.lon], where], color="#555", weight=2, dash_array="6 6",
                         tooltip=f"{d:,.0f} km between the two predictions", class_name="geosurge-between").add_to(m)
     if truth is not None:
         err = float(haversine_km(primary.lat, primary.lon, truth[0], truth[1]))
-        point(truth[0], truth[1], TRUTH_COLOUR, "geosurge-truth", f"EXIF GPS (true location) · error {err:,.0f} km")
-        folium.PolyLine([[primary.lat, primary.lon], list(truth)], color=TRUTH_COLOUR, weight=2,
+        where = point(truth[0], truth[1], TRUTH_COLOUR, "geosurge-truth", f"EXIF GPS (true location) · error {err:,.0f} km")
+        folium.PolyLine([[primary.lat, primary.lon], where], color=TRUTH_COLOUR, weight=2,
                         tooltip=f"error {err:,.0f} km", class_name="geosurge-error").add_to(m)
     folium.LayerControl(collapsed=False).add_to(m)
     if bounds:
