@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from geosurge.model.config import SegmenterConfig  # noqa: E402
-from geosurge.model.segmenters._tflite import fuse_dilated_convolutions  # noqa: E402
 from geosurge.model.segmenters.deeplab import DeepLabADE20K, default_path  # noqa: E402
 
 
@@ -50,7 +49,6 @@ def main() -> int:
         print("the DeepLab model file was not found (set $GEOSURGE_DEEPLAB)")
         return 2
     size = args.size or demo_size() or 385
-    n_fused = fuse_dilated_convolutions(path.read_bytes())[1]
     segs = {
         "as shipped": DeepLabADE20K(SegmenterConfig(path=str(path)), fuse=False),
         "fused": DeepLabADE20K(SegmenterConfig(path=str(path))),
@@ -75,7 +73,7 @@ def main() -> int:
         mirror.append(float((flipped == labels["fused"]).mean()))
     p50 = {k: statistics.median(v) * 1000 for k, v in times.items()}
     base = p50["as shipped"]
-    print(f"{len(images)} photos, {segs['fused'].num_threads} threads, {n_fused} atrous convolutions fused")
+    print(f"{len(images)} photos, {segs['fused'].num_threads} threads, {segs['fused'].fused_convolutions} atrous convolutions fused")
     for k, v in p50.items():
         print(f"  {k:>14}: p50 {v:4.0f} ms  ({v / base:.2f} x as shipped)")
     print(f"labels: fused = as shipped on {100 * min(exact):.4f} % of pixels (worst photo); "
