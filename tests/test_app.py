@@ -181,6 +181,41 @@ def test_concurrent_requests_each_get_their_own_answer(client, photos):
     assert got == [expected[i % 4] for i in range(8)]
 
 
+def _short_reads_while_rewriting(component, image, cache_dir, rounds=300) -> tuple[int, int]:
+    """Read the served file in a loop while the component produces the same picture again and again."""
+    import threading
+
+    component.GRADIO_CACHE = str(cache_dir)
+    path = Path(component.postprocess(image).path)
+    size, done, seen = path.stat().st_size, threading.Event(), [0, 0]
+
+    def reader():
+        while not done.is_set():
+            seen[0] += 1
+            seen[1] += len(path.read_bytes()) != size
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for _ in range(rounds):
+            assert Path(component.postprocess(image).path) == path  # content-addressed: same picture, same file
+    finally:
+        done.set()
+        t.join()
+    return seen[0], seen[1]
+
+
+def test_result_images_are_never_served_half_written(tmp_path):
+    """Two visitors sending the same photo get the same overlay file; the second answer must not truncate it
+    while the first is downloading (a CI run failed this way: 'received 0 bytes, expected 33987')."""
+    from geosurge.app.components import ResultImage
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    reads, short = _short_reads_while_rewriting(ResultImage(format="jpeg", interactive=False), img, tmp_path)
+    assert reads > 50 and short == 0
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]  # no staging files left behind
+
+
 def test_settings_bind_loopback_unless_told(monkeypatch):
     from geosurge.app.settings import parse_settings
 

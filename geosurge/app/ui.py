@@ -168,16 +168,7 @@ def build_demo(locator: Locator):
     """The Blocks app: photo + fusion toggle on the left; map, answer, overlay and reference on the right."""
     import gradio as gr
 
-    class PhotoInput(gr.Image):
-        """gr.Image that hands any upload to the handler, so unreadable files get our explanation."""
-
-        is_template = True  # rendered by the stock Image front end
-
-        def preprocess(self, payload):
-            try:
-                return super().preprocess(payload)
-            except Exception:
-                return str(payload.path) if payload is not None and payload.path else None
+    from .components import PhotoInput, ResultImage
 
     note = locator.fusion_note
     with gr.Blocks(title="GeoSURGE") as demo:
@@ -192,11 +183,11 @@ def build_demo(locator: Locator):
                 button = gr.Button("Locate", variant="primary", elem_id="locate")
                 if locator.s.examples:
                     gr.Examples([[str(p)] for p in locator.s.examples], inputs=[photo], label="Examples (im2gps3k test photos)")
-                overlay_img = gr.Image(label="ADE20K segmentation (main classes)", interactive=False, elem_id="overlay", format="jpeg")
+                overlay_img = ResultImage(label="ADE20K segmentation (main classes)", interactive=False, elem_id="overlay", format="jpeg")
             with gr.Column(scale=3):
                 map_html = gr.HTML(message("Upload a photo to see where it was taken.").map_html, elem_id="map")
                 summary = gr.Markdown(elem_id="summary")
-                ref_img = gr.Image(label="Nearest training photo", interactive=False, elem_id="reference", format="jpeg")
+                ref_img = ResultImage(label="Nearest training photo", interactive=False, elem_id="reference", format="jpeg")
                 ref_caption = gr.Markdown(elem_id="reference-caption")
 
         def run(path, use_fusion):

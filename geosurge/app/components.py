@@ -1,0 +1,67 @@
+"""The two Gradio components the demo adapts: a photo input that lets bad uploads reach the handler, and an
+output image that is safe to serve while the same picture is being produced again.
+
+Imported only by ``build_demo``, so the rest of the app package stays free of Gradio.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+from gradio.processing_utils import encode_pil_to_bytes, hash_bytes
+from PIL import Image
+
+
+def write_once(data: bytes, cache_dir: str | Path, name: str) -> str:
+    """Store ``data`` content-addressed under ``cache_dir`` and return its path, never exposing a partial file.
+
+    Gradio's own ``save_pil_to_cache`` rewrites ``<hash>/image.<fmt>`` in place on every request. Two users
+    sending the same photo get the same hash, so the second request truncates the file while the first
+    user's browser or client is still downloading it ("peer closed connection without sending complete
+    message body"). Here an existing file is left alone (same hash, same bytes) and a new one is written
+    under a temporary name and renamed into place, which readers see as all or nothing.
+    """
+    folder = Path(cache_dir) / hash_bytes(data)  # the folder Gradio would pick, so it finds the file as cached
+    path = folder / name
+    if path.exists():
+        os.utime(path)  # Gradio's delete_cache ages files by time; this one was just handed out again
+        return str(path.resolve())
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return str(path.resolve())
+
+
+class PhotoInput(gr.Image):
+    """gr.Image that hands any upload to the handler, so unreadable files get our explanation."""
+
+    is_template = True  # rendered by the stock Image front end
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception:
+            return str(payload.path) if payload is not None and payload.path else None
+
+
+class ResultImage(gr.Image):
+    """Output gr.Image whose PIL results are cached with :func:`write_once` (see there for the race it avoids)."""
+
+    is_template = True
+
+    def postprocess(self, value):
+        if isinstance(value, Image.Image):
+            try:
+                data, fmt = encode_pil_to_bytes(value, self.format), self.format
+            except (KeyError, ValueError):  # a format PIL cannot write: the fallback Gradio uses
+                data, fmt = encode_pil_to_bytes(value, "png"), "png"
+            value = write_once(data, self.GRADIO_CACHE, f"image.{fmt}")
+        return super().postprocess(value)
