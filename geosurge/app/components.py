@@ -25,9 +25,11 @@ def write_once(data: bytes, cache_dir: str | Path, name: str) -> str:
     """
     folder = Path(cache_dir) / hash_bytes(data)  # the folder Gradio would pick, so it finds the file as cached
     path = folder / name
-    if path.exists():
+    try:
         os.utime(path)  # Gradio's delete_cache ages files by time; this one was just handed out again
         return str(path.resolve())
+    except FileNotFoundError:
+        pass  # not there yet (or just aged out): write it
     folder.mkdir(parents=True, exist_ok=True)
     fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
     try:
