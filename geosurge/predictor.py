@@ -17,6 +17,7 @@ from .model.checkpoint import CONFIG, load_checkpoint
 from .model.encode import encode_images, encode_images_multi
 from .model.geosurge import GeoSURGE
 from .model.hierarchical import HierarchicalScorer, ReferenceIndex
+from .model.posterior import Posterior, credible_set, load_training_counts
 from .model.segmenters import Segmenter, SegmenterUnavailable, create_segmenter
 from .model.config import SegmenterConfig
 
@@ -26,10 +27,10 @@ VARIANTS = ("fusion", "rgb")
 
 @dataclass
 class CellScore:
-    level: int  # hierarchy level, 0 = coarsest
+    level: int  # hierarchy level, 1 = coarsest (numbered 1..7 everywhere a person reads them)
     index: int  # cell index within that level
     token: str  # S2 token
-    lat: float  # mean training coordinate of the cell
+    lat: float  # mean coordinate of the photos that define the cell (MP-16's, or the training photos')
     lon: float
     score: float  # product of the cell's and its ancestors' probabilities
 
@@ -50,11 +51,21 @@ class Prediction:
     lon: float
     score: float  # probability product of the best finest cell
     top_k: list[CellScore]  # best finest cells
-    levels: list[list[CellScore]]  # best cells at every level, coarse to fine
+    levels: list[list[CellScore]]  # best cells at every level, coarse to fine, by product score (the paper's)
     nearest_reference: ReferenceMatch | None
     fusion_used: bool
     note: str | None = None  # why fusion was not used, when it was asked for
     labels: np.ndarray | None = field(default=None, repr=False)  # ADE20K label map when segmented
+    #: calibrated chance that the true location lies within R km of (lat, lon), R in 1/25/200/750/2500;
+    #: empty for checkpoints without a fitted posterior
+    within_km: dict[int, float] = field(default_factory=dict)
+    decision: str = "argmax"  # the rule that chose (lat, lon) ("argmax": product rule of the paper)
+    #: the cell containing the answer at every level, coarse to fine, with its posterior probability
+    chain: list[CellScore] = field(default_factory=list)
+    #: per level, the most probable other cells (posterior probability)
+    runners_up: list[list[CellScore]] = field(default_factory=list)
+    #: smallest sets of finest-cell indices holding 50 % and 90 % of the posterior
+    credible: dict[int, list[int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (without the label map)."""
@@ -68,10 +79,12 @@ class Prediction:
 class _Variant:
     """One loaded model with its scorer and reference index."""
 
-    def __init__(self, model: GeoSURGE, hierarchy: Hierarchy, reference: ReferenceIndex | None, device: torch.device):
+    def __init__(self, model: GeoSURGE, hierarchy: Hierarchy, reference: ReferenceIndex | None, device: torch.device,
+                 posterior: Posterior | None = None):
         self.model, self.hierarchy, self.reference = model, hierarchy, reference
         self.scorer = HierarchicalScorer.for_model(model, hierarchy).to(device)
         self.tokens = [lvl.tokens for lvl in hierarchy.levels]
+        self.posterior = posterior
 
 
 class Predictor:
@@ -119,7 +132,7 @@ class Predictor:
         for d in dirs.values():
             model, hierarchy, reference, _ = load_checkpoint(d, dev)
             key = "fusion" if model.uses_fusion else "rgb"
-            variants[key] = _Variant(model, hierarchy, reference, dev)
+            variants[key] = _Variant(model, hierarchy, reference, dev, load_posterior(d, model, hierarchy))
             if model.uses_fusion:
                 seg_cfg = model.cfg.segmenter
         seg, err = None, None
@@ -167,13 +180,15 @@ class Predictor:
         level_top: int = 5,
         batch_size: int = 16,
         label_maps: Sequence[np.ndarray] | None = None,
+        decision: str | None = None,
     ) -> list[Prediction]:
         """Geolocate one image or a list (PIL images, paths, bytes or arrays); one :class:`Prediction` each.
 
         ``fusion=True`` uses the semantic-fusion model when it and the segmenter are available, and
         otherwise falls back to the RGB-only model with ``Prediction.note`` saying why. ``fusion=False``
         needs an RGB-only model. ``ten_crop`` averages the normalized features of ten crops.
-        ``label_maps`` (one per image, from :meth:`segment`) skips segmenting again.
+        ``label_maps`` (one per image, from :meth:`segment`) skips segmenting again. ``decision`` overrides
+        the checkpoint's rule (``"argmax"``, ``"within:750"``, ...; needs a fitted posterior).
         """
         if isinstance(images, (str, Path, bytes)) or not isinstance(images, Sequence):
             images = [images]
@@ -196,7 +211,7 @@ class Predictor:
         elif len(label_maps) != len(pil):
             raise ValueError(f"{len(label_maps)} label maps for {len(pil)} images")
         feats = encode_images(variant.model, pil, label_maps, ten_crop=ten_crop, batch_size=batch_size).to(self.device)
-        return self._decode(variant, feats, top_k, level_top, use_fusion, note, label_maps)
+        return self._decode(variant, feats, top_k, level_top, use_fusion, note, label_maps, decision)
 
     @torch.no_grad()
     def predict_variants(
@@ -207,6 +222,7 @@ class Predictor:
         level_top: int = 5,
         batch_size: int = 16,
         label_maps: Sequence[np.ndarray] | None = None,
+        decision: str | None = None,
     ) -> dict[str, list[Prediction]]:
         """Predictions of every variant that can run here ("fusion" needs the segmenter, "rgb"), keyed
         by variant. Same results as :meth:`predict` per variant, but the variants share the image
@@ -225,9 +241,10 @@ class Predictor:
         feats = encode_images_multi([self.variants[n].model for n in names], pil, label_maps, ten_crop=ten_crop, batch_size=batch_size)
         none = [None] * len(pil)
         return {n: self._decode(self.variants[n], f.to(self.device), top_k, level_top, n == "fusion", None,
-                                label_maps if n == "fusion" else none) for n, f in zip(names, feats)}
+                                label_maps if n == "fusion" else none, decision) for n, f in zip(names, feats)}
 
-    def _decode(self, v: _Variant, feats: torch.Tensor, top_k: int, level_top: int, fused: bool, note: str | None, label_maps) -> list[Prediction]:
+    def _decode(self, v: _Variant, feats: torch.Tensor, top_k: int, level_top: int, fused: bool, note: str | None, label_maps,
+                decision: str | None = None) -> list[Prediction]:
         latlon, scores = v.scorer.locate(feats)
         levels = v.hierarchy.levels
         per_level = []
@@ -236,13 +253,16 @@ class Predictor:
             per_level.append((val.exp().cpu().numpy(), idx.cpu().numpy()))
         fin_p, fin_i = per_level[-1]
         best = fin_i[:, 0]
+        answers = _answers(v, feats, scores, decision)
+        if answers is not None:
+            latlon, best = answers["latlon"], answers["cells"]
         ref = None
         if v.reference is not None:
             r_idx, r_sim, r_in = v.reference.nearest(feats, best)
         out = []
         for b in range(feats.shape[0]):
             lvls = [
-                [CellScore(k, int(i), v.tokens[k][i], *map(float, levels[k].centroids[i]), float(p)) for p, i in zip(ps[b], ix[b])]
+                [CellScore(k + 1, int(i), v.tokens[k][i], *map(float, levels[k].centroids[i]), float(p)) for p, i in zip(ps[b], ix[b])]
                 for k, (ps, ix) in enumerate(per_level)
             ]
             lat, lon = float(latlon[b, 0]), float(latlon[b, 1])
@@ -251,5 +271,54 @@ class Predictor:
                 rlat, rlon = v.reference.latlon[j]
                 ref = ReferenceMatch(v.reference.ids[j], float(rlat), float(rlon), float(r_sim[b]),
                                      float(haversine_km(lat, lon, rlat, rlon)), bool(r_in[b]))
-            out.append(Prediction(lat, lon, float(fin_p[b, 0]), lvls[-1][:top_k], lvls, ref, fused, note, label_maps[b]))
+            pred = Prediction(lat, lon, float(fin_p[b, 0]), lvls[-1][:top_k], lvls, ref, fused, note, label_maps[b])
+            _explain(pred, v, answers, scores, b, level_top)
+            out.append(pred)
         return out
+
+
+def load_posterior(directory: Path, model: GeoSURGE, hierarchy: Hierarchy) -> Posterior | None:
+    """The checkpoint's fitted posterior, or None (older checkpoints, or one never fitted: the paper's rule)."""
+    cfg = model.cfg.posterior
+    if not cfg.enabled:
+        return None
+    counts = load_training_counts(directory)
+    if counts is None:
+        raise FileNotFoundError(f"{directory}: the posterior is enabled but its training counts (posterior.safetensors) are missing")
+    return Posterior(cfg, hierarchy, counts)
+
+
+def _answers(v: _Variant, feats: torch.Tensor, scores: list[torch.Tensor], decision: str | None) -> dict[str, Any] | None:
+    """Posterior, answer cells and points, calibrated chances, and per-level marginals (None without a posterior)."""
+    if v.posterior is None:
+        if decision not in (None, "argmax"):
+            raise ValueError(f"decision {decision!r} needs a checkpoint with a fitted posterior (see benchmarks/crossval.py)")
+        return None
+    res = v.posterior(v.scorer.level_logits(feats), decision)
+    post = res.log_post.exp()
+    anc = v.posterior.ancestors
+    marg = [torch.zeros(post.shape[0], n, dtype=post.dtype).index_add_(1, anc[:, k], post) for k, n in enumerate(v.hierarchy.num_cells)]
+    return {"res": res, "cells": res.answer, "latlon": v.posterior.centroids[res.answer], "marginals": marg,
+            "decision": decision or v.posterior.cfg.decision}
+
+
+def _explain(pred: Prediction, v: _Variant, answers: dict[str, Any] | None, scores: list[torch.Tensor], b: int, level_top: int) -> None:
+    """Fill the answer's chain of cells, the runners-up, the credible regions and the calibrated chances."""
+    levels = v.hierarchy.levels
+    cell = lambda k, i, p: CellScore(k + 1, int(i), v.tokens[k][i], *map(float, levels[k].centroids[i]), float(p))  # noqa: E731
+    if answers is None:  # the paper's rule: the chain of the best finest cell, by product score
+        fin = int(pred.levels[-1][0].index)
+        chain = v.hierarchy.ancestors()[fin]
+        pred.chain = [cell(k, i, scores[k][b, i].exp()) for k, i in enumerate(chain)]
+        pred.runners_up = [[c for c in lvl if c.index != chain[k]][: level_top - 1] for k, lvl in enumerate(pred.levels)]
+        return
+    res, fin = answers["res"], int(answers["cells"][b])
+    chain = v.posterior.ancestors[fin].numpy()
+    pred.decision = answers["decision"]
+    pred.within_km = {r: float(p[b]) for r, p in res.within_km.items()}
+    pred.chain = [cell(k, i, answers["marginals"][k][b, i]) for k, i in enumerate(chain)]
+    pred.runners_up = []
+    for k, m in enumerate(answers["marginals"]):
+        val, idx = m[b].topk(min(level_top, m.shape[1]))
+        pred.runners_up.append([cell(k, i, p) for p, i in zip(val.tolist(), idx.tolist()) if i != chain[k]][: level_top - 1])
+    pred.credible = {int(q * 100): credible_set(res.log_post[b], q).tolist() for q in (0.5, 0.9)}

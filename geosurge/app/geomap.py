@@ -88,6 +88,27 @@ class CellLayer(folium.map.Layer):
         self.payload = json.dumps(cells, separators=(",", ":")).replace("<", "\\u003c").replace("{%", "{\\u0025")
 
 
+#: at most this many finest cells are drawn per credible region (a flat posterior spreads 90 % over most cells)
+MAX_REGION_CELLS = 400
+REGION_COLOURS = {50: "#7b3294", 90: "#c2a5cf"}
+
+
+def credible_layers(pred: Prediction, hierarchy: Hierarchy) -> list[CellLayer]:
+    """The smallest sets of finest cells holding 50 % and 90 % of the posterior, one toggleable layer each."""
+    layers = []
+    polys = hierarchy.finest.polygons(2)
+    for q in sorted(pred.credible, reverse=True):  # 90 % below 50 %
+        cells = pred.credible[q]
+        colour = REGION_COLOURS.get(q, "#888888")
+        drawn = [{"ring": [[round(a, 4), round(b, 4)] for a, b in _ring(polys[i], pred.lon)],
+                  "style": {"color": colour, "weight": 0.5, "fill": True, "fillColor": colour, "fillOpacity": 0.25,
+                            "className": f"geosurge-region geosurge-region-{q}"},
+                  "tip": f"inside the {q} % credible region ({len(cells)} cells)"} for i in cells[:MAX_REGION_CELLS]]
+        more = f"{MAX_REGION_CELLS} of {len(cells)} cells drawn" if len(cells) > MAX_REGION_CELLS else f"{len(cells)} cells"
+        layers.append(CellLayer(drawn, f"{q} % credible region ({more})"))
+    return layers
+
+
 def prediction_map(
     primary: Prediction,
     hierarchy: Hierarchy,
@@ -105,6 +126,8 @@ def prediction_map(
     # whole catalogue, ~5 ms per map.
     folium.TileLayer(xyzservices.providers.OpenStreetMap.Mapnik, name="OpenStreetMap (online)", control=False).add_to(m)
     bounds = []  # what the map zooms to: the finer levels' cells and the points (coarse cells span continents)
+    for layer in credible_layers(primary, hierarchy):  # below the level cells, so their tooltips stay reachable
+        layer.add_to(m)
     for k, cells in enumerate(primary.levels):
         drawn = []
         for rank, c in enumerate(cells):

@@ -23,10 +23,12 @@ from .settings import AppSettings
 
 TITLE = "GeoSURGE: where on Earth was this photo taken?"
 INTRO = (
-    "Upload a photo (or pick an example). GeoSURGE scores every cell of a 7-level hierarchy of S2 cells and "
-    "multiplies each cell's probability with its ancestors'. The map shows the best cells of every level "
-    "(toggle levels on the right of the map; hover a cell for its score), the predicted point, and, when the "
-    "photo carries EXIF GPS, the true point and the error. EXIF is only ever used to draw the truth."
+    "Upload a photo (or pick an example). GeoSURGE scores every cell of a 7-level hierarchy of S2 cells, "
+    "combines that visual evidence with where Flickr photos are taken (MP-16), and says how likely the answer "
+    "is to be within 1 to 2,500 km, with chances checked on photographers it never saw. The map shows the "
+    "regions holding 50 % and 90 % of the probability, the best cells of every level (toggle levels on the right "
+    "of the map; hover a cell for its product score), the predicted point, and, when the photo carries EXIF GPS, "
+    "the true point and the error. EXIF is only ever used to draw the truth."
 )
 
 
@@ -123,9 +125,8 @@ class Locator:
         pred = preds[primary]
         place = place_names([pred.lat], [pred.lon])[0]
         name = {"fusion": "with semantic fusion", "rgb": "RGB only (no fusion)"}
-        lines = [f"### {pred.lat:.4f}, {pred.lon:.4f} — {place}",
-                 f"Model: **{name[primary]}** · score of the best finest cell (product over the {len(pred.levels)} "
-                 f"levels): **{pred.score:.3g}**"]
+        lines = [f"### {pred.lat:.4f}, {pred.lon:.4f} — {place}", chances_headline(pred),
+                 f"Model: **{name[primary]}** · answer chosen by {decision_words(pred.decision)}"]
         if fusion_asked and primary != "fusion":
             lines.append(f"Semantic fusion is off: {self.fusion_note or 'no fusion model'}.")
         if other is not None:
@@ -138,10 +139,7 @@ class Locator:
             lines.append(f"EXIF GPS of the upload: {truth[0]:.4f}, {truth[1]:.4f} — error **{err:,.0f} km** "
                          "(EXIF is shown, never used by the model).")
         lines = ["\n\n".join(lines), ""]  # separate paragraphs in Markdown
-        lines.append("| level | best cell | product score |")
-        lines.append("|---|---|---|")
-        for k, cells in enumerate(pred.levels):
-            lines.append(f"| {k + 1} | {cells[0].token} ({cells[0].lat:.2f}, {cells[0].lon:.2f}) | {cells[0].score:.3g} |")
+        lines.extend(level_table(pred))
         parts = ", ".join(f"{name} {sec * 1000:.0f} ms" for name, sec in stages.items())
         lines.append(f"\n<small>answered in {seconds * 1000:.0f} ms ({parts})</small>")
         return "\n".join(lines)
@@ -162,6 +160,32 @@ class Locator:
             return None, caption
         img.thumbnail((640, 640))
         return img, caption
+
+
+def chances_headline(pred) -> str:
+    """"**62 %** within 2,500 km · 21 % within 750 km · …": the calibrated chances, widest radius first."""
+    if not pred.within_km:
+        return (f"Score of the best finest cell (product over the {len(pred.levels)} levels): **{pred.score:.3g}** "
+                "(this checkpoint has no calibrated chances)")
+    parts = [f"{100 * p:.0f} % within {r:,} km" for r, p in sorted(pred.within_km.items(), reverse=True)]
+    return f"Chance the photo was taken **{parts[0]}** · " + " · ".join(parts[1:])
+
+
+def decision_words(decision: str) -> str:
+    if decision.startswith("within:"):
+        return f"the most chance within {float(decision.split(':')[1]):,.0f} km"
+    return "the most probable cell"
+
+
+def level_table(pred) -> list[str]:
+    """Markdown rows: per level (1 = coarsest) the cell holding the answer and its probability, then runners-up."""
+    what = "posterior probability" if pred.within_km else "product score"
+    lines = [f"| level | cell holding the answer | {what} | runners-up |", "|---|---|---|---|"]
+    for k, c in enumerate(pred.chain):
+        others = pred.runners_up[k] if k < len(pred.runners_up) else []
+        alt = ", ".join(f"{o.token} ({o.lat:.1f}, {o.lon:.1f}) {o.score:.2g}" for o in others[:3])
+        lines.append(f"| {c.level} | {c.token} ({c.lat:.2f}, {c.lon:.2f}) | {c.score:.3g} | {alt} |")
+    return lines
 
 
 def build_demo(locator: Locator):

@@ -66,8 +66,12 @@ def save_checkpoint(
     hierarchy: Hierarchy,
     reference: ReferenceIndex | None = None,
     extra: dict[str, Any] | None = None,
+    train_counts: list[np.ndarray] | None = None,
 ) -> Path:
-    """Write a checkpoint directory that :func:`load_checkpoint` reads back bit for bit."""
+    """Write a checkpoint directory that :func:`load_checkpoint` reads back bit for bit.
+
+    ``train_counts`` (training photos per cell and level) is what the posterior divides the visual
+    evidence by and how it knows which cells were trained (:mod:`geosurge.model.posterior`)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = {
@@ -88,6 +92,10 @@ def save_checkpoint(
         }
         _atomic_write(directory / REFERENCE, lambda p: save_numpy(arrays, p))
         _atomic_write(directory / REFERENCE_IDS, lambda p: Path(p).write_text(json.dumps({"ids": reference.ids})))
+    if train_counts is not None:
+        from .posterior import save_training_counts
+
+        save_training_counts(directory, train_counts, _atomic_write)
     _atomic_write(directory / CONFIG, lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
     return directory
 

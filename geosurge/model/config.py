@@ -51,6 +51,59 @@ class GeoConfig:
     #: the predicted point: "map" = centroid of the best finest cell (paper); "median" = the point of least
     #: expected distance under the normalized finest-cell scores (see HierarchicalScorer.locate)
     decision: str = "map"
+    #: MP-16 cell statistics (``cells_50_*.csv``) whose 4.7 M photos define the cells, so the hierarchy covers
+    #: where Flickr photos are (None: the training photos, as the paper on MP-16); the taus then count MP-16 photos
+    partition: str | None = None
+
+
+@dataclass
+class PosteriorConfig:
+    """How the visual evidence and the photo-density prior make a posterior over the finest cells.
+
+    log p(f | x) = log prior(f) + sum_l w_l * r_l(cell of f at level l) + const, where r_l is the model's
+    log-likelihood ratio at level l (its softmax over the cells that had training photos, divided by
+    ``train_correction`` x their training frequency + (1 - ``train_correction``) x uniform), and 0 for cells
+    without training photos (no evidence). ``level_weights`` (1 / temperature) and the calibration maps are
+    fitted by photographer-grouped cross-validation (``benchmarks/crossval.py``).
+    """
+
+    enabled: bool = False  # False: the paper's product of per-level softmaxes
+    level_weights: list[float] | None = None  # per level, >= 0; None = all 1
+    train_correction: float = 0.0  # 0: InfoNCE scores are likelihood ratios already; 1: a classifier's posterior
+    decision: str = "argmax"  # "argmax" (most probable finest cell) or "within:R" (most posterior mass within R km)
+    #: per decision rule and radius (key "argmax@750", "within:750@2500") a monotone map [[raw...], [calibrated...]]
+    #: from the posterior mass within R km of the answer to the chance the truth is there (grouped cross-validation)
+    calibration: dict[str, list[list[float]]] = field(default_factory=dict)
+    cv: dict[str, Any] = field(default_factory=dict)  # how the fit was made (folds, figures), for the record
+
+    def __post_init__(self) -> None:
+        parse_decision(self.decision)
+        if self.level_weights is not None and any(not (w >= 0) for w in self.level_weights):
+            raise ValueError(f"posterior.level_weights must be >= 0, got {self.level_weights}")
+        if not 0.0 <= self.train_correction <= 1.0:
+            raise ValueError(f"posterior.train_correction must be in [0, 1], got {self.train_correction}")
+        for key, knots in self.calibration.items():
+            dec, _, r = key.rpartition("@")
+            parse_decision(dec)
+            if not r.replace(".", "", 1).isdigit() or float(r) <= 0 or len(knots) != 2 or len(knots[0]) != len(knots[1]) or not knots[0]:
+                raise ValueError(f"posterior.calibration[{key!r}] (key DECISION@R) must be [[raw...], [calibrated...]] of equal, non-zero length")
+            x, y = (list(map(float, k)) for k in knots)
+            if any(b < a for a, b in zip(x, x[1:])) or any(b < a for a, b in zip(y, y[1:])) or min(y) < 0 or max(y) > 1:
+                raise ValueError(f"posterior.calibration[{key!r}] is not a non-decreasing map into [0, 1]")
+
+
+def parse_decision(decision: str) -> float | None:
+    """None for ``argmax``, R for ``within:R`` (km); anything else is an error."""
+    if decision == "argmax":
+        return None
+    if isinstance(decision, str) and decision.startswith("within:"):
+        try:
+            r = float(decision.split(":", 1)[1])
+        except ValueError:
+            r = -1.0
+        if r > 0:
+            return r
+    raise ValueError(f"posterior.decision must be 'argmax' or 'within:R' with R > 0 km, not {decision!r}")
 
 
 @dataclass
@@ -75,6 +128,7 @@ class ModelConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     geo: GeoConfig = field(default_factory=GeoConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    posterior: PosteriorConfig = field(default_factory=PosteriorConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, **asdict(self)}
@@ -89,7 +143,8 @@ class ModelConfig:
         parts = {}
         for f in fields(cls):
             sub = d.pop(f.name, {}) or {}
-            sub_cls = {"backbone": BackboneConfig, "fusion": FusionConfig, "geo": GeoConfig, "segmenter": SegmenterConfig}[f.name]
+            sub_cls = {"backbone": BackboneConfig, "fusion": FusionConfig, "geo": GeoConfig, "segmenter": SegmenterConfig,
+                       "posterior": PosteriorConfig}[f.name]
             known = {x.name for x in fields(sub_cls)}
             unknown = set(sub) - known
             if unknown:

@@ -67,11 +67,15 @@ class HierarchicalScorer:
         self.parents = [p.to(device) for p in self.parents]
         return self
 
-    def level_log_probs(self, features: torch.Tensor) -> list[torch.Tensor]:
-        """Per level, log-softmax over its cells: list of (B, n_l)."""
+    def level_logits(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """Per level, the model's raw cell logits (cosine / temperature [+ bias]): list of (B, n_l)."""
         sims = F.normalize(features.float(), dim=-1) @ self.all_cells.T
         parts = zip(sims.split(self.splits, dim=-1), self.offsets.split(self.splits))
-        return [torch.log_softmax(s * self.scales[k] + o, dim=-1) for k, (s, o) in enumerate(parts)]
+        return [s * self.scales[k] + o for k, (s, o) in enumerate(parts)]
+
+    def level_log_probs(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """Per level, log-softmax over its cells: list of (B, n_l)."""
+        return [torch.log_softmax(z, dim=-1) for z in self.level_logits(features)]
 
     def cumulative_log_scores(self, features: torch.Tensor) -> list[torch.Tensor]:
         """Per level, log of (own probability x all ancestors' probabilities) [x the cell's training

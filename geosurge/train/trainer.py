@@ -26,10 +26,12 @@ from ..data.labels import LabelStore, segment_records
 from ..data.records import GeoRecords, SkipReport, read_records
 from ..geo.hierarchy import Hierarchy, build_hierarchy
 from ..geo.metrics import accuracy_report
+from ..geo.prior import read_photo_density
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.encode import build_reference_index
 from ..model.geosurge import GeoSURGE
 from ..model.hierarchical import HierarchicalScorer
+from ..model.posterior import training_counts
 from .config import TrainConfig
 from .loss import geo_loss
 from .sources import ImageDataset, ImageSource, ShardSource, ViewSource
@@ -193,7 +195,7 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
         lats, lons = train_rec.lats, train_rec.lons
     if len(lats) == 0 or len(val_rec) == 0:
         raise ValueError("no usable training or validation rows (" + skipped.summary() + ")")
-    hierarchy = build_hierarchy(lats, lons, cfg.model.geo.tau_min, cfg.model.geo.tau_maxes)
+    hierarchy = build_hierarchy(*_partition_points(cfg.model.geo.partition, lats, lons), cfg.model.geo.tau_min, cfg.model.geo.tau_maxes)
     if min(hierarchy.num_cells) == 0:
         raise ValueError(f"the hierarchy has an empty level ({hierarchy.num_cells} cells from {len(lats)} photos): "
                          f"lower model.geo.tau_min ({cfg.model.geo.tau_min}) or add photos")
@@ -373,11 +375,16 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
             "train_photos": int(len(lats)), "val_photos": int(len(val_rec)), "skipped": skipped.as_dict(),
             "config": cfg.to_dict(),
         }
-        save_checkpoint(output, best, hierarchy, reference, extra=extra)
+        save_checkpoint(output, best, hierarchy, reference, extra=extra, train_counts=training_counts(hierarchy, lats, lons))
         log(kind="done", output=str(output), seconds=extra["seconds"], skipped=skipped.as_dict())
         say(f"wrote {output} (best epoch {counters['best_epoch']}, {extra['seconds']:.0f} s); {skipped.summary()}")
     dd.barrier()
     return output
+
+
+def _partition_points(partition: str | None, lats: np.ndarray, lons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The points whose density defines the cells: MP-16's photos when ``model.geo.partition`` names them."""
+    return read_photo_density(partition).sample_points() if partition else (lats, lons)
 
 
 def _temps(model: GeoSURGE) -> list[float] | None:

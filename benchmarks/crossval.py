@@ -1,0 +1,427 @@
+"""Photographer-grouped K-fold cross-validation over all 1,985 dev photos (train + val + test).
+
+Every photo is scored once by a model that never saw its photographer. The recipe is the config's
+(``configs/demo.yaml``: frozen backbone, so the backbone and label lattices are cached once for all photos
+and every fold trains only the fusion / RGB head and the geographic embeddings). On the out-of-fold scores:
+
+* the posterior's per-level weights, the decision rule and the calibration maps are fitted by cross-fitting
+  (for fold k, on the out-of-fold scores of the other folds only) and judged on fold k;
+* baselines on exactly the same photos and folds: MP-16's densest cell, its photo-weighted spherical
+  median and best point for each radius, the fold's training median, 1-NN and a linear probe on the
+  pooled backbone features, and the GeoEstimation peer (its published predictions);
+* ``--ablations``: the paper's Tables VI (linear head), VII (depth 1/3/5) and VIII (fusion off), same folds.
+
+Run:  python benchmarks/crossval.py --config configs/demo.yaml [--ablations] [--write-checkpoint DIR] [--docs]
+Writes runs/cv/results.md, runs/cv/report.json, docs/results-reliability.png (with --docs: docs/results.md).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from geosurge.data.labels import LabelStore  # noqa: E402
+from geosurge.data.records import read_records  # noqa: E402
+from geosurge.eval.cv import (RADII_KM, bootstrap_mean, expected_calibration_error, fit_isotonic,  # noqa: E402
+                              fit_level_weights, grouped_folds, reliability, score)
+from geosurge.geo.distance import haversine_km, spherical_median  # noqa: E402
+from geosurge.geo.hierarchy import Hierarchy, build_hierarchy  # noqa: E402
+from geosurge.geo.prior import read_photo_density  # noqa: E402
+from geosurge.model.config import PosteriorConfig  # noqa: E402
+from geosurge.model.geosurge import GeoSURGE  # noqa: E402
+from geosurge.model.posterior import Posterior, calibrate, combine, likelihood_ratios, training_counts  # noqa: E402
+from geosurge.train.config import load_train_config  # noqa: E402
+from geosurge.train.loss import geo_loss  # noqa: E402
+from geosurge.train.sources import ViewSource  # noqa: E402
+from geosurge.train.trainer import view_features  # noqa: E402
+from geosurge.train.views import ViewSet, load_or_build_views  # noqa: E402
+
+DEV = ROOT.parent / "shared" / "data" / "im2gps3k-dev"
+PEER = ROOT.parent / "shared" / "data" / "peers" / "geoestimation-im2gps3k" / "ISNs_M-fstar-S3.csv"
+DECISIONS = ("argmax", "within:25", "within:200", "within:750", "within:2500")
+OUT = ROOT / "runs" / "cv"
+
+
+# ------------------------------------------------------------------------------------------ data
+def dev_records(out: Path):
+    """All dev photos in one list (the three CSVs, keeping author and split)."""
+    rows = []
+    for split in ("train", "val", "test"):
+        with open(DEV / f"{split}.csv", newline="") as f:
+            rows += [{**r, "split": split} for r in csv.DictReader(f)]
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "dev.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["image", "author", "lat", "lon", "split"])
+        w.writeheader()
+        w.writerows(rows)
+    rec, skipped = read_records(path, DEV / "images")
+    if skipped.total:
+        raise SystemExit(f"dev rows skipped: {skipped.summary()}")
+    return rec, np.array([r["author"] for r in rows]), np.array([r["split"] for r in rows])
+
+
+def subset(views: ViewSet, rows: np.ndarray, labels: bool) -> ViewSet:
+    t = torch.from_numpy(rows)
+    return ViewSet(views.hidden[t], views.labels[t] if labels and views.labels is not None else None, np.arange(rows.size))
+
+
+def pooled(views: ViewSet, chunk: int = 128) -> torch.Tensor:
+    """Pooled backbone features (mean over the map, normalized, averaged over views): 1-NN and the probe."""
+    out = []
+    for s in range(0, len(views), chunk):
+        h = views.hidden[s : s + chunk].float().mean((-1, -2))  # (n, V, C)
+        out.append(F.normalize(F.normalize(h, dim=-1).mean(1), dim=-1))
+    return torch.cat(out)
+
+
+# ------------------------------------------------------------------------------------------ models
+def train_fold(cfg, hierarchy: Hierarchy, backbone, views: ViewSet, cells: np.ndarray, epochs: int) -> GeoSURGE:
+    """The config's recipe on one fold's training photos (fixed epochs, no early stopping)."""
+    torch.manual_seed(cfg.run.seed)
+    model = GeoSURGE(cfg.model, hierarchy.num_cells, backbone=backbone)
+    params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
+    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    source = ViewSource(views, cells, cfg.run.seed)
+    model.train()
+    for epoch in range(epochs):
+        for g in opt.param_groups:
+            g["lr"] = cfg.optim.lr * cfg.optim.lr_gamma**epoch
+        for hidden, labels, c, _ in source.batches(epoch, cfg.optim.micro_batch):
+            loss, _, _ = geo_loss(model, model(hidden, labels, from_hidden=True, return_logits=False), c)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            opt.step()
+    return model.eval()
+
+
+def linear_probe(x: torch.Tensor, cells: np.ndarray, n_cells: int, steps: int = 300, wd: float = 1e-3) -> torch.nn.Linear:
+    """Multinomial logistic regression of the finest cell on pooled backbone features."""
+    torch.manual_seed(0)
+    ok = torch.from_numpy(cells >= 0)
+    head = torch.nn.Linear(x.shape[1], n_cells)
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2, weight_decay=wd)
+    y = torch.from_numpy(cells)[ok]
+    for _ in range(steps):
+        loss = F.cross_entropy(head(x[ok] * 10), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return head
+
+
+def cross_validate(cfg, rec, folds: np.ndarray, hierarchy: Hierarchy, views: ViewSet, epochs: int, tag: str) -> dict:
+    """Out-of-fold per-level logits of the recipe, and each fold's training counts per cell."""
+    cells = hierarchy.assign(rec.lats, rec.lons)
+    n_levels = len(hierarchy.levels)
+    oof = [np.zeros((len(rec), n)) for n in hierarchy.num_cells]
+    counts = []
+    backbone = None
+    t0 = time.time()
+    for k in range(folds.max() + 1):
+        tr, te = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+        if backbone is None:
+            backbone = GeoSURGE(cfg.model, hierarchy.num_cells).backbone
+        model = train_fold(cfg, hierarchy, backbone, subset(views, tr, cfg.model.fusion.enabled), cells[tr], epochs)
+        with torch.no_grad():
+            feats = view_features(model, subset(views, te, cfg.model.fusion.enabled))
+            for lvl, z in enumerate(model.logits(feats)):
+                oof[lvl][te] = z.double().numpy()
+        counts.append(training_counts(hierarchy, rec.lats[tr], rec.lons[tr]))
+        print(f"[{tag}] fold {k}: {tr.size} train / {te.size} scored ({time.time() - t0:.0f} s)", flush=True)
+    return {"logits": oof, "counts": counts, "levels": n_levels, "seconds": time.time() - t0}
+
+
+# ------------------------------------------------------------------------------------------ posterior under CV
+def oof_ratios(run: dict, folds: np.ndarray, beta: float) -> list[torch.Tensor]:
+    """Per-level likelihood ratios of every photo, each under its own fold's training counts."""
+    out = [torch.zeros(z.shape, dtype=torch.float64) for z in run["logits"]]
+    for k in range(folds.max() + 1):
+        te = np.flatnonzero(folds == k)
+        zs = [torch.from_numpy(z[te]) for z in run["logits"]]
+        for lvl, r in enumerate(likelihood_ratios(zs, run["counts"][k], beta)):
+            out[lvl][te] = r
+    return out
+
+
+def fit_posterior(post: Posterior, ratios_by_beta: dict, true_fin: np.ndarray, truth: np.ndarray, rows: np.ndarray) -> dict:
+    """Weights + correction (max mean log-probability), decision (max sum of accuracy at 200/750/2500 km)
+    and calibration maps per decision, all on ``rows`` only."""
+    best = None
+    for beta, ratios in ratios_by_beta.items():
+        w, ll = fit_level_weights(post.log_prior, [r[rows] for r in ratios], post.ancestors, true_fin[rows])
+        if best is None or ll > best["loglik"]:
+            best = {"beta": beta, "weights": w, "loglik": ll}
+    lp = combine(post.log_prior, [r[rows] for r in ratios_by_beta[best["beta"]]], post.ancestors, torch.from_numpy(best["weights"]))
+    gains, calib = {}, {}
+    for rule in DECISIONS:
+        ans = post.decide(lp, rule)
+        d = haversine_km(post.centroids[ans, 0], post.centroids[ans, 1], truth[rows, 0], truth[rows, 1])
+        gains[rule] = sum(float(np.mean(d <= r)) for r in (200, 750, 2500))
+        for r in RADII_KM:
+            calib[f"{rule}@{r}"] = fit_isotonic(post.mass_within(lp, ans, r), d <= r)
+    return {**best, "decision": max(gains, key=gains.get), "calibration": calib}
+
+
+def evaluate_posterior(post: Posterior, ratios_by_beta: dict, folds: np.ndarray, true_fin: np.ndarray, truth: np.ndarray) -> dict:
+    """Cross-fitted: every fold judged with what the other folds' out-of-fold scores fitted."""
+    n = truth.shape[0]
+    res = {"answer": {rule: np.zeros(n, np.int64) for rule in DECISIONS + ("default",)},
+           "prob": {r: np.zeros(n) for r in RADII_KM}, "logpost_true": np.full(n, np.nan), "fits": []}
+    for k in range(folds.max() + 1):
+        te, tr = np.flatnonzero(folds == k), np.flatnonzero(folds != k)
+        fit = fit_posterior(post, ratios_by_beta, true_fin, truth, tr)
+        res["fits"].append({"beta": fit["beta"], "weights": fit["weights"].round(4).tolist(), "decision": fit["decision"]})
+        lp = combine(post.log_prior, [r[te] for r in ratios_by_beta[fit["beta"]]], post.ancestors, torch.from_numpy(fit["weights"]))
+        for rule in DECISIONS:
+            res["answer"][rule][te] = post.decide(lp, rule)
+        ans = post.decide(lp, fit["decision"])
+        res["answer"]["default"][te] = ans
+        for r in RADII_KM:
+            res["prob"][r][te] = calibrate(post.mass_within(lp, ans, r), fit["calibration"][f"{fit['decision']}@{r}"])
+        ok = true_fin[te] >= 0
+        res["logpost_true"][te[ok]] = lp[torch.from_numpy(np.flatnonzero(ok)), torch.from_numpy(true_fin[te][ok])].numpy()
+    return res
+
+
+# ------------------------------------------------------------------------------------------ baselines
+def baselines(rec, folds, hierarchy, feats, cells, truth) -> dict[str, np.ndarray]:
+    """Predicted points (n, 2) of every baseline, each fold's from that fold's training photos only."""
+    dens = read_photo_density(ROOT.parent / "shared" / "data" / "mp16" / "cells_50_1000.csv")
+    n = len(rec)
+    out = {"MP-16 densest cell": np.tile(dens.densest(), (n, 1)), "MP-16 spherical median": np.tile(dens.median(), (n, 1))}
+    for r in (25, 200, 750, 2500):
+        lat, lon, share = dens.best_point(r)
+        out[f"MP-16 best point for {r} km ({lat:.2f}, {lon:.2f})"] = np.tile((lat, lon), (n, 1))
+    med, nn, probe = (np.zeros((n, 2)) for _ in range(3))
+    fin = cells[:, -1]
+    for k in range(folds.max() + 1):
+        te, tr = np.flatnonzero(folds == k), np.flatnonzero(folds != k)
+        med[te] = spherical_median(truth[tr], iterations=300)
+        nn[te] = truth[tr][(feats[te] @ feats[tr].T).argmax(1).numpy()]
+        head = linear_probe(feats[tr], fin[tr], len(hierarchy.finest))
+        with torch.no_grad():
+            logits = head(feats[te] * 10)
+        trained = torch.from_numpy(np.bincount(fin[tr][fin[tr] >= 0], minlength=len(hierarchy.finest)) > 0)
+        probe[te] = hierarchy.finest.centroids[logits.masked_fill(~trained, -1e9).argmax(1).numpy()]
+    out["train median (of each fold's training photos)"] = med
+    out["1-NN, pooled backbone features"] = nn
+    out["linear probe over the finest cells, pooled backbone features"] = probe
+    return out
+
+
+def peer_points(rec) -> tuple[np.ndarray, np.ndarray]:
+    """GeoEstimation's published predictions for the dev photos it covers: (rows, points)."""
+    if not PEER.is_file():
+        return np.zeros(0, np.int64), np.zeros((0, 2))
+    pos = {i: k for k, i in enumerate(rec.ids)}
+    rows, pts = [], []
+    with open(PEER, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["img_id"] in pos:
+                rows.append(pos[r["img_id"]])
+                pts.append((float(r["predicted_lat"]), float(r["predicted_long"])))
+    return np.asarray(rows, np.int64), np.asarray(pts)
+
+
+# ------------------------------------------------------------------------------------------ report
+def row(name: str, dist: np.ndarray, groups: np.ndarray) -> dict:
+    s = score(dist, groups)
+    return {"name": name, **{f"acc_{r}": s.acc[r] for r in RADII_KM}, **{f"lo_{r}": s.low[r] for r in RADII_KM},
+            **{f"hi_{r}": s.high[r] for r in RADII_KM}, **{f"bal_{r}": s.balanced[r] for r in RADII_KM},
+            "median_km": s.median_km, "n": s.n}
+
+
+def table(rows: list[dict]) -> str:
+    head = "| model | " + " | ".join(f"{r} km" for r in RADII_KM) + " | median km | balanced 200 / 750 / 2500 km | n |"
+    lines = [head, "|" + "---|" * (len(RADII_KM) + 4)]
+    for r in rows:
+        cells = [f"{r[f'acc_{d}']:.1f} [{r[f'lo_{d}']:.1f}, {r[f'hi_{d}']:.1f}]" for d in RADII_KM]
+        bal = " / ".join(f"{r[f'bal_{d}']:.1f}" for d in (200, 750, 2500))
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {r['median_km']:.0f} | {bal} | {r['n']} |")
+    return "\n".join(lines)
+
+
+def dist_of(points: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    return haversine_km(points[:, 0], points[:, 1], truth[:, 0], truth[:, 1])
+
+
+def plot_reliability(probs: dict, hits: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(RADII_KM), figsize=(3.2 * len(RADII_KM), 3.4))
+    for ax, r in zip(axes, RADII_KM):
+        conf, freq, n = reliability(probs[r], hits[r])
+        ax.plot([0, 1], [0, 1], color="0.7", lw=1)
+        ax.scatter(conf, freq, s=12 + 120 * n / n.max())
+        ax.plot(conf, freq)
+        ax.set(title=f"within {r} km (ECE {expected_calibration_error(probs[r], hits[r]):.1f})", xlim=(0, 1), ylim=(0, 1),
+               xlabel="stated chance", ylabel="observed frequency" if r == RADII_KM[0] else None)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def judge(cfg, rec, groups, folds, hierarchy, views, epochs, tag) -> dict:
+    """Train the recipe under CV, fit the posterior by cross-fitting, and score its rules."""
+    run = cross_validate(cfg, rec, folds, hierarchy, views, epochs, tag)
+    truth = np.stack([rec.lats, rec.lons], 1)
+    true_fin = hierarchy.assign(rec.lats, rec.lons)[:, -1]
+    post = Posterior(PosteriorConfig(enabled=True), hierarchy, run["counts"][0])
+    ratios = {beta: oof_ratios(run, folds, beta) for beta in (0.0, 1.0)}
+    res = evaluate_posterior(post, ratios, folds, true_fin, truth)
+    cen = post.centroids
+    rows = [row(f"{tag}: CV-chosen decision per fold", dist_of(cen[res["answer"]["default"]], truth), groups)]
+    rows += [row(f"{tag}: posterior, decision {rule}", dist_of(cen[res["answer"][rule]], truth), groups) for rule in DECISIONS]
+    paper = combine(torch.zeros_like(post.log_prior), ratios[0.0], post.ancestors, torch.ones(len(hierarchy.levels), dtype=torch.float64))
+    rows.append(row(f"{tag}: paper product rule (no prior, T as trained)", dist_of(cen[paper.argmax(1).numpy()], truth), groups))
+    return {"run": run, "res": res, "rows": rows, "post": post, "ratios": ratios, "truth": truth, "true_fin": true_fin}
+
+
+def depth_hierarchy(h: Hierarchy, depth: int) -> Hierarchy:
+    return Hierarchy(h.tau_min, h.levels[:depth], h.n_samples)
+
+
+def finest_only(h: Hierarchy) -> Hierarchy:
+    f = copy.copy(h.finest)
+    f.parents = np.full(len(f), -1, np.int64)
+    return Hierarchy(h.tau_min, [f], h.n_samples)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="configs/demo.yaml")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=None, help="epochs per fold (default: the config's optim.epochs)")
+    ap.add_argument("--ablations", action="store_true", help="also Tables VI, VII, VIII under the same folds")
+    ap.add_argument("--write-checkpoint", type=Path, default=None, help="store the posterior fitted on all folds in this checkpoint pair")
+    ap.add_argument("--docs", action="store_true", help="rewrite the generated block of docs/results.md")
+    args = ap.parse_args()
+    cfg = load_train_config(ROOT / args.config)
+    epochs = args.epochs or cfg.optim.epochs
+    rec, groups, splits = dev_records(OUT)
+    folds = grouped_folds(groups, args.folds, cfg.run.seed)
+    g = cfg.model.geo
+    hierarchy = build_hierarchy(*read_photo_density(ROOT / g.partition).sample_points(), g.tau_min, g.tau_maxes)
+    print(f"{len(rec)} photos, {len(np.unique(groups))} photographers, folds of {np.bincount(folds).tolist()} photos; "
+          f"hierarchy {hierarchy.num_cells}", flush=True)
+    store = LabelStore(ROOT / cfg.data.labels, cfg.model.segmenter)
+    fus = copy.deepcopy(cfg)
+    fus.model.fusion.enabled = True
+    views = load_or_build_views(GeoSURGE(fus.model, hierarchy.num_cells), rec, store, ROOT / cfg.data.cache_dir, views=cfg.data.views)
+    if len(views) != len(rec):
+        raise SystemExit(f"{len(rec) - len(views)} photos lack views or label maps")
+    truth = np.stack([rec.lats, rec.lons], 1)
+    cells = hierarchy.assign(rec.lats, rec.lons)
+
+    results, rows = {}, []
+    for variant in ("fusion", "rgb"):
+        c = copy.deepcopy(cfg)
+        c.model.fusion.enabled = variant == "fusion"
+        results[variant] = judge(c, rec, groups, folds, hierarchy, views, epochs, variant)
+        rows += results[variant]["rows"]
+    feats = pooled(views)
+    base = baselines(rec, folds, hierarchy, feats, cells, truth)
+    rows += [row(name, dist_of(p, truth), groups) for name, p in base.items()]
+    prow, ppts = peer_points(rec)
+    if prow.size:
+        rows.append(row(f"GeoEstimation peer (MP-16, published predictions; {prow.size} photos)", dist_of(ppts, truth[prow]), groups[prow]))
+
+    ablation_rows = []
+    if args.ablations:
+        for depth in (1, 3, 5):
+            ablation_rows += judge(cfg, rec, groups, folds, depth_hierarchy(hierarchy, depth), views, epochs, f"depth-{depth}")["rows"][:1]
+        lin = copy.deepcopy(cfg)
+        lin.model.geo.head = "linear"
+        ablation_rows += judge(lin, rec, groups, folds, finest_only(hierarchy), views, epochs, "no-geo-embeddings (linear head)")["rows"][:1]
+    report(args, cfg, results, rows, ablation_rows, groups, folds, splits, epochs, hierarchy)
+
+
+def calibration_figures(res: dict, truth: np.ndarray, cen: np.ndarray) -> tuple[dict, dict, dict]:
+    d = dist_of(cen[res["answer"]["default"]], truth)
+    hits = {r: d <= r for r in RADII_KM}
+    ece = {r: expected_calibration_error(res["prob"][r], hits[r]) for r in RADII_KM}
+    return hits, ece, {r: (float(res["prob"][r].mean() * 100), float(hits[r].mean() * 100)) for r in RADII_KM}
+
+
+def report(args, cfg, results, rows, ablation_rows, groups, folds, splits, epochs, hierarchy) -> None:
+    fus = results["fusion"]
+    hits, ece, means = calibration_figures(fus["res"], fus["truth"], fus["post"].centroids)
+    plot_reliability(fus["res"]["prob"], hits, ROOT / "docs" / "results-reliability.png")
+    lp = fus["res"]["logpost_true"]
+    ok = np.isfinite(lp)
+    bits = (lp[ok] - fus["post"].log_prior.numpy()[fus["true_fin"][ok]]) / np.log(2)
+    b_mean, b_lo, b_hi = bootstrap_mean(bits, groups[ok])
+    test = splits == "test"
+    lines = [
+        f"Generated by `python benchmarks/crossval.py --config {args.config}{' --ablations' if args.ablations else ''}` "
+        f"on {time.strftime('%Y-%m-%d')}: {len(groups)} dev photos, {len(np.unique(groups))} photographers, "
+        f"{args.folds} photographer-grouped folds ({np.bincount(folds).tolist()} photos), {epochs} epochs per fold, "
+        f"hierarchy {hierarchy.num_cells} cells from MP-16. Accuracy in % within each distance, "
+        "[95 % interval, bootstrap over photographers]; balanced = each photographer weighs the same.",
+        "", table(rows), "",
+        f"**Bits per photo** (fusion, cross-fitted posterior vs the MP-16 prior alone, on the true finest cell, "
+        f"{int(ok.sum())} photos inside a finest cell): {b_mean:+.3f} [{b_lo:+.3f}, {b_hi:+.3f}].", "",
+        "**Calibration** (fusion, CV-chosen decision; stated chance vs observed, cross-fitted):", "",
+        "| within | " + " | ".join(f"{r} km" for r in RADII_KM) + " |", "|---|" + "---|" * len(RADII_KM),
+        "| mean stated chance % | " + " | ".join(f"{means[r][0]:.1f}" for r in RADII_KM) + " |",
+        "| observed % | " + " | ".join(f"{means[r][1]:.1f}" for r in RADII_KM) + " |",
+        "| ECE (points) | " + " | ".join(f"{ece[r]:.1f}" for r in RADII_KM) + " |", "",
+        "Per fold (fitted on the other folds): " + "; ".join(
+            f"fold {k}: {f['decision']}, correction {f['beta']:.0f}, weights {f['weights']}" for k, f in enumerate(fus["res"]["fits"])),
+        "", f"Training under CV: fusion {results['fusion']['run']['seconds']:.0f} s, RGB {results['rgb']['run']['seconds']:.0f} s for {args.folds} folds.",
+    ]
+    if ablation_rows:
+        lines += ["", "Ablations, same folds and posterior fitting (CV-chosen decision; fusion on):", "", table(ablation_rows)]
+    test_rows = [row("fusion, CV-chosen decision, test.csv photos only", dist_of(fus["post"].centroids[fus["res"]["answer"]["default"][test]], fus["truth"][test]), groups[test])]
+    lines += ["", "The same out-of-fold answers restricted to the 447 `test.csv` photos (for comparison with older figures):", "", table(test_rows)]
+    text = "\n".join(lines)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "results.md").write_text(text + "\n")
+    (OUT / "report.json").write_text(json.dumps({"rows": rows, "ablations": ablation_rows, "ece": ece, "bits": [b_mean, b_lo, b_hi]}, indent=1))
+    print(text)
+    if args.docs:
+        path = ROOT / "docs" / "results.md"
+        doc = path.read_text()
+        a, b = doc.index("<!-- cv:begin -->"), doc.index("<!-- cv:end -->")
+        path.write_text(doc[: a + len("<!-- cv:begin -->")] + "\n" + text + "\n" + doc[b:])
+    if args.write_checkpoint:
+        write_posterior(args.write_checkpoint, results, folds, args.folds)
+
+
+def write_posterior(directory: Path, results: dict, folds: np.ndarray, k: int) -> None:
+    """Fit on all out-of-fold scores and store each variant's posterior in its checkpoint's config.json."""
+    for variant, r in results.items():
+        path = directory / variant / "config.json"
+        if not path.is_file():
+            print(f"no {path}: skipped")
+            continue
+        fit = fit_posterior(r["post"], r["ratios"], r["true_fin"], r["truth"], np.arange(len(folds)))
+        pc = PosteriorConfig(enabled=True, level_weights=[round(float(w), 5) for w in fit["weights"]],
+                             train_correction=float(fit["beta"]), decision=fit["decision"], calibration=fit["calibration"],
+                             cv={"folds": k, "photos": int(len(folds)), "script": "benchmarks/crossval.py",
+                                 "mean_log_prob_true_cell": round(fit["loglik"], 4)})
+        cfg = json.loads(path.read_text())
+        cfg["model"]["posterior"] = {f: getattr(pc, f) for f in pc.__dataclass_fields__}
+        path.write_text(json.dumps(cfg, indent=2) + "\n")
+        print(f"wrote the posterior into {path}: decision {pc.decision}, weights {pc.level_weights}, correction {pc.train_correction}")
+
+
+if __name__ == "__main__":
+    main()
