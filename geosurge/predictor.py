@@ -17,7 +17,7 @@ from .model.checkpoint import CONFIG, load_checkpoint
 from .model.encode import encode_images, encode_images_multi
 from .model.geosurge import GeoSURGE
 from .model.hierarchical import HierarchicalScorer, ReferenceIndex
-from .model.posterior import Posterior, credible_set, load_training_counts
+from .model.posterior import Posterior, credible_set, load_posterior
 from .model.segmenters import Segmenter, SegmenterUnavailable, create_segmenter
 from .model.config import SegmenterConfig
 
@@ -132,7 +132,7 @@ class Predictor:
         for d in dirs.values():
             model, hierarchy, reference, _ = load_checkpoint(d, dev)
             key = "fusion" if model.uses_fusion else "rgb"
-            variants[key] = _Variant(model, hierarchy, reference, dev, load_posterior(d, model, hierarchy))
+            variants[key] = _Variant(model, hierarchy, reference, dev, load_posterior(d, model.cfg.posterior, hierarchy))
             if model.uses_fusion:
                 seg_cfg = model.cfg.segmenter
         seg, err = None, None
@@ -275,17 +275,6 @@ class Predictor:
             _explain(pred, v, answers, scores, b, level_top)
             out.append(pred)
         return out
-
-
-def load_posterior(directory: Path, model: GeoSURGE, hierarchy: Hierarchy) -> Posterior | None:
-    """The checkpoint's fitted posterior, or None (older checkpoints, or one never fitted: the paper's rule)."""
-    cfg = model.cfg.posterior
-    if not cfg.enabled:
-        return None
-    counts = load_training_counts(directory)
-    if counts is None:
-        raise FileNotFoundError(f"{directory}: the posterior is enabled but its training counts (posterior.safetensors) are missing")
-    return Posterior(cfg, hierarchy, counts)
 
 
 def _answers(v: _Variant, feats: torch.Tensor, scores: list[torch.Tensor], decision: str | None) -> dict[str, Any] | None:

@@ -164,8 +164,68 @@ def test_cli_predict(pair, photos, shared_dir):
     assert r.returncode == 0, r.stderr
     line = r.stdout.splitlines()[0]
     lat, lon = (float(x) for x in line.split(": ", 1)[1].split("  ")[0].split(", "))
-    assert -90 <= lat <= 90 and -180 <= lon <= 180 and "score" in line and "[fusion]" in line
+    assert -90 <= lat <= 90 and -180 <= lon <= 180 and "[fusion, argmax]" in line
+    assert "product score" in r.stdout and "level 1: cell" in r.stdout and "level 3: cell" in r.stdout
     bad = photos[0].parent.parent / "train.csv"
     r = subprocess.run([sys.executable, "-m", "geosurge", "predict", "--checkpoint", str(pair), str(bad)],
                        capture_output=True, text=True, timeout=300, env={**os.environ, **env})
     assert r.returncode == 1 and "not a readable image" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def posterior_pair(tmp_path_factory, pair, shared_dir):
+    """The pair with a posterior: training counts from train.csv, fixed weights and a calibration map."""
+    import csv
+    import shutil
+
+    from geosurge.geo import Hierarchy
+    from geosurge.model.checkpoint import _atomic_write
+    from geosurge.model.posterior import save_training_counts, training_counts
+
+    root = tmp_path_factory.mktemp("posterior")
+    rows = list(csv.DictReader(open(shared_dir / "data/im2gps3k-dev/train.csv")))
+    lat, lon = np.array([float(r["lat"]) for r in rows]), np.array([float(r["lon"]) for r in rows])
+    for v in ("fusion", "rgb"):
+        shutil.copytree(pair / v, root / v)
+        h = Hierarchy.load(root / v)
+        save_training_counts(root / v, training_counts(h, lat, lon), _atomic_write)
+        cfg = json.loads((root / v / "config.json").read_text())
+        cfg["model"]["posterior"] = {"enabled": True, "level_weights": [0.5, 0.3, 0.2], "decision": "within:750",
+                                     "calibration": {f"{d}@{r}": [[0.0, 1.0], [0.0, 0.8]] for d in ("argmax", "within:750")
+                                                     for r in (1, 25, 200, 750, 2500)}}
+        (root / v / "config.json").write_text(json.dumps(cfg))
+    return root
+
+
+def test_posterior_prediction(posterior_pair, photos, segmenter):
+    p = Predictor.from_pretrained(posterior_pair, segmenter=segmenter)
+    for r in p.predict(photos, top_k=3):
+        assert r.decision == "within:750"
+        assert sorted(r.within_km) == [1, 25, 200, 750, 2500]
+        chances = [r.within_km[k] for k in sorted(r.within_km)]
+        assert all(0 <= a <= b <= 0.8 + 1e-9 for a, b in zip(chances, chances[1:]))  # calibrated through the map
+        # the chain: the cell holding the answer at every level, numbered 1..3, nested, probabilities not growing
+        assert [c.level for c in r.chain] == [1, 2, 3]
+        assert all(a.score >= b.score - 1e-9 for a, b in zip(r.chain, r.chain[1:]))
+        h = p.variants["fusion"].hierarchy
+        assert list(h.ancestors()[r.chain[-1].index]) == [c.index for c in r.chain]
+        assert (r.lat, r.lon) == pytest.approx(tuple(h.finest.centroids[r.chain[-1].index]))
+        assert all(c.index != r.chain[k].index for k, lvl in enumerate(r.runners_up) for c in lvl)
+        assert set(r.credible[50]) <= set(r.credible[90]) and len(r.credible[50]) >= 1
+        assert [lv[0].level for lv in r.levels] == [1, 2, 3]  # the product-score cells stay, for the map's tooltips
+    [a] = p.predict(photos[0], decision="argmax")
+    assert a.decision == "argmax" and a.chain[-1].score == max(c.score for c in [a.chain[-1], *a.runners_up[-1]])
+    with pytest.raises(ValueError, match="decision"):
+        p.predict(photos[0], decision="median")
+    d = json.loads(json.dumps(a.as_dict()))
+    assert set(d["within_km"]) == {"1", "25", "200", "750", "2500"} and len(d["chain"]) == 3
+
+
+def test_posterior_needs_its_training_counts(posterior_pair, tmp_path):
+    import shutil
+
+    d = tmp_path / "rgb"
+    shutil.copytree(posterior_pair / "rgb", d)
+    (d / "posterior.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="training counts"):
+        Predictor.from_pretrained(d)

@@ -24,6 +24,7 @@ from ..geo.metrics import THRESHOLDS_KM, accuracy_report
 from ..model.checkpoint import CONFIG, WEIGHTS, _atomic_write, load_checkpoint
 from ..model.geosurge import GeoSURGE
 from ..model.hierarchical import HierarchicalScorer
+from ..model.posterior import Posterior, load_posterior
 
 DEFAULT_LABELS = ".cache/labels"
 
@@ -58,10 +59,15 @@ def _weights_hash(directory: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def score_features(model: GeoSURGE, hierarchy: Hierarchy, feats: torch.Tensor, true: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-    """Predicted points and metrics (distance table, median, GeoScore, per-level cell accuracy)."""
+def score_features(model: GeoSURGE, hierarchy: Hierarchy, feats: torch.Tensor, true: np.ndarray,
+                   posterior: Posterior | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Predicted points and metrics (distance table, median, GeoScore, per-level cell accuracy).
+
+    With the checkpoint's ``posterior`` the points are its decision's, as the predictor's; else the paper's rule."""
     scorer = HierarchicalScorer.for_model(model, hierarchy)
     pred, scores = scorer.locate(feats.float())
+    if posterior is not None:
+        pred = posterior.centroids[posterior(scorer.level_logits(feats.float())).answer]
     best = [s.argmax(dim=1).numpy() for s in scores]
     m = accuracy_report(pred[:, 0], pred[:, 1], true[:, 0], true[:, 1]).as_dict()
     cells = hierarchy.assign(true[:, 0], true[:, 1])
@@ -138,7 +144,7 @@ def evaluate_checkpoint(
     model, hierarchy, feats, keep, directory = checkpoint_features(
         checkpoint, records, ten_crop, fusion, labels, cache_dir, device, progress, report, model_overrides)
     true = np.stack([records.lats[keep], records.lons[keep]], axis=1)
-    pred, metrics = score_features(model, hierarchy, feats, true)
+    pred, metrics = score_features(model, hierarchy, feats, true, load_posterior(directory, model.cfg.posterior, hierarchy))
     metrics.update(checkpoint=str(directory), fusion=model.uses_fusion, ten_crop=ten_crop,
                    skipped=len(records) - len(keep))
     label = name or (f"{Path(checkpoint).name}/{directory.name}" if directory != Path(checkpoint) else directory.name)

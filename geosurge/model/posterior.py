@@ -54,6 +54,16 @@ def load_training_counts(directory: str | Path) -> list[np.ndarray] | None:
     return [arrays[f"train_counts_l{k}"] for k in range(len(arrays))]
 
 
+def load_posterior(directory: str | Path, cfg: PosteriorConfig, hierarchy: Hierarchy) -> "Posterior | None":
+    """A checkpoint's fitted posterior, or None (older checkpoints, or one never fitted: the paper's rule)."""
+    if not cfg.enabled:
+        return None
+    counts = load_training_counts(directory)
+    if counts is None:
+        raise FileNotFoundError(f"{directory}: the posterior is enabled but its training counts ({TRAIN_COUNTS}) are missing")
+    return Posterior(cfg, hierarchy, counts)
+
+
 def likelihood_ratios(logits: Sequence[torch.Tensor], train_counts: Sequence[np.ndarray], train_correction: float) -> list[torch.Tensor]:
     """Per level, the model's log-likelihood ratio of every cell, (B, n_l); 0 for cells without training photos."""
     out = []
