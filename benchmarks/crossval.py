@@ -123,8 +123,26 @@ def linear_probe(x: torch.Tensor, cells: np.ndarray, n_cells: int, steps: int = 
     return head
 
 
-def cross_validate(cfg, rec, folds: np.ndarray, hierarchy: Hierarchy, views: ViewSet, epochs: int, tag: str) -> dict:
-    """Out-of-fold per-level logits of the recipe, and each fold's training counts per cell."""
+def cross_validate(cfg, rec, folds: np.ndarray, hierarchy: Hierarchy, views: ViewSet, epochs: int, tag: str, reuse: bool = False) -> dict:
+    """Out-of-fold per-level logits of the recipe, and each fold's training counts per cell (saved under
+    runs/cv/oof-<tag>.npz; ``reuse`` reads them back instead of training, to refit the posterior only)."""
+    path = OUT / f"oof-{tag.replace(' ', '_').replace('(', '').replace(')', '')}.npz"
+    key = np.array([len(rec), int(folds.max()) + 1, epochs, *hierarchy.num_cells])
+    if reuse and path.is_file():
+        z = np.load(path, allow_pickle=False)
+        if np.array_equal(z["key"], key):
+            n_levels, k = len(hierarchy.levels), int(folds.max()) + 1
+            return {"logits": [z[f"logits{i}"] for i in range(n_levels)], "levels": n_levels, "seconds": float(z["seconds"]),
+                    "counts": [[z[f"counts{f}_{i}"] for i in range(n_levels)] for f in range(k)]}
+        print(f"{path} is from another setting: training again")
+    run = _cross_validate(cfg, rec, folds, hierarchy, views, epochs, tag)
+    arrays = {f"logits{i}": z for i, z in enumerate(run["logits"])}
+    arrays.update({f"counts{f}_{i}": c for f, cs in enumerate(run["counts"]) for i, c in enumerate(cs)})
+    np.savez(path, key=key, seconds=run["seconds"], **arrays)
+    return run
+
+
+def _cross_validate(cfg, rec, folds: np.ndarray, hierarchy: Hierarchy, views: ViewSet, epochs: int, tag: str) -> dict:
     cells = hierarchy.assign(rec.lats, rec.lons)
     n_levels = len(hierarchy.levels)
     oof = [np.zeros((len(rec), n)) for n in hierarchy.num_cells]
@@ -278,9 +296,9 @@ def plot_reliability(probs: dict, hits: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def judge(cfg, rec, groups, folds, hierarchy, views, epochs, tag) -> dict:
+def judge(cfg, rec, groups, folds, hierarchy, views, epochs, tag, reuse=False) -> dict:
     """Train the recipe under CV, fit the posterior by cross-fitting, and score its rules."""
-    run = cross_validate(cfg, rec, folds, hierarchy, views, epochs, tag)
+    run = cross_validate(cfg, rec, folds, hierarchy, views, epochs, tag, reuse)
     truth = np.stack([rec.lats, rec.lons], 1)
     true_fin = hierarchy.assign(rec.lats, rec.lons)[:, -1]
     post = Posterior(PosteriorConfig(enabled=True), hierarchy, run["counts"][0])
@@ -313,6 +331,7 @@ def main() -> None:
     ap.add_argument("--write-checkpoint", type=Path, default=None, help="store the posterior fitted on all folds in this checkpoint pair")
     ap.add_argument("--docs", action="store_true", help="rewrite the generated block of docs/results.md")
     ap.add_argument("--limit", type=int, default=None, help="every n-th photo only (a quick smoke run)")
+    ap.add_argument("--reuse", action="store_true", help="reuse the out-of-fold scores saved by an earlier run with the same setting")
     args = ap.parse_args()
     cfg = load_train_config(ROOT / args.config)
     epochs = args.epochs or cfg.optim.epochs
@@ -338,7 +357,7 @@ def main() -> None:
     for variant in ("fusion", "rgb"):
         c = copy.deepcopy(cfg)
         c.model.fusion.enabled = variant == "fusion"
-        results[variant] = judge(c, rec, groups, folds, hierarchy, views, epochs, variant)
+        results[variant] = judge(c, rec, groups, folds, hierarchy, views, epochs, variant, args.reuse)
         rows += results[variant]["rows"]
     feats = pooled(views)
     base = baselines(rec, folds, hierarchy, feats, cells, truth)
@@ -353,10 +372,10 @@ def main() -> None:
         rgb.model.fusion.enabled = False
         ablation_rows.append(results["rgb"]["rows"][0])
         for depth in (1, 3, 5):
-            ablation_rows += judge(rgb, rec, groups, folds, depth_hierarchy(hierarchy, depth), views, epochs, f"rgb depth-{depth}")["rows"][:1]
+            ablation_rows += judge(rgb, rec, groups, folds, depth_hierarchy(hierarchy, depth), views, epochs, f"rgb depth-{depth}", args.reuse)["rows"][:1]
         lin = copy.deepcopy(rgb)
         lin.model.geo.head = "linear"
-        ablation_rows += judge(lin, rec, groups, folds, finest_only(hierarchy), views, epochs, "rgb no-geo-embeddings (linear head)")["rows"][:1]
+        ablation_rows += judge(lin, rec, groups, folds, finest_only(hierarchy), views, epochs, "rgb no-geo-embeddings (linear head)", args.reuse)["rows"][:1]
     report(args, cfg, results, rows, ablation_rows, groups, folds, splits, epochs, hierarchy)
 
 

@@ -63,6 +63,12 @@ def test_locate_real_photo_fusion_and_rgb(client, photos):
     assert -90 <= lat <= 90 and -180 <= lon <= 180
     assert overlay is not None and Path(overlay).is_file()  # segmentation overlay
     assert ref is not None and "Nearest training photo" in caption and " km from the prediction" in caption
+    # the calibrated chances are the headline, the credible regions are on the map, and the per-level table
+    # gives the chain of the answer's cells, levels 1..7
+    assert re.search(r"\*\*\d+ % within 2,500 km\*\* · \d+ % within 750 km · \d+ % within 200 km", summary), summary
+    assert "geosurge-region-50" in html and "geosurge-region-90" in html
+    rows = re.findall(r"^\| (\d) \| (\S+) \(", summary, flags=re.M)
+    assert [int(k) for k, _ in rows] == list(range(1, 8)), summary
     html2, summary2, *_ = locate(client, photos[0], False)
     assert "Model: **RGB only" in summary2
     # the segmentation overlay has a legend of classes: wider than the photo

@@ -59,6 +59,14 @@ def _near(lon: float, centre_lon: float) -> float:
     return lon - 360.0 * round((lon - centre_lon) / 360.0)
 
 
+def _chance(pred: Prediction) -> str:
+    """The widest calibrated chance ("41 % within 2,500 km"), or the product score without a posterior."""
+    if not pred.within_km:
+        return f"product score {pred.score:.3g}"
+    r = max(pred.within_km)
+    return f"{100 * pred.within_km[r]:.0f} % within {r:,} km"
+
+
 def _colour(level: int) -> str:
     return LEVEL_COLOURS[level % len(LEVEL_COLOURS)]
 
@@ -150,11 +158,11 @@ def prediction_map(
         return where
 
     point(primary.lat, primary.lon, PRED_COLOURS.get(primary_name, "#d62728"), f"geosurge-pred geosurge-pred-{primary_name}",
-          f"prediction ({primary_name}): {primary.lat:.4f}, {primary.lon:.4f} · score {primary.score:.3g}")
+          f"prediction ({primary_name}): {primary.lat:.4f}, {primary.lon:.4f} · {_chance(primary)}")
     if other is not None:
         d = float(haversine_km(primary.lat, primary.lon, other.lat, other.lon))
         where = point(other.lat, other.lon, PRED_COLOURS.get(other_name or "", "#1f77b4"), f"geosurge-pred geosurge-pred-{other_name}",
-                      f"prediction ({other_name}): {other.lat:.4f}, {other.lon:.4f} · score {other.score:.3g}")
+                      f"prediction ({other_name}): {other.lat:.4f}, {other.lon:.4f} · {_chance(other)}")
         folium.PolyLine([[primary.lat, primary.lon], where], color="#555", weight=2, dash_array="6 6",
                         tooltip=f"{d:,.0f} km between the two predictions", class_name="geosurge-between").add_to(m)
     if truth is not None:
