@@ -129,7 +129,7 @@ def test_fit_level_weights_finds_informative_levels(world):
             z[torch.arange(300), torch.from_numpy(anc[true_fin, 0])] += 3.0
         ratios.append(z)
     post = Posterior(PosteriorConfig(enabled=True), h, counts)
-    w, ll = fit_level_weights(post.log_prior, ratios, post.ancestors, true_fin)
+    w, alpha, ll = fit_level_weights(post.log_prior, ratios, post.ancestors, true_fin)
     assert w[0] > 0.3 and w[0] > 3 * max(w[1:])
     prior_ll = post.log_prior[true_fin].mean().item()
     assert ll > prior_ll

@@ -109,19 +109,21 @@ def reliability(prob: np.ndarray, hit: np.ndarray, bins: int = 10) -> tuple[np.n
 
 
 def fit_level_weights(log_prior: torch.Tensor, ratios: Sequence[torch.Tensor], ancestors: torch.Tensor, true_fin: np.ndarray,
-                      upper: float = 4.0) -> tuple[np.ndarray, float]:
-    """Per-level weights (1 / temperature, in [0, upper]) maximizing the mean log posterior of the true finest
-    cell; returns (weights, mean log-probability in nats). Photos outside every finest cell are left out."""
+                      upper: float = 4.0, fit_prior: bool = True) -> tuple[np.ndarray, float, float]:
+    """Per-level weights (1 / temperature, in [0, upper]) and the prior's weight (in [0, 2]; fixed at 1 unless
+    ``fit_prior``) maximizing the mean log posterior of the true finest cell. Returns (weights, prior weight,
+    mean log-probability in nats). Photos outside every finest cell are left out."""
     ok = true_fin >= 0
     rs = [r[ok] for r in ratios]
     tgt = torch.from_numpy(true_fin[ok])
 
-    def nll(w: np.ndarray) -> tuple[float, np.ndarray]:
-        wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
-        lp = combine(log_prior, rs, ancestors, wt)
+    def nll(x: np.ndarray) -> tuple[float, np.ndarray]:
+        xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        lp = combine(log_prior, rs, ancestors, xt[:-1], xt[-1])
         loss = -lp.gather(1, tgt[:, None]).mean()
         loss.backward()
-        return float(loss), wt.grad.numpy().copy()
+        return loss.item(), xt.grad.numpy().copy()
 
-    res = minimize(nll, np.full(len(ratios), 0.1), jac=True, method="L-BFGS-B", bounds=[(0.0, upper)] * len(ratios))
-    return res.x, -float(res.fun)
+    bounds = [(0.0, upper)] * len(ratios) + [(0.0, 2.0) if fit_prior else (1.0, 1.0)]
+    res = minimize(nll, np.r_[np.full(len(ratios), 0.1), 1.0], jac=True, method="L-BFGS-B", bounds=bounds)
+    return res.x[:-1], float(res.x[-1]), -float(res.fun)

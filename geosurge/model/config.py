@@ -60,7 +60,7 @@ class GeoConfig:
 class PosteriorConfig:
     """How the visual evidence and the photo-density prior make a posterior over the finest cells.
 
-    log p(f | x) = log prior(f) + sum_l w_l * r_l(cell of f at level l) + const, where r_l is the model's
+    log p(f | x) = prior_weight * log prior(f) + sum_l w_l * r_l(cell of f at level l) + const, where r_l is the model's
     log-likelihood ratio at level l (its softmax over the cells that had training photos, divided by
     ``train_correction`` x their training frequency + (1 - ``train_correction``) x uniform), and 0 for cells
     without training photos (no evidence). ``level_weights`` (1 / temperature) and the calibration maps are
@@ -70,6 +70,7 @@ class PosteriorConfig:
     enabled: bool = False  # False: the paper's product of per-level softmaxes
     level_weights: list[float] | None = None  # per level, >= 0; None = all 1
     train_correction: float = 0.0  # 0: InfoNCE scores are likelihood ratios already; 1: a classifier's posterior
+    prior_weight: float = 1.0  # exponent of the MP-16 prior (1: as counted; < 1 flattens it towards uniform cells)
     decision: str = "argmax"  # "argmax" (most probable finest cell) or "within:R" (most posterior mass within R km)
     #: per decision rule and radius (key "argmax@750", "within:750@2500") a monotone map [[raw...], [calibrated...]]
     #: from the posterior mass within R km of the answer to the chance the truth is there (grouped cross-validation)
@@ -80,6 +81,8 @@ class PosteriorConfig:
         parse_decision(self.decision)
         if self.level_weights is not None and any(not (w >= 0) for w in self.level_weights):
             raise ValueError(f"posterior.level_weights must be >= 0, got {self.level_weights}")
+        if not self.prior_weight >= 0:
+            raise ValueError(f"posterior.prior_weight must be >= 0, got {self.prior_weight}")
         if not 0.0 <= self.train_correction <= 1.0:
             raise ValueError(f"posterior.train_correction must be in [0, 1], got {self.train_correction}")
         for key, knots in self.calibration.items():

@@ -1,10 +1,10 @@
 """The posterior over the finest cells: photo-density prior x per-level visual likelihood ratios.
 
-    log p(f | x) = log prior(f) + sum_l w_l * r_l(a_l(f)) - log Z
+    log p(f | x) = a * log prior(f) + sum_l w_l * r_l(a_l(f)) - log Z
 
 ``prior`` is the share of MP-16's photos in the finest cell f (the hierarchy's counts when it is built from
 MP-16), ``a_l(f)`` the cell containing f at level l, ``r_l`` the model's log-likelihood ratio there and
-``w_l = 1 / T_l`` a per-level temperature fitted by grouped cross-validation. A model trained with in-batch
+``w_l = 1 / T_l`` a per-level temperature and ``a`` the prior's weight, all fitted by grouped cross-validation. A model trained with in-batch
 InfoNCE scores cells by log p(x | c) / p(x) + const, so its softmax over the cells it was trained on is a
 likelihood ratio against a uniform reference (``train_correction`` 0); a classifier's softmax carries the
 training frequency, which ``train_correction`` 1 divides out. Cells without training photos have random
@@ -81,9 +81,10 @@ def likelihood_ratios(logits: Sequence[torch.Tensor], train_counts: Sequence[np.
     return out
 
 
-def combine(log_prior: torch.Tensor, ratios: Sequence[torch.Tensor], ancestors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Normalized log posterior over the finest cells, (B, n_fin); differentiable in ``weights``."""
-    total = log_prior[None, :].expand(ratios[0].shape[0], -1)
+def combine(log_prior: torch.Tensor, ratios: Sequence[torch.Tensor], ancestors: torch.Tensor, weights: torch.Tensor,
+            prior_weight: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """Normalized log posterior over the finest cells, (B, n_fin); differentiable in ``weights`` and ``prior_weight``."""
+    total = (prior_weight * log_prior)[None, :].expand(ratios[0].shape[0], -1)
     for k, r in enumerate(ratios):
         total = total + weights[k] * r[:, ancestors[:, k]]
     return torch.log_softmax(total, dim=1)
@@ -135,7 +136,7 @@ class Posterior:
 
     def log_posterior(self, logits: Sequence[torch.Tensor]) -> torch.Tensor:
         ratios = likelihood_ratios([z.cpu() for z in logits], self.train_counts, self.cfg.train_correction)
-        return combine(self.log_prior, ratios, self.ancestors, self.weights)
+        return combine(self.log_prior, ratios, self.ancestors, self.weights, self.cfg.prior_weight)
 
     def decide(self, log_post: torch.Tensor, decision: str | None = None) -> np.ndarray:
         """Finest cell of the answer: the most probable one, or the one with the most mass within R km."""
