@@ -78,6 +78,22 @@ class LabelStore:
             return np.asarray(img, dtype=np.uint8)
 
 
+def open_label_store(root: str | Path, segmenter=None, label_side: int | None = None):
+    """The label maps under ``root``: a chunk store (``geosurge segment --layout chunks``) or PNG files.
+
+    A chunk store must hold maps at least as fine as the fusion lattice (``label_side``) it will feed.
+    """
+    from .label_chunks import ChunkStore, is_chunk_store
+
+    if is_chunk_store(root):
+        store = ChunkStore(root, segmenter)
+        if label_side is not None and store.label_side < label_side:
+            raise ValueError(f"the label chunks in {root} were stored for a fusion lattice of {store.label_side}, "
+                             f"coarser than this model's {label_side}: segment again with --label-side {label_side}")
+        return store
+    return LabelStore(root, segmenter)
+
+
 @dataclass
 class SegmentReport:
     done: int = 0

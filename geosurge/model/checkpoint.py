@@ -92,6 +92,34 @@ def save_checkpoint(
     return directory
 
 
+def publish_checkpoint(link: str | Path, model: GeoSURGE, hierarchy: Hierarchy, reference: ReferenceIndex | None = None,
+                       extra: dict[str, Any] | None = None, keep: int = 3) -> Path:
+    """Write a new version of a checkpoint that readers may be loading right now (training exports).
+
+    The version goes to a fresh hidden directory beside ``link``; then ``link``, a symbolic link, is
+    switched to it by one rename. A reader that resolves the link (as :func:`load_checkpoint` does) sees
+    one complete version; the ``keep`` newest versions stay on disk so a slow reader can finish.
+    """
+    import shutil
+
+    link = Path(link)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    version = Path(tempfile.mkdtemp(dir=link.parent, prefix=f".{link.name}.v"))
+    version.chmod(0o755)
+    save_checkpoint(version, model, hierarchy, reference, extra)
+    tmp = link.parent / f".{link.name}.link-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(version.name, tmp)
+    if link.is_dir() and not link.is_symlink():  # a plain directory from an older run
+        shutil.rmtree(link)
+    os.replace(tmp, link)
+    versions = sorted(link.parent.glob(f".{link.name}.v*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in versions[max(1, keep):]:
+        if old != version:
+            shutil.rmtree(old, ignore_errors=True)
+    return link
+
+
 def read_config(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / CONFIG
     if not path.is_file():
@@ -106,7 +134,7 @@ def load_checkpoint(
     directory: str | Path, device: str | torch.device = "cpu", model_overrides: dict[str, Any] | None = None
 ) -> tuple[GeoSURGE, Hierarchy, ReferenceIndex | None, dict[str, Any]]:
     """Load (model in eval mode, hierarchy, reference index or None, raw config) from a checkpoint directory."""
-    directory = Path(directory)
+    directory = Path(directory).resolve()  # a published link is followed once: every file from one version
     config = read_config(directory)
     cfg_dict = config["model"]
     for section, values in (model_overrides or {}).items():
