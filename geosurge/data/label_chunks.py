@@ -51,6 +51,7 @@ def is_chunk_store(root: str | Path) -> bool:
 def _atomic_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the labels from the other users of a shared disk
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
