@@ -17,7 +17,9 @@ DataLoader's throughput against the model step's, and, from FLOPs per photo coun
 
 On 2 CPU cores OneFormer Swin-L is slow: the segmentation stage runs it with the processor's shorter side
 at ``--seg-short-side`` (default 256, the paper's processor uses 512); the FLOP count and one timed photo
-are at 512. Random weights give noise-like label maps, so the bytes per photo on disk are an upper bound.
+are at 512. Random weights give nearly uniform label maps that compress far better than real ones, so the
+bytes per photo on disk printed here are not representative: `geosurge segment --layout chunks` prints the
+real figure at the end of a run on real photos.
 """
 from __future__ import annotations
 

@@ -132,3 +132,41 @@ def test_two_process_msgpack_training_killed_and_resumed(mp16, tmp_path):
         torch.testing.assert_close(resumed[k], final[k], rtol=0, atol=0, msg=k)
     cfg_json = json.loads((cut / "ckpt/config.json").read_text())
     assert cfg_json["training"]["train_photos"] == 32 and cfg_json["model"]["fusion"]["enabled"]
+
+
+def test_batch_and_precision_settings_are_validated():
+    from geosurge.train.config import OptimConfig, RunConfig, TrainConfig
+
+    assert OptimConfig(batch_size=1024, micro_batch=128).accumulation(8) == 1
+    assert OptimConfig(batch_size=1024, micro_batch=128).accumulation(2) == 4
+    with pytest.raises(ValueError, match="not a multiple of micro_batch x processes"):
+        OptimConfig(batch_size=1024, micro_batch=128).accumulation(3)
+    with pytest.raises(ValueError, match="multiple of optim.micro_batch"):
+        TrainConfig.from_dict({"optim": {"batch_size": 1000, "micro_batch": 128}})
+    assert RunConfig(amp="fp16").amp_dtype() == torch.float16 and RunConfig().amp_dtype() == torch.bfloat16
+    assert RunConfig(amp=False).amp_dtype() is None
+    with pytest.raises(ValueError, match="run.amp"):
+        RunConfig(amp="fp8")
+
+
+def test_published_checkpoint_versions_are_whole(mp16, tmp_path):
+    from geosurge.geo.hierarchy import build_hierarchy
+    from geosurge.model import GeoSURGE, ModelConfig
+    from geosurge.model.checkpoint import load_checkpoint, publish_checkpoint
+
+    h = build_hierarchy(np.array([1.0, 2, 40, 41]), np.array([1.0, 2, 50, 51]), 1, [2, 1])
+    cfg = ModelConfig.from_dict({"backbone": {"name": "clip", "pretrained": str(mp16 / "clip")},
+                                 "fusion": {"enabled": False}, "geo": {"embed_dim": 16, "tau_min": 1, "tau_maxes": [2, 1]}})
+    link = tmp_path / "work/latest"
+    seen = []
+    for epoch in range(5):
+        torch.manual_seed(epoch)
+        model = GeoSURGE(cfg, h.num_cells)
+        publish_checkpoint(link, model, h, extra={"epoch": epoch}, keep=3)
+        seen.append(link.resolve())
+        loaded, _, _, raw = load_checkpoint(link)
+        assert raw["training"]["epoch"] == epoch
+        torch.testing.assert_close(loaded.geo.state_dict()[next(iter(loaded.geo.state_dict()))],
+                                   model.geo.state_dict()[next(iter(model.geo.state_dict()))])
+    assert len(set(seen)) == 5 and link.is_symlink()
+    assert sorted(p for p in link.parent.iterdir() if p.name.startswith(".latest.v")) == sorted(seen[-3:])

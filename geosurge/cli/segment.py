@@ -7,7 +7,6 @@ deterministically; restarting the same command after a kill finishes the job wit
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -144,5 +143,4 @@ def _run_chunks(args, cfg, seg, rank: int, world: int, progress: bool) -> dict:
         print(f"segment: warning: {len(units)} units for {world} processes; some stay idle (use more, smaller shards)")
     report = segment_units(my_units(units, rank, world), seg, store, args.chunk_size, progress)
     print(f"segment{f' [rank {rank}]' if world > 1 else ''}: {report.summary()}")
-    return {"photos": report.photos, "seconds": report.seconds, "failed": report.failed.total,
-            "failures": json.dumps(report.failed.as_dict())}
+    return {"photos": report.photos, "seconds": report.seconds, "failed": report.failed.total}
