@@ -114,7 +114,8 @@ def train_config(work: Path, data: dict, tiny: bool, steps: int) -> Path:
         "data": {"msgpack": str(data["shards"]), "msgpack_meta": str(data["meta"]), "val_csv": str(data["val"]),
                  "val_images": str(data["val"].parent / "images"), "labels": str(work / "labels/train"), "num_workers": 1},
         "optim": {"batch_size": 8, "micro_batch": 2, "epochs": 1, "max_steps": steps},
-        "run": {"output": str(work / "checkpoint"), "checkpoint_every": 1, "log_every": 1, "progress": False},
+        "run": {"output": str(work / "checkpoint"), "checkpoint_every": 1, "log_every": 1, "progress": False,
+                "reference_max": 8},  # the app shows the nearest of 8 indexed training photos
     }
     path = work / "paper-rehearsal.yaml"
     path.write_text(yaml.safe_dump(d))

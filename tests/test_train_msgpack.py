@@ -61,7 +61,7 @@ def _config(root: Path, out: Path, **optim) -> Path:
         # 16 = 4 per micro-batch x 2 accumulation steps x 2 processes
         "optim": {"batch_size": 16, "micro_batch": 4, "epochs": 6, "lr": 1e-3, **optim},
         "run": {"output": str(out / "ckpt"), "progress": False, "checkpoint_every": 1, "log_every": 1,
-                "reference_index": False},
+                "reference_max": 5},
     }
     path = out / "train.yaml"
     out.mkdir(parents=True, exist_ok=True)
@@ -80,6 +80,11 @@ def _finish(proc: subprocess.Popen) -> str:
     log = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, log[-4000:]
     return log
+
+
+def _ids(root: Path) -> list[str]:
+    with (root / "mp16_places365.csv").open() as f:
+        return [r["IMG_ID"] for r in csv.DictReader(f)]
 
 
 def _steps(log: Path) -> list[int]:
@@ -132,6 +137,8 @@ def test_two_process_msgpack_training_killed_and_resumed(mp16, tmp_path):
         torch.testing.assert_close(resumed[k], final[k], rtol=0, atol=0, msg=k)
     cfg_json = json.loads((cut / "ckpt/config.json").read_text())
     assert cfg_json["training"]["train_photos"] == 32 and cfg_json["model"]["fusion"]["enabled"]
+    ref_ids = json.loads((cut / "ckpt/reference.json").read_text())["ids"]
+    assert len(ref_ids) == 5 and set(ref_ids) <= set(_ids(mp16))
 
 
 def test_batch_and_precision_settings_are_validated():

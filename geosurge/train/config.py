@@ -66,6 +66,7 @@ class RunConfig:
     checkpoint_every: int = 200  # steps between resumable training-state saves (also saved every epoch)
     val_metric: str = "geoscore"  # geoscore | median_km | acc_<d>km
     reference_index: bool = True  # store the training images' features for nearest-reference lookup
+    reference_max: int = 100_000  # streamed shards (msgpack): index the first this many training photos
     progress: bool = True
     keep_exports: int = 3  # versions of <work>/latest and <work>/best kept on disk (readers of the previous one finish)
 

@@ -401,6 +401,8 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
                 feats, keep = image_features(best, train_rec, store, report=skipped, progress=run.progress)
             reference = build_reference_index(feats, train_rec.lats[keep], train_rec.lons[keep],
                                               [train_rec.ids[i] for i in keep], hierarchy)
+        elif run.reference_index and msgpack is not None:
+            reference = _stream_reference(best, msgpack, store, hierarchy, run.reference_max, skipped, run.progress)
         extra = {
             "best_epoch": counters["best_epoch"], "val": best_cfg.get("training", {}).get("val"),
             "steps": counters["step"], "history": counters["history"], "seconds": round(time.time() - t0, 1),
@@ -412,6 +414,47 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
         say(f"wrote {output} (best epoch {counters['best_epoch']}, {extra['seconds']:.0f} s); {skipped.summary()}")
     dd.barrier()
     return output
+
+
+@torch.no_grad()
+def _stream_reference(model: GeoSURGE, dataset, store, hierarchy: Hierarchy, limit: int, report: SkipReport,
+                      progress: bool, batch: int = 64):
+    """Reference index of the first ``limit`` good records of the shards (centre crops): MP-16's 4.7 M
+    photos would make a 7 GB index; a sample is enough for "the nearest training photo"."""
+    from ..model.encode import encode_images
+
+    feats, lats, lons, ids, imgs, maps = [], [], [], [], [], []
+
+    def flush():
+        if imgs:
+            feats.append(encode_images(model, imgs, maps if model.uses_fusion else None, batch_size=batch))
+            imgs.clear()
+            maps.clear()
+
+    it = dataset.samples(report=report)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="reference index", unit="img", total=min(limit, len(dataset.coords)))
+    for rid, img, lat, lon in it:
+        if model.uses_fusion:
+            try:
+                maps.append(store.load(rid, img.size))
+            except FileNotFoundError:
+                report.add("no label map", rid)
+                continue
+        imgs.append(img)
+        ids.append(rid)
+        lats.append(lat)
+        lons.append(lon)
+        if len(imgs) == batch:
+            flush()
+        if len(ids) >= limit:
+            break
+    flush()
+    if not ids:
+        return None
+    return build_reference_index(torch.cat(feats), np.asarray(lats), np.asarray(lons), ids, hierarchy)
 
 
 def _lockstep(batches, device: torch.device):
