@@ -112,7 +112,8 @@ def train_config(work: Path, data: dict, tiny: bool, steps: int) -> Path:
                   "geo": {"embed_dim": 768 if not tiny else 32, "tau_min": 1, "tau_maxes": [16, 12, 8, 6, 4, 3, 2]},
                   "segmenter": {"name": "oneformer", "path": str(work / "oneformer")}},
         "data": {"msgpack": str(data["shards"]), "msgpack_meta": str(data["meta"]), "val_csv": str(data["val"]),
-                 "val_images": str(data["val"].parent / "images"), "labels": str(work / "labels/train"), "num_workers": 1},
+                 "val_images": str(data["val"].parent / "images"), "labels": str(work / "labels/train"),
+                 "val_labels": str(work / "labels/val"), "num_workers": 1},
         "optim": {"batch_size": 8, "micro_batch": 2, "epochs": 1, "max_steps": steps},
         "run": {"output": str(work / "checkpoint"), "checkpoint_every": 1, "log_every": 1, "progress": False,
                 "reference_max": 8},  # the app shows the nearest of 8 indexed training photos
@@ -295,9 +296,8 @@ def rehearse(args) -> dict:
     res["segment"] = run_stage("segment", [py, *seg, "--msgpack", str(data["shards"]), "--out", str(work / "labels/train")],
                                {"PYTHONPATH": str(ROOT)})
     res["segment"]["photos"] = args.photos
-    # validation photos: the CSV layout (PNG per photo) would do; chunks keep one store for training
-    run_stage("segment-val", [py, *seg, "--csv", str(data["val"]), "--layout", "chunks", "--out", str(work / "labels/train")],
-              {"PYTHONPATH": str(ROOT)})
+    # validation photos: a store of their own, one PNG per photo (the CSV layout), as docs/training.md does it
+    run_stage("segment-val", [py, *seg, "--csv", str(data["val"]), "--out", str(work / "labels/val")], {"PYTHONPATH": str(ROOT)})
     print(f"segmentation: {res['segment']['seconds']:.0f} s", flush=True)
     cfg = train_config(work, data, args.tiny, args.steps)
     res["train"] = run_stage("train", [py, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29671",

@@ -106,3 +106,21 @@ def test_label_chunks_roundtrip_split_and_settings(tmp_path):
     units = csv_units(recs, "t", 2)
     split = [[u.name for u in my_units(units, r, 2)] for r in range(2)]
     assert split == [["t-000000", "t-000002"], ["t-000001"]]
+
+
+def test_label_chunks_lookup_by_unit_reads_only_that_units_chunks(tmp_path):
+    seg = SegmenterConfig()
+    store = ChunkStore(tmp_path, seg, label_side=8)
+    rng = np.random.default_rng(0)
+    for unit in ("shard_1", "shard_10"):
+        for k in range(2):
+            store.write_chunk(f"{unit}-{k:05d}", [(f"{unit}/{k}/{i}", encode_labels(rng.integers(0, 151, (9, 12)).astype(np.uint8), 9))
+                                                  for i in range(3)])
+    store.write_chunk("val0-000000", [("v.jpg", encode_labels(np.ones((9, 12), np.uint8), 9))])
+    fresh = ChunkStore(tmp_path)
+    assert fresh.has("shard_1/1/2", unit="shard_1")
+    assert set(fresh.unit_index("shard_1")) == {f"shard_1/{k}/{i}" for k in range(2) for i in range(3)}
+    assert fresh._index is None  # the whole store was never indexed
+    assert fresh.has("shard_10/0/0", unit="shard_1")  # elsewhere: found through the whole-store index
+    assert fresh.load("v.jpg", unit="val0-000000").max() == 1
+    assert np.array_equal(fresh.load("shard_10/1/1", unit="shard_10"), fresh.load("shard_10/1/1"))

@@ -16,6 +16,7 @@ import yaml
 from safetensors.torch import load_file
 
 from geosurge.data.label_chunks import ChunkStore, encode_labels
+from geosurge.data.labels import LabelStore
 from geosurge.model.config import SegmenterConfig
 
 from .mp16_synth import jpeg, write_mp16
@@ -45,8 +46,13 @@ def mp16(tmp_path_factory):
         csv.writer(f).writerows([("image", "lat", "lon"), *val])
     store = ChunkStore(root / "labels", SegmenterConfig(), label_side=64)
     maps = [(rid, encode_labels(rng.integers(0, 151, (72, 96)).astype(np.uint8), store.short_side)) for rid in coords]
-    maps += [(name, encode_labels(rng.integers(0, 151, (72, 96)).astype(np.uint8), store.short_side)) for name, _, _ in val]
-    store.write_chunk("all", maps)
+    store.write_chunk("shard_0-00000", maps[:8])  # chunks named after their shards, as geosurge segment names them
+    store.write_chunk("shard_1-00000", maps[8:16])
+    store.write_chunk("misc", maps[16:])  # not a shard's name: found through the whole-store index
+    # validation photos' maps in a store of their own (PNG per photo, the CSV layout)
+    val_store = LabelStore(root / "val-labels", SegmenterConfig())
+    for name, _, _ in val:
+        val_store.save(name, rng.integers(0, 151, (72, 96)).astype(np.uint8))
     return root
 
 
@@ -57,7 +63,7 @@ def _config(root: Path, out: Path, **optim) -> Path:
                   "geo": {"embed_dim": 16, "tau_min": 1, "tau_maxes": [40, 10]}},
         "data": {"msgpack": str(root / "shards"), "msgpack_meta": str(root / "mp16_places365.csv"),
                  "val_csv": str(root / "val.csv"), "val_images": str(root / "val"), "labels": str(root / "labels"),
-                 "num_workers": 1},
+                 "val_labels": str(root / "val-labels"), "num_workers": 1},
         # 16 = 4 per micro-batch x 2 accumulation steps x 2 processes
         "optim": {"batch_size": 16, "micro_batch": 4, "epochs": 6, "lr": 1e-3, **optim},
         "run": {"output": str(out / "ckpt"), "progress": False, "checkpoint_every": 1, "log_every": 1,
@@ -123,7 +129,7 @@ def test_two_process_msgpack_training_killed_and_resumed(mp16, tmp_path):
         name = "deeplab-ade20k"
 
         def __call__(self, image):
-            return ChunkStore(mp16 / "labels").load("v0.jpg", image.size)
+            return LabelStore(mp16 / "val-labels").load("v0.jpg", image.size)
 
     [r] = Predictor.from_pretrained(latest, segmenter=StoredLabels()).predict(mp16 / "val/v0.jpg")
     assert r.fusion_used and np.isfinite(r.lat) and np.isfinite(r.lon)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import io
 import json
+from collections import OrderedDict
+from glob import escape as glob_escape
 import os
 import struct
 import tempfile
@@ -110,6 +112,7 @@ class ChunkStore:
             (self.root / CHUNKS).mkdir(parents=True, exist_ok=True)
             _atomic_bytes(path, (json.dumps(self.manifest, indent=1) + "\n").encode())
         self._index: dict[str, tuple[str, int, int]] | None = None
+        self._units: OrderedDict[str, dict[str, tuple[str, int, int]]] = OrderedDict()
         self._files: dict[str, object] = {}
 
     @property
@@ -155,26 +158,56 @@ class ChunkStore:
     def chunk_names(self) -> list[str]:
         return sorted(p.name[: -len(SUFFIX)] for p in (self.root / CHUNKS).glob(f"*{SUFFIX}"))
 
+    def _read_index(self, paths: Iterable[Path]) -> dict[str, tuple[str, int, int]]:
+        index = {}
+        for path in paths:
+            head, base = self.read_header(path)
+            where = str(path)
+            for rid, off, n in zip(head["ids"], head["offsets"], head["lengths"]):
+                index[rid] = (where, base + off, n)
+        return index
+
     def index(self) -> dict[str, tuple[str, int, int]]:
-        """id -> (chunk file, byte offset, length), read from the chunk headers once."""
+        """id -> (chunk file, byte offset, length) of every map, read from the chunk headers once.
+
+        At MP-16 scale this is millions of entries per process: streamed training passes the unit
+        (the shard a record came from) instead, and only that unit's chunks are indexed.
+        """
         if self._index is None:
-            index = {}
-            for name in self.chunk_names():
-                path = self.chunk_path(name)
-                head, base = self.read_header(path)
-                for rid, off, n in zip(head["ids"], head["offsets"], head["lengths"]):
-                    index[rid] = (str(path), base + off, n)
-            self._index = index
+            self._index = self._read_index(self.chunk_path(n) for n in self.chunk_names())
         return self._index
+
+    def unit_index(self, unit: str) -> dict[str, tuple[str, int, int]]:
+        """The index of one unit's chunks (``<unit>-*.lbl``, or ``<unit>.lbl``); the last 4 are kept."""
+        if unit not in self._units:
+            d = self.root / CHUNKS
+            paths = sorted(d.glob(f"{glob_escape(unit)}-*{SUFFIX}")) + [p for p in [d / f"{unit}{SUFFIX}"] if p.is_file()]
+            self._units[unit] = self._read_index(paths)
+            while len(self._units) > 4:
+                self._units.popitem(last=False)
+        self._units.move_to_end(unit)
+        return self._units[unit]
+
+    def _where(self, image_id: str, unit: str | None) -> tuple[str, int, int]:
+        if unit is not None:
+            found = self.unit_index(unit).get(image_id)
+            if found is not None:
+                return found
+        # not where the unit's name says (chunks written by other means): the whole store, indexed once
+        return self.index()[image_id]
 
     def __len__(self) -> int:
         return len(self.index())
 
-    def has(self, image_id: str) -> bool:
-        return image_id in self.index()
+    def has(self, image_id: str, unit: str | None = None) -> bool:
+        try:
+            self._where(image_id, unit)
+            return True
+        except KeyError:
+            return False
 
-    def read_bytes(self, image_id: str) -> bytes:
-        path, off, n = self.index()[image_id]
+    def read_bytes(self, image_id: str, unit: str | None = None) -> bytes:
+        path, off, n = self._where(image_id, unit)
         f = self._files.get(path)
         if f is None:
             if len(self._files) > 64:  # bound the open files (DataLoader workers each hold their own)
@@ -185,10 +218,13 @@ class ChunkStore:
         f.seek(off)
         return f.read(n)
 
-    def load(self, image_id: str, size: tuple[int, int] | None = None) -> np.ndarray:
-        """Label map (H, W) uint8, resized (nearest) to ``size`` = (width, height) when given."""
+    def load(self, image_id: str, size: tuple[int, int] | None = None, unit: str | None = None) -> np.ndarray:
+        """Label map (H, W) uint8, resized (nearest) to ``size`` = (width, height) when given.
+
+        ``unit`` (the msgpack shard's stem the photo came from) limits the lookup to that unit's chunks.
+        """
         try:
-            data = self.read_bytes(image_id)
+            data = self.read_bytes(image_id, unit)
         except KeyError:
             raise FileNotFoundError(f"no label map for {image_id} in {self.root}") from None
         return decode_labels(data, size)

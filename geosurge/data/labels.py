@@ -70,8 +70,11 @@ class LabelStore:
             if os.path.exists(tmp):
                 os.remove(tmp)
 
-    def load(self, image_id: str, size: tuple[int, int] | None = None) -> np.ndarray:
-        """Label map (H, W) uint8, resized (nearest) to ``size`` = (width, height) when given."""
+    def load(self, image_id: str, size: tuple[int, int] | None = None, unit: str | None = None) -> np.ndarray:
+        """Label map (H, W) uint8, resized (nearest) to ``size`` = (width, height) when given.
+
+        ``unit`` is accepted for the chunk store's interface; a PNG per photo needs no hint.
+        """
         with Image.open(self.path(image_id)) as img:
             if size is not None and img.size != tuple(size):
                 img = img.resize(tuple(size), Image.NEAREST)

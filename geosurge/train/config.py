@@ -19,6 +19,7 @@ class DataConfig:
     msgpack: str | None = None  # MP-16 msgpack shards as GeoEstimation ships them (directory of *.msg or a glob)
     msgpack_meta: str | None = None  # their coordinates: mp16_places365.csv (IMG_ID, LAT, LON, ...)
     labels: str | None = None  # precomputed label maps (geosurge segment: PNG or chunk layout); required with fusion
+    val_labels: str | None = None  # label maps of the validation photos when kept apart (default: labels)
     segment_missing: bool = False  # run the segmenter first for images without a label map
     view_cache: bool = False  # train from cached frozen-backbone outputs of fixed crops (small data)
     views: str = "ten"  # crops cached per image: ten (ten-crop protocol) or five (unmirrored, half the cost)

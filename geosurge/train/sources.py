@@ -227,7 +227,7 @@ class _MsgpackStream(torch.utils.data.IterableDataset):
         skip = max(0, -(-(self.start - w) // nw))  # own batches among the first `start` overall
         report = SkipReport()
         batch, n = [], 0
-        for rec in src.ds.samples(shards, report=report, decode=False):
+        for rec in _with_shard(src.ds, shards, report):
             batch.append(rec)
             if len(batch) < self.micro:
                 continue
@@ -243,7 +243,7 @@ class _MsgpackStream(torch.utils.data.IterableDataset):
 
         src = self.src
         xs, ys, lats, lons = [], [], [], []
-        for rid, data, lat, lon in batch:
+        for rid, data, lat, lon, shard in batch:
             try:
                 img = load_image(data)
             except ImageLoadError as e:
@@ -252,7 +252,7 @@ class _MsgpackStream(torch.utils.data.IterableDataset):
             lab = None
             if src.side is not None:
                 try:
-                    lab = src.store.load(rid, img.size)
+                    lab = src.store.load(rid, img.size, unit=shard)
                 except FileNotFoundError:
                     report.add("no label map", rid)
                     continue
@@ -267,6 +267,13 @@ class _MsgpackStream(torch.utils.data.IterableDataset):
             return None, None, None, report.as_dict()
         cells = torch.from_numpy(src.h.assign(np.asarray(lats), np.asarray(lons))).long()
         return torch.stack(xs), (torch.stack(ys) if ys[0] is not None else None), cells, report.as_dict()
+
+
+def _with_shard(dataset, shards, report: SkipReport):
+    """(id, image bytes, lat, lon, shard stem): the stem names the shard's label chunks (geosurge segment)."""
+    for shard in shards:
+        for rec in dataset.samples([shard], report=report, decode=False):
+            yield (*rec, shard.stem)
 
 
 class MsgpackSource:

@@ -217,19 +217,22 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
     torch.manual_seed(run.seed)
     model = GeoSURGE(cfg.model, hierarchy.num_cells).to(device)
     side = label_side(model)
-    store = None
+    store = val_store = None
     if model.uses_fusion:
         if not data.labels:
             raise ValueError("a fusion model trains on precomputed label maps: set data.labels (see `geosurge segment`)")
         store = open_label_store(data.labels, cfg.model.segmenter, side)
-        if data.segment_missing and dd.main and train_rec is not None and isinstance(store, LabelStore):
+        # validation photos' maps: their own store (PNG per photo) keeps MP-16's chunk index out of memory
+        val_store = open_label_store(data.val_labels, cfg.model.segmenter, side) if data.val_labels else store
+        if data.segment_missing and dd.main:
             from ..model.segmenters import create_segmenter
 
             seg = None
-            for rec in (train_rec, val_rec):
-                if any(not store.has(i) for i in rec.ids):
+            for rec, st in ((train_rec, store), (val_rec, val_store)):
+                # chunk stores are written by `geosurge segment` only
+                if rec is not None and isinstance(st, LabelStore) and any(not st.has(i) for i in rec.ids):
                     seg = seg or create_segmenter(cfg.model.segmenter)
-                    r = segment_records(rec, seg, store, progress=run.progress)
+                    r = segment_records(rec, seg, st, progress=run.progress)
                     say(r.summary())
         dd.barrier()
 
@@ -238,11 +241,11 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
         views = None
         if dd.main:  # one process builds the cache, the others read it
             views = load_or_build_views(model, train_rec, store, data.cache_dir, run.progress, skipped, data.views)
-            val_views = load_or_build_views(model, val_rec, store, data.cache_dir, run.progress, skipped, data.views)
+            val_views = load_or_build_views(model, val_rec, val_store, data.cache_dir, run.progress, skipped, data.views)
         dd.barrier()
         if not dd.main:
             views = load_or_build_views(model, train_rec, store, data.cache_dir, False, views=data.views)
-            val_views = load_or_build_views(model, val_rec, store, data.cache_dir, False, views=data.views)
+            val_views = load_or_build_views(model, val_rec, val_store, data.cache_dir, False, views=data.views)
         source = ViewSource(views, hierarchy.assign(train_rec.lats, train_rec.lons), run.seed, dd.rank, dd.world)
         val_true = np.stack([val_rec.lats[val_views.keep], val_rec.lons[val_views.keep]], 1)
         val_feats = lambda m: view_features(m, val_views)  # noqa: E731
@@ -258,7 +261,7 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
         _cache: dict[str, Any] = {}
 
         def val_feats(m):
-            f, keep = image_features(m, val_rec, store, report=None if "keep" in _cache else skipped)
+            f, keep = image_features(m, val_rec, val_store, report=None if "keep" in _cache else skipped)
             _cache["keep"] = keep
             return f
 
@@ -431,15 +434,15 @@ def _stream_reference(model: GeoSURGE, dataset, store, hierarchy: Hierarchy, lim
             imgs.clear()
             maps.clear()
 
-    it = dataset.samples(report=report)
+    it = ((*rec, shard.stem) for shard in dataset.shards for rec in dataset.samples([shard], report=report))
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(it, desc="reference index", unit="img", total=min(limit, len(dataset.coords)))
-    for rid, img, lat, lon in it:
+    for rid, img, lat, lon, unit in it:
         if model.uses_fusion:
             try:
-                maps.append(store.load(rid, img.size))
+                maps.append(store.load(rid, img.size, unit=unit))
             except FileNotFoundError:
                 report.add("no label map", rid)
                 continue
