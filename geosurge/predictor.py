@@ -13,11 +13,11 @@ import torch
 from .data.images import load_image
 from .geo.distance import haversine_km
 from .geo.hierarchy import Hierarchy
-from .model.checkpoint import CONFIG, load_checkpoint
+from .model.checkpoint import CONFIG, EMBEDDED_CHECKPOINT, bundled_segmenter, load_checkpoint
 from .model.encode import encode_images, encode_images_multi
 from .model.geosurge import GeoSURGE
 from .model.hierarchical import HierarchicalScorer, ReferenceIndex
-from .model.segmenters import Segmenter, SegmenterUnavailable, create_segmenter
+from .model.segmenters import Segmenter, SegmenterUnavailable, create_segmenter, path_from_env
 from .model.config import SegmenterConfig
 
 #: Sub-directories of a paired checkpoint: the two variants the app's fusion toggle compares.
@@ -74,10 +74,18 @@ class _Variant:
         self.tokens = [lvl.tokens for lvl in hierarchy.levels]
 
 
+def _segmenter_source(cfg: SegmenterConfig, explicit: str | None, checkpoint: Path) -> str | None:
+    """Where the segmenter's model comes from, first found: the path asked for, the segmenter's environment
+    variable (``$GEOSURGE_DEEPLAB``), the checkpoint config's path, the files shipped inside the checkpoint
+    (``segmenter/``); None leaves it to the segmenter's own default."""
+    bundled = bundled_segmenter(checkpoint)
+    return explicit or path_from_env(cfg.name) or cfg.path or (str(bundled) if bundled else None)
+
+
 class Predictor:
     """Geolocates photos with a trained checkpoint (one model, or a ``fusion``/``rgb`` pair).
 
-    >>> p = Predictor.from_pretrained("checkpoints/geosurge-lite0")
+    >>> p = Predictor.from_pretrained()  # the embedded checkpoint; or a directory, or a Hub repo id
     >>> [r] = p.predict("photo.jpg")
     >>> r.lat, r.lon, r.score
     """
@@ -94,7 +102,7 @@ class Predictor:
     @classmethod
     def from_pretrained(
         cls,
-        path: str | Path,
+        path: str | Path = EMBEDDED_CHECKPOINT,
         device: str | torch.device | None = None,
         segmenter: Segmenter | str | None = "auto",
         segmenter_path: str | None = None,
@@ -115,19 +123,19 @@ class Predictor:
             if not dirs:
                 raise FileNotFoundError(f"{path} holds no GeoSURGE checkpoint ({CONFIG}, or {'/ or '.join(VARIANTS)}/ sub-directories)")
         variants: dict[str, _Variant] = {}
-        seg_cfg = None
+        seg_cfg, seg_home = None, path
         for d in dirs.values():
             model, hierarchy, reference, _ = load_checkpoint(d, dev)
             key = "fusion" if model.uses_fusion else "rgb"
             variants[key] = _Variant(model, hierarchy, reference, dev)
             if model.uses_fusion:
-                seg_cfg = model.cfg.segmenter
+                seg_cfg, seg_home = model.cfg.segmenter, d
         seg, err = None, None
         if isinstance(segmenter, Segmenter):
             seg = segmenter
         elif segmenter == "auto":
             if seg_cfg is not None:
-                cfg = SegmenterConfig(seg_cfg.name, segmenter_path or seg_cfg.path, seg_cfg.input_size)
+                cfg = SegmenterConfig(seg_cfg.name, _segmenter_source(seg_cfg, segmenter_path, seg_home), seg_cfg.input_size)
                 try:
                     seg = create_segmenter(cfg)
                 except SegmenterUnavailable as e:

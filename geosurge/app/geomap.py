@@ -1,6 +1,6 @@
 """The prediction map: top cells of every hierarchy level as S2 polygons, predictions, truth (Folium).
 
-Leaflet is inlined from ``assets/vendor`` instead of a CDN, so the map renders offline (and in the
+Leaflet is inlined from ``geosurge/app/assets/vendor`` instead of a CDN, so the map renders offline (and in the
 browser tests); only the background tiles need the internet.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..geo.distance import haversine_km
 from ..geo.hierarchy import Hierarchy
 from ..predictor import Prediction
 
-LEAFLET = Path(__file__).resolve().parents[2] / "assets" / "vendor" / "leaflet-1.9.4"
+LEAFLET = Path(__file__).resolve().parent / "assets" / "vendor" / "leaflet-1.9.4"
 #: coarse -> fine; distinct hues that stay readable over a map
 LEVEL_COLOURS = ["#4e79a7", "#59a14f", "#edc948", "#f28e2b", "#e15759", "#b07aa1", "#76005f"]
 PRED_COLOURS = {"fusion": "#d62728", "rgb": "#1f77b4"}
@@ -31,7 +31,7 @@ def _leaflet_escaped() -> str:
     (150 kB: escaping it once instead of per map)."""
     js, css = LEAFLET / "leaflet.js", LEAFLET / "leaflet.css"
     if not js.is_file():
-        raise FileNotFoundError(f"Leaflet is missing from {LEAFLET} (it ships with the repository)")
+        raise FileNotFoundError(f"Leaflet is missing from {LEAFLET} (it ships with the package)")
     return html.escape(f"<style>{css.read_text()}</style><script>{js.read_text()}</script>", quote=True)
 
 

@@ -46,13 +46,19 @@ def load_image(src: Any, draft: int | None = DRAFT_SIZE) -> Image.Image:
             raise ImageLoadError(f"image has no pixels ({w}x{h})")
         if w * h > MAX_PIXELS:
             raise ImageLoadError(f"image is too large ({w}x{h} = {w * h / 1e6:.0f} MP; limit {MAX_PIXELS / 1e6:.0f} MP)")
-        if draft and img.format == "JPEG":
+        fmt = img.format
+        if draft and fmt == "JPEG":
             img.draft("RGB", (draft, draft))  # decode at 1/2, 1/4 or 1/8 scale: much faster for big photos
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = ImageOps.exif_transpose(img)
             img.load()
-        return _to_rgb(img)
+        img = _to_rgb(img)
+        if draft and fmt != "JPEG" and min(img.size) >= 2 * draft:
+            # What draft mode does for JPEGs, for the other formats: an integer box reduction that keeps
+            # the short side >= draft, so a huge PNG costs its decode once, not every later step.
+            img = img.reduce(min(img.size) // draft)
+        return img
     except ImageLoadError:
         raise
     except Image.UnidentifiedImageError:

@@ -27,6 +27,24 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 REFERENCE = "reference.safetensors"
 REFERENCE_IDS = "reference.json"
+#: A checkpoint may carry its segmenter's files in this sub-directory (beside ``fusion/`` and ``rgb/``).
+SEGMENTER_DIR = "segmenter"
+#: The checkpoint pair shipped inside the package (``configs/demo.yaml``): the default everywhere.
+EMBEDDED_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "geosurge-lite0"
+
+
+def bundled_segmenter(directory: str | Path) -> Path | None:
+    """The segmenter files shipped inside a checkpoint: ``segmenter/model.tflite`` (DeepLab) or a
+    ``segmenter/`` model directory (``config.json``, e.g. OneFormer), in the checkpoint directory or, for
+    one variant of a pair, beside it. None when the checkpoint carries none."""
+    directory = Path(directory)
+    for root in (directory, directory.parent):
+        seg = root / SEGMENTER_DIR
+        if (seg / "model.tflite").is_file():
+            return seg / "model.tflite"
+        if (seg / CONFIG).is_file():
+            return seg
+    return None
 
 
 class CheckpointError(ValueError):

@@ -1,0 +1,190 @@
+"""Serving the demo: a private folder for everything uploaded or generated, swept by age and removed at
+shutdown, and a guard in front of Gradio that holds every transport to the upload size limit.
+
+``python app.py``, ``python -m geosurge.app`` and ``geosurge app`` all end in :func:`main`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from .settings import AppSettings, parse_settings
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class UploadGuard:
+    """ASGI middleware in front of the Gradio app.
+
+    * Every POST but ``/upload`` (Gradio limits that one itself) has its body capped at what the largest
+      allowed photo takes as base64 plus an envelope: an image sent as a ``data:`` URL inside the queue
+      request is refused with 413 before it is parsed, instead of being decoded whatever its size.
+    * When an ``/upload`` is refused (a name Gradio rejects, a file over the limit), the temporary file
+      Gradio's multipart parser left at the top of the upload folder is removed; legitimate uploads live
+      in sub-folders. Only done while no other upload is in flight, so a concurrent one is never touched
+      (the age sweep removes any stray file later).
+    """
+
+    def __init__(self, app, upload_dir: Path, max_bytes: int):
+        self.app, self.upload_dir = app, Path(upload_dir)
+        self.max_body = max_bytes * 4 // 3 + 64 * 1024
+        self._uploads = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        if scope["path"].rstrip("/").endswith("/upload"):
+            return await self._upload(scope, receive, send)
+        try:
+            body = await self._read_capped(scope, receive)
+        except _TooLarge:
+            return await self._refuse(send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()  # http.disconnect, when the client goes away
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _read_capped(self, scope, receive) -> bytes:
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise _TooLarge
+        chunks, size = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                break
+            chunks.append(msg.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body:
+                raise _TooLarge
+            if not msg.get("more_body"):
+                break
+        return b"".join(chunks)
+
+    async def _refuse(self, send) -> None:
+        text = f"Request too large: photos are limited to {self.max_body * 3 // 4 // 2**20} MB, whatever the transport.".encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(text)).encode())]})
+        await send({"type": "http.response.body", "body": text})
+
+    async def _upload(self, scope, receive, send):
+        status = {}
+
+        async def watch(msg):
+            if msg["type"] == "http.response.start":
+                status["code"] = msg["status"]
+            await send(msg)
+
+        self._uploads += 1
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            self._uploads -= 1
+            if status.get("code", 500) >= 400 and self._uploads == 0:
+                remove_strays(self.upload_dir)
+
+
+def remove_strays(upload_dir: Path) -> None:
+    """Delete the files at the top of the upload folder (Gradio's temporary upload files) and empty folders."""
+    for p in list(upload_dir.iterdir()) if upload_dir.is_dir() else []:
+        try:
+            if p.is_file() or p.is_symlink():
+                p.unlink()
+            elif p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+        except OSError:
+            pass
+
+
+def sweep(folder: Path, max_age_s: float, now: float | None = None) -> int:
+    """Delete every file under ``folder`` last written more than ``max_age_s`` ago, then empty folders;
+    returns how many files went."""
+    now = time.time() if now is None else now
+    gone = 0
+    for root, dirs, files in os.walk(folder, topdown=False):
+        for name in files:
+            p = Path(root) / name
+            try:
+                if now - p.lstat().st_mtime > max_age_s:
+                    p.unlink()
+                    gone += 1
+            except OSError:
+                pass
+        for name in dirs:
+            try:
+                (Path(root) / name).rmdir()  # only succeeds when empty
+            except OSError:
+                pass
+    return gone
+
+
+class Sweeper(threading.Thread):
+    """Runs :func:`sweep` every ``every_s`` seconds until stopped."""
+
+    def __init__(self, folder: Path, max_age_s: float, every_s: float):
+        super().__init__(name="geosurge-sweeper", daemon=True)
+        self.folder, self.max_age_s, self.every_s = folder, max_age_s, every_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every_s):
+            sweep(self.folder, self.max_age_s)
+
+
+def serve(settings: AppSettings) -> int:
+    """Load the model, build the demo and serve it until interrupted; the private folder goes at exit."""
+    workdir = Path(tempfile.mkdtemp(prefix="geosurge-app-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(workdir)  # read by Gradio when it is imported (below)
+    sweeper = Sweeper(workdir, settings.delete_after_s, max(10, min(300, settings.delete_after_s // 4)))
+    try:
+        return _run(settings, workdir, sweeper)
+    finally:
+        sweeper.stopped.set()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(settings: AppSettings, workdir: Path, sweeper: Sweeper) -> int:
+    from .ui import Locator, build_demo
+    from ..predictor import Predictor
+
+    try:
+        predictor = Predictor.from_pretrained(settings.checkpoint, device=settings.device, segmenter_path=settings.segmenter_path)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"geosurge app: cannot load the checkpoint {settings.checkpoint}: {e}", file=sys.stderr)
+        return 2
+    locator = Locator(predictor, settings)
+    if (note := locator.fusion_note) is not None:
+        print(f"geosurge app: {note}; serving the RGB-only model", file=sys.stderr)
+    print(f"geosurge app: warmed up in {locator.warm_up():.1f} s", file=sys.stderr)
+    import gradio as gr
+    import uvicorn
+    from fastapi import FastAPI
+
+    demo = build_demo(locator)
+    demo.queue(default_concurrency_limit=1, max_size=64)
+    app = gr.mount_gradio_app(FastAPI(), demo, path="/", max_file_size=settings.max_upload_bytes,
+                              allowed_paths=settings.allowed_paths, show_error=True,
+                              server_name=settings.host, server_port=settings.port)
+    sweeper.start()
+    print(f"geosurge app: serving http://{settings.host}:{settings.port}/ (uploads deleted after "
+          f"{settings.delete_after_s} s and at shutdown)", file=sys.stderr)
+    uvicorn.run(UploadGuard(app, workdir, settings.max_upload_bytes), host=settings.host, port=settings.port,
+                log_level="warning", timeout_graceful_shutdown=5)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return serve(parse_settings(argv))
