@@ -46,7 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as e:
-        print(f"geosurge {args.command}: error: {e}", file=sys.stderr)
+        if getattr(args, "json", False):
+            import json
+
+            print(json.dumps({"error": f"{e}", "command": args.command}), file=sys.stderr)
+        else:
+            print(f"geosurge {args.command}: error: {e}", file=sys.stderr)
         return 2
 
 
