@@ -13,7 +13,7 @@ import torch
 from .data.images import load_image
 from .geo.distance import haversine_km
 from .geo.hierarchy import Hierarchy
-from .model.checkpoint import CONFIG, EMBEDDED_CHECKPOINT, bundled_segmenter, load_checkpoint
+from .model.checkpoint import CONFIG, EMBEDDED_CHECKPOINT, bundled_segmenter, load_checkpoint, resolve_checkpoint
 from .model.encode import encode_images, encode_images_multi
 from .model.geosurge import GeoSURGE
 from .model.hierarchical import HierarchicalScorer, ReferenceIndex
@@ -106,14 +106,19 @@ class Predictor:
         device: str | torch.device | None = None,
         segmenter: Segmenter | str | None = "auto",
         segmenter_path: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
     ) -> "Predictor":
-        """Load a checkpoint directory, or a directory holding ``fusion/`` and/or ``rgb/`` checkpoints.
+        """Load a checkpoint directory, or a directory holding ``fusion/`` and/or ``rgb/`` checkpoints, or a
+        Hugging Face Hub repo id laid out the same way (``revision``, ``cache_dir`` and ``local_files_only``
+        go to ``huggingface_hub.snapshot_download``). The default is the checkpoint shipped in the package.
 
         ``segmenter="auto"`` builds the segmenter the checkpoint was trained with (``segmenter_path``
         overrides its model path); ``None`` disables it. When it cannot be built (e.g. the DeepLab file
         is missing) the predictor still works without fusion and ``segmenter_error`` says why.
         """
-        path = Path(path)
+        path = resolve_checkpoint(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dirs = {}
         if (path / CONFIG).is_file():

@@ -17,7 +17,7 @@ from geosurge.app.exif import exif_gps, with_gps
 
 from geosurge.app.testing import ROOT, AppServer
 
-CHECKPOINT = ROOT / "checkpoints" / "geosurge-lite0"
+from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT as CHECKPOINT  # noqa: E402
 COORDS = re.compile(r"### (-?\d+\.\d+), (-?\d+\.\d+)")
 
 
@@ -286,7 +286,7 @@ def test_map_lines_take_the_short_way_across_the_antimeridian():
     from geosurge.model.checkpoint import load_checkpoint
     from geosurge.predictor import Predictor
 
-    ckpt = ROOT / "checkpoints/geosurge-lite0"
+    ckpt = CHECKPOINT
     p = Predictor.from_pretrained(ckpt, segmenter=None)
     [pred] = p.predict(Image.new("RGB", (64, 48), (90, 140, 200)), level_top=2, fusion=False)
     _, hierarchy, _, _ = load_checkpoint(ckpt / "rgb")

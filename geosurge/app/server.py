@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -146,6 +147,9 @@ class Sweeper(threading.Thread):
 
 def serve(settings: AppSettings) -> int:
     """Load the model, build the demo and serve it until interrupted; the private folder goes at exit."""
+    # uvicorn re-raises SIGTERM after its graceful shutdown; the default action would end the process
+    # before the private folder is removed below, so it becomes an ordinary exit.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     workdir = Path(tempfile.mkdtemp(prefix="geosurge-app-"))
     os.environ["GRADIO_TEMP_DIR"] = str(workdir)  # read by Gradio when it is imported (below)
     sweeper = Sweeper(workdir, settings.delete_after_s, max(10, min(300, settings.delete_after_s // 4)))
@@ -184,6 +188,10 @@ def _run(settings: AppSettings, workdir: Path, sweeper: Sweeper) -> int:
     uvicorn.run(UploadGuard(app, workdir, settings.max_upload_bytes), host=settings.host, port=settings.port,
                 log_level="warning", timeout_graceful_shutdown=5)
     return 0
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> int:

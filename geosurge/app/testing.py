@@ -58,3 +58,39 @@ class AppServer:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
         raise RuntimeError("VmHWM not found (Linux /proc needed)")
+
+
+# ---------------------------------------------------------------------------- raw transport (tests, benchmarks)
+def upload_raw(url: str, data: bytes, name: str) -> tuple[int, str | None]:
+    """POST a file to Gradio's /upload; (HTTP status, server path or None)."""
+    import httpx
+
+    r = httpx.post(url + "gradio_api/upload", files={"files": (name, data)}, timeout=120)
+    return r.status_code, (r.json()[0] if r.status_code == 200 else None)
+
+
+def locate_raw(url: str, file_data: dict, fusion: bool = True, timeout: float = 180) -> tuple[int, list | str]:
+    """Call the demo's /locate event through the queue with a hand-made FileData payload (e.g. a ``data:``
+    URL, which gradio_client never sends); (HTTP status of the join, output list or error text)."""
+    import json
+    import secrets
+
+    import httpx
+
+    config = httpx.get(url + "config", timeout=30).json()
+    fn = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "locate")
+    fn = config["dependencies"][fn].get("id", fn)
+    session = secrets.token_hex(6)
+    body = {"data": [file_data, fusion], "fn_index": fn, "session_hash": session, "event_data": None, "trigger_id": None}
+    r = httpx.post(url + "gradio_api/queue/join", json=body, timeout=timeout)
+    if r.status_code != 200:
+        return r.status_code, r.text
+    with httpx.stream("GET", url + "gradio_api/queue/data", params={"session_hash": session}, timeout=timeout) as s:
+        for line in s.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            msg = json.loads(line[5:])
+            if msg.get("msg") == "process_completed":
+                out = msg.get("output", {})
+                return 200, out.get("data") if msg.get("success") else str(out.get("error"))
+    return 200, "no answer"

@@ -33,6 +33,32 @@ SEGMENTER_DIR = "segmenter"
 EMBEDDED_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "geosurge-lite0"
 
 
+def resolve_checkpoint(
+    source: str | Path, revision: str | None = None, cache_dir: str | Path | None = None, local_files_only: bool = False
+) -> Path:
+    """A local checkpoint directory for ``source``: an existing directory as it is, else a Hugging Face Hub
+    repo id (``org/name``) fetched through ``huggingface_hub.snapshot_download`` (``revision``, ``cache_dir``,
+    ``local_files_only``; ``HF_HUB_OFFLINE=1`` reads only the local cache)."""
+    path = Path(source)
+    if path.exists():
+        return path
+    text = str(source)
+    if text.count("/") != 1 or text.startswith((".", "/", "~")) or "\\" in text:
+        raise FileNotFoundError(f"{source} is neither a checkpoint directory nor a Hugging Face Hub repo id (org/name)")
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HFValidationError
+    except ImportError:
+        raise FileNotFoundError(f"{source} is not a directory, and huggingface_hub is not installed to fetch it from the Hub") from None
+    try:
+        return Path(snapshot_download(text, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only))
+    except HFValidationError as e:
+        raise FileNotFoundError(f"{source} is neither a checkpoint directory nor a valid Hub repo id: {e}") from None
+    except Exception as e:  # offline without a cached copy, unknown repo or revision, network errors
+        raise FileNotFoundError(f"cannot get the checkpoint {source}" + (f"@{revision}" if revision else "")
+                                + f" from the Hugging Face Hub or its cache: {type(e).__name__}: {e}") from None
+
+
 def bundled_segmenter(directory: str | Path) -> Path | None:
     """The segmenter files shipped inside a checkpoint: ``segmenter/model.tflite`` (DeepLab) or a
     ``segmenter/`` model directory (``config.json``, e.g. OneFormer), in the checkpoint directory or, for
