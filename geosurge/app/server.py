@@ -183,8 +183,8 @@ def _run(settings: AppSettings, workdir: Path, sweeper: Sweeper) -> int:
                               allowed_paths=settings.allowed_paths, show_error=True,
                               server_name=settings.host, server_port=settings.port)
     sweeper.start()
-    print(f"geosurge app: serving http://{settings.host}:{settings.port}/ (uploads deleted after "
-          f"{settings.delete_after_s} s and at shutdown)", file=sys.stderr)
+    print(f"geosurge app: serving http://{settings.host}:{settings.port}/; uploads and generated files in "
+          f"{workdir}, deleted after {settings.delete_after_s} s and at shutdown", file=sys.stderr, flush=True)
     uvicorn.run(UploadGuard(app, workdir, settings.max_upload_bytes), host=settings.host, port=settings.port,
                 log_level="warning", timeout_graceful_shutdown=5)
     return 0

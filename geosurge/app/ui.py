@@ -105,7 +105,7 @@ class Locator:
             return message(f"This file cannot be used: {photo.error}")
         try:
             raw = photo.data if isinstance(photo, Upload) else Path(photo).read_bytes()
-            img = load_image(raw)
+            img = photo.image if isinstance(photo, Upload) and photo.image is not None else load_image(raw)
         except (ImageLoadError, OSError) as e:
             return message(f"This file cannot be used: {e}")
         key = hashlib.sha1(raw).hexdigest()

@@ -39,9 +39,10 @@ class Upload:
     """An upload as the handler gets it: the original bytes (never written back) and its EXIF GPS."""
 
     data: bytes
-    gps: ExifGps
+    gps: ExifGps | None
     name: str
     error: str | None = None  # refused before reading: the handler shows this instead of an answer
+    image: Image.Image | None = None  # ``load_image(data)``, decoded once for the scrub and the model
 
     def __str__(self) -> str:  # what Gradio logs or shows as the input value
         return self.name
@@ -85,14 +86,15 @@ def write_private(data: bytes, folder: str | Path, name: str) -> Path:
     return target
 
 
-def scrub(path: Path, data: bytes) -> None:
-    """Replace the file at ``path`` by an upright, downscaled copy without metadata; delete it when it is
-    not a readable image (nothing unusable is kept)."""
+def scrub(path: Path, data: bytes) -> Image.Image | None:
+    """Replace the file at ``path`` by an upright, downscaled copy without metadata and return the decoded
+    image; delete the file when it is not a readable image (nothing unusable is kept) and return None."""
     try:
-        img = load_image(data)
+        full = load_image(data)
     except ImageLoadError:
         path.unlink(missing_ok=True)
-        return
+        return None
+    img = full.copy()
     img.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
     fd, staging = tempfile.mkstemp(dir=path.parent, prefix=".scrub.")
     try:
@@ -103,6 +105,7 @@ def scrub(path: Path, data: bytes) -> None:
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
+    return full
 
 
 class UploadStore:
@@ -143,7 +146,7 @@ class UploadStore:
             return Upload(b"", None, path.name, error=f"the upload could not be read ({e.strerror or e})")
         upload = Upload(data, read_exif_gps(data), path.name)
         if hashlib.sha1(data).hexdigest() not in self._public:
-            scrub(path, data)
+            upload.image = scrub(path, data)
         with self._lock:
             self._recent[key] = (time.monotonic(), upload)
             while len(self._recent) > self.remember:
