@@ -27,14 +27,17 @@ class UploadGuard:
     * Every POST but ``/upload`` (Gradio limits that one itself) has its body capped at what the largest
       allowed photo takes as base64 plus an envelope: an image sent as a ``data:`` URL inside the queue
       request is refused with 413 before it is parsed, instead of being decoded whatever its size.
+    * A successful ``/upload`` is handed to ``on_upload`` (the app's :class:`UploadStore`, which reads the
+      original and its EXIF GPS into memory and replaces the file by a copy without metadata) before the
+      client learns the file's path: the original is never on disk where a visitor can fetch it.
     * When an ``/upload`` is refused (a name Gradio rejects, a file over the limit), the temporary file
       Gradio's multipart parser left at the top of the upload folder is removed; legitimate uploads live
       in sub-folders. Only done while no other upload is in flight, so a concurrent one is never touched
       (the age sweep removes any stray file later).
     """
 
-    def __init__(self, app, upload_dir: Path, max_bytes: int):
-        self.app, self.upload_dir = app, Path(upload_dir)
+    def __init__(self, app, upload_dir: Path, max_bytes: int, on_upload=None):
+        self.app, self.upload_dir, self.on_upload = app, Path(upload_dir), on_upload
         self.max_body = max_bytes * 4 // 3 + 64 * 1024
         self._uploads = 0
 
@@ -82,20 +85,36 @@ class UploadGuard:
         await send({"type": "http.response.body", "body": text})
 
     async def _upload(self, scope, receive, send):
-        status = {}
+        held = []  # the response, sent once the uploaded files are scrubbed (a small JSON list of paths)
 
-        async def watch(msg):
-            if msg["type"] == "http.response.start":
-                status["code"] = msg["status"]
-            await send(msg)
+        async def hold(msg):
+            held.append(msg)
 
         self._uploads += 1
         try:
-            await self.app(scope, receive, watch)
+            await self.app(scope, receive, hold)
         finally:
             self._uploads -= 1
-            if status.get("code", 500) >= 400 and self._uploads == 0:
-                remove_strays(self.upload_dir)
+        status = next((m["status"] for m in held if m["type"] == "http.response.start"), 500)
+        if status >= 400 and self._uploads == 0:
+            remove_strays(self.upload_dir)
+        if status == 200 and self.on_upload is not None:
+            await self._scrub(b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body"))
+        for msg in held:
+            await send(msg)
+
+    async def _scrub(self, body: bytes) -> None:
+        import json
+
+        import anyio
+
+        try:
+            paths = [p for p in json.loads(body) if isinstance(p, str)]
+        except ValueError:
+            return
+        for p in paths:
+            if Path(p).is_file() and Path(p).resolve().is_relative_to(self.upload_dir.resolve()):
+                await anyio.to_thread.run_sync(self.on_upload, p)
 
 
 def remove_strays(upload_dir: Path) -> None:
@@ -177,7 +196,10 @@ def _run(settings: AppSettings, workdir: Path, sweeper: Sweeper) -> int:
     import uvicorn
     from fastapi import FastAPI
 
-    demo = build_demo(locator)
+    from .uploads import UploadStore
+
+    store = UploadStore(settings.max_upload_bytes, settings.delete_after_s, public=list(settings.examples))
+    demo = build_demo(locator, store)
     demo.queue(default_concurrency_limit=1, max_size=64)
     app = gr.mount_gradio_app(FastAPI(), demo, path="/", max_file_size=settings.max_upload_bytes,
                               allowed_paths=settings.allowed_paths, show_error=True,
@@ -185,7 +207,7 @@ def _run(settings: AppSettings, workdir: Path, sweeper: Sweeper) -> int:
     sweeper.start()
     print(f"geosurge app: serving http://{settings.host}:{settings.port}/; uploads and generated files in "
           f"{workdir}, deleted after {settings.delete_after_s} s and at shutdown", file=sys.stderr, flush=True)
-    uvicorn.run(UploadGuard(app, workdir, settings.max_upload_bytes), host=settings.host, port=settings.port,
+    uvicorn.run(UploadGuard(app, workdir, settings.max_upload_bytes, on_upload=store.from_file), host=settings.host, port=settings.port,
                 log_level="warning", timeout_graceful_shutdown=5)
     return 0
 

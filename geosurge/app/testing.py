@@ -93,6 +93,13 @@ def upload_raw(url: str, data: bytes, name: str) -> tuple[int, str | None]:
     return r.status_code, (r.json()[0] if r.status_code == 200 else None)
 
 
+def data_url_payload(url: str) -> dict:
+    """An image input as a ``data:`` URL. Without the FileData ``meta`` marker Gradio leaves the payload
+    alone (no cache check on ``path``) and its Image component decodes the URL, whatever its size: the
+    transport the 20 MB limit did not cover."""
+    return {"path": "photo.jpg", "url": url}
+
+
 def locate_raw(url: str, file_data: dict, fusion: bool = True, timeout: float = 180) -> tuple[int, list | str]:
     """Call the demo's /locate event through the queue with a hand-made FileData payload (e.g. a ``data:``
     URL, which gradio_client never sends); (HTTP status of the join, output list or error text)."""
@@ -238,9 +245,8 @@ def send_case(server: AppServer, client, case: HostileCase, tmp: Path, fusion: b
     import base64
 
     if case.transport == "data-url":
-        status, path = upload_raw(server.url, _png(Image.new("RGB", (8, 8))), "carrier.png")
         url = "data:image/jpeg;base64," + base64.b64encode(case.data).decode()
-        status, out = locate_raw(server.url, {"path": path, "url": url, "meta": {"_type": "gradio.FileData"}}, fusion)
+        status, out = locate_raw(server.url, data_url_payload(url), fusion)
         if status == 413:
             return "refused", str(out)
         if status != 200 or not isinstance(out, list):

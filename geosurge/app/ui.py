@@ -176,7 +176,7 @@ class Locator:
         return img, caption
 
 
-def build_demo(locator: Locator):
+def build_demo(locator: Locator, store=None):
     """The Blocks app: photo + fusion toggle on the left; map, answer, overlay and reference on the right."""
     import gradio as gr
 
@@ -191,7 +191,7 @@ def build_demo(locator: Locator):
         with gr.Row():
             with gr.Column(scale=2):
                 photo = PhotoInput(type="filepath", image_mode=None, label="Photo", sources=["upload", "clipboard"], elem_id="photo")
-                photo.store = UploadStore(s.max_upload_bytes, s.delete_after_s, public=list(s.examples))
+                photo.store = store or UploadStore(s.max_upload_bytes, s.delete_after_s, public=list(s.examples))
                 fusion = gr.Checkbox(value=available, interactive=available,
                                      label="Semantic fusion",
                                      info=("Use the model that fuses the ADE20K segmentation with appearance; "

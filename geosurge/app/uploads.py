@@ -27,6 +27,8 @@ from .exif import ExifGps, read_exif_gps
 
 #: Longest side of the metadata-free copy left in place of an upload (what the photo box shows).
 PREVIEW_SIDE = 1600
+#: Decoded images up to this size are remembered with their upload (larger ones are decoded again).
+REMEMBER_PIXELS = 8_000_000
 _DATA_URL = re.compile(r"^data:([\w/+.-]*)(;[\w=.+-]*)*?(;base64)?,", re.I)
 
 
@@ -129,11 +131,12 @@ class UploadStore:
         return self.from_file(write_private(data, cache_dir, "upload"))
 
     def from_file(self, path: str | Path) -> Upload:
+        """Read an uploaded file (the same file again: the remembered reading, unless it was replaced)."""
         path = Path(path)
         key = str(path)
         with self._lock:
             self._expire()
-            if key in self._recent:
+            if key in self._recent and self._recent[key][2] == _stamp(path):
                 self._recent.move_to_end(key)
                 return self._recent[key][1]
         try:
@@ -147,13 +150,25 @@ class UploadStore:
         upload = Upload(data, read_exif_gps(data), path.name)
         if hashlib.sha1(data).hexdigest() not in self._public:
             upload.image = scrub(path, data)
+        if upload.image is not None and upload.image.width * upload.image.height > REMEMBER_PIXELS:
+            upload.image = None  # decoded again if asked again: a few such images would weigh a GB
         with self._lock:
-            self._recent[key] = (time.monotonic(), upload)
+            self._recent[key] = (time.monotonic(), upload, _stamp(path))
             while len(self._recent) > self.remember:
                 self._recent.popitem(last=False)
         return upload
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for key in [k for k, (t, _) in self._recent.items() if now - t > self.keep_s]:
+        for key in [k for k, (t, *_) in self._recent.items() if now - t > self.keep_s]:
             del self._recent[key]
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """What tells a replaced file from the one read before (Gradio renames a new upload of the same bytes
+    onto the same path)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_ino
