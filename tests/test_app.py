@@ -69,10 +69,10 @@ def test_locate_real_photo_fusion_and_rgb(client, photos):
     assert "Nearest training photo" in caption and " km from the prediction" in caption
     html2, summary2, *_ = locate(client, photos[0], False)
     assert "Model: **RGB only" in summary2
-    # the segmentation overlay has a legend of classes beside the photo, drawn at a fixed size
+    # the segmentation overlay has a legend of classes under the photo, drawn at a fixed size
     ov = Image.open(overlay)
     with Image.open(photos[0]) as ph:
-        assert ov.width > 768 * ph.width / max(ph.size) and max(ov.size) < 1400
+        assert ov.height > 768 * ph.height / max(ph.size) + 30 and max(ov.size) < 1400
     # the map's legend names both predictions and the truth (the examples carry EXIF GPS)
     assert "geosurge-legend" in html and "fusion prediction" in html and "true location (EXIF GPS)" in html
 

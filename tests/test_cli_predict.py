@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,8 +15,13 @@ import pytest
 from geosurge.app.settings import EXAMPLES
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def geosurge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "geosurge", *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+    # PYTHONPATH: this checkout's package, also when it is a copy run apart from the installed one (.ci/run)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "geosurge", *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")

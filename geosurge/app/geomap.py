@@ -119,6 +119,28 @@ class Legend(MacroElement):
                      'box-shadow:0 1px 4px rgba(0,0,0,.35)">' + "".join(rows) + "</div>")
 
 
+class FitView(MacroElement):
+    """Fit the map to ``bounds`` now and again whenever its frame is resized: Gradio may create the map's
+    iframe while its box is still hidden (0 x 0), and a fit computed then leaves the points off screen."""
+
+    _template = Template("""
+        {% macro script(this, kwargs) %}
+            (function (map) {
+                var bounds = {{ this.bounds|tojson }};
+                var options = {paddingTopLeft: {{ this.top_left|tojson }}, paddingBottomRight: {{ this.bottom_right|tojson }}, animate: false};
+                function fit() { map.invalidateSize(false); map.fitBounds(bounds, options); }
+                fit();
+                window.addEventListener("resize", fit);
+            })({{ this._parent.get_name() }});
+        {% endmacro %}
+    """)
+
+    def __init__(self, bounds, top_left, bottom_right):
+        super().__init__()
+        self._name = "FitView"
+        self.bounds, self.top_left, self.bottom_right = bounds, list(top_left), list(bottom_right)
+
+
 #: Padding (px) that keeps the fitted points clear of the map's corners: the zoom buttons and the layer
 #: button across the top, the legend on the right.
 FIT_TOP_LEFT, FIT_BOTTOM_RIGHT = (20, 64), (150, 20)
@@ -194,8 +216,7 @@ def prediction_map(
                           len(primary.levels))).add_to(m)
     if bounds:
         lats, lons = [b[0] for b in bounds], [b[1] for b in bounds]
-        m.fit_bounds([[min(lats), min(lons)], [max(lats), max(lons)]], padding_top_left=FIT_TOP_LEFT,
-                     padding_bottom_right=FIT_BOTTOM_RIGHT)
+        FitView([[min(lats), min(lons)], [max(lats), max(lons)]], FIT_TOP_LEFT, FIT_BOTTOM_RIGHT).add_to(m)
     # Spliced in after rendering: as a folium Element the 150 kB of Leaflet would be compiled as a
     # Jinja template on every request.
     head, sep, rest = m.get_root().render().partition("<head>")

@@ -66,8 +66,9 @@ OVERLAY_SIDE = 768
 
 def overlay(image: Image.Image, labels: np.ndarray, alpha: float = 0.55, legend: bool = True, top: int = 8,
             side: int = OVERLAY_SIDE) -> Image.Image:
-    """The image blended with its coloured label map, fitted into ``side`` x ``side``, with a legend of
-    the main classes on the right whose rows are 1/20 of the picture's height (at least 16 px)."""
+    """The image blended with its coloured label map, fitted into ``side`` x ``side``, with a legend of the
+    main classes below it in two columns, its rows 1/20 of ``side`` high (clear of any toolbar drawn over
+    the picture's top corner, and as readable for a 12 MP phone photo as for a thumbnail)."""
     from PIL import ImageFont
 
     image = image.convert("RGB")
@@ -84,13 +85,13 @@ def overlay(image: Image.Image, labels: np.ndarray, alpha: float = 0.55, legend:
     row = max(16, side // 20)
     font = ImageFont.load_default(size=int(row * 0.8))
     texts = [f"{name} {frac:.0%}" for _, name, frac in classes]
-    width = 18 + row + max([int(font.getlength(t)) for t in texts] + [row * 4])
-    out = Image.new("RGB", (blend.width + width, max(blend.height, 6 + len(classes) * (row + 4))), (255, 255, 255))
-    out.paste(blend, (0, 0))
+    column = 18 + row + max([int(font.getlength(t)) for t in texts] + [row * 4])
+    rows = (len(classes) + 1) // 2
+    out = Image.new("RGB", (max(blend.width, 2 * column), blend.height + 8 + rows * (row + 6)), (255, 255, 255))
+    out.paste(blend, ((out.width - blend.width) // 2, 0))
     draw = ImageDraw.Draw(out)
-    x = blend.width + 6
     for i, ((k, _, _), text) in enumerate(zip(classes, texts)):
-        y = 6 + i * (row + 4)
+        x, y = 6 + (i % 2) * column, blend.height + 8 + (i // 2) * (row + 6)
         draw.rectangle([x, y, x + row, y + row], fill=tuple(int(c) for c in PALETTE[k]), outline=(60, 60, 60))
         draw.text((x + row + 6, y + row // 2), text, fill=(0, 0, 0), font=font, anchor="lm")
     return out
