@@ -13,11 +13,11 @@ import torch
 from .data.images import load_image
 from .geo.distance import haversine_km
 from .geo.hierarchy import Hierarchy
-from .model.checkpoint import CONFIG, EMBEDDED_CHECKPOINT, bundled_segmenter, load_checkpoint, resolve_checkpoint
+from .model.checkpoint import CONFIG, EMBEDDED_CHECKPOINT, load_checkpoint, resolve_checkpoint, segmenter_source
 from .model.encode import encode_images, encode_images_multi
 from .model.geosurge import GeoSURGE
 from .model.hierarchical import HierarchicalScorer, ReferenceIndex
-from .model.segmenters import Segmenter, SegmenterUnavailable, create_segmenter, path_from_env
+from .model.segmenters import Segmenter, SegmenterUnavailable, create_segmenter
 from .model.config import SegmenterConfig
 
 #: Sub-directories of a paired checkpoint: the two variants the app's fusion toggle compares.
@@ -72,14 +72,6 @@ class _Variant:
         self.model, self.hierarchy, self.reference = model, hierarchy, reference
         self.scorer = HierarchicalScorer.for_model(model, hierarchy).to(device)
         self.tokens = [lvl.tokens for lvl in hierarchy.levels]
-
-
-def _segmenter_source(cfg: SegmenterConfig, explicit: str | None, checkpoint: Path) -> str | None:
-    """Where the segmenter's model comes from, first found: the path asked for, the segmenter's environment
-    variable (``$GEOSURGE_DEEPLAB``), the checkpoint config's path, the files shipped inside the checkpoint
-    (``segmenter/``); None leaves it to the segmenter's own default."""
-    bundled = bundled_segmenter(checkpoint)
-    return explicit or path_from_env(cfg.name) or cfg.path or (str(bundled) if bundled else None)
 
 
 class Predictor:
@@ -140,7 +132,7 @@ class Predictor:
             seg = segmenter
         elif segmenter == "auto":
             if seg_cfg is not None:
-                cfg = SegmenterConfig(seg_cfg.name, _segmenter_source(seg_cfg, segmenter_path, seg_home), seg_cfg.input_size)
+                cfg = SegmenterConfig(seg_cfg.name, segmenter_source(seg_cfg, segmenter_path, seg_home), seg_cfg.input_size)
                 try:
                     seg = create_segmenter(cfg)
                 except SegmenterUnavailable as e:

@@ -39,7 +39,7 @@ def test_embedded_checkpoint_is_complete_on_its_own():
 def test_segmenter_resolution_order(monkeypatch, tmp_path):
     """The path asked for, then $GEOSURGE_DEEPLAB, then the checkpoint config's, then the bundled file."""
     from geosurge.model.config import SegmenterConfig
-    from geosurge.predictor import _segmenter_source
+    from geosurge.model.checkpoint import segmenter_source as _segmenter_source
 
     cfg = SegmenterConfig("deeplab-ade20k", None, 385)
     monkeypatch.delenv("GEOSURGE_DEEPLAB", raising=False)
@@ -102,8 +102,11 @@ def test_wheel_installs_and_runs_from_another_folder(tmp_path):
     """``pip wheel`` + ``pip install --no-deps`` into a fresh venv (dependencies from this environment via a
     .pth file), then ``geosurge predict photo.jpg`` from a folder with no checkout and no ../shared."""
     wheels = tmp_path / "wheels"
+    had_build = (ROOT / "build").exists()
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(ROOT), "-w", str(wheels)],
                        capture_output=True, text=True, timeout=600)
+    if not had_build:  # the in-tree build folder setuptools leaves (stale files there would reach later wheels)
+        shutil.rmtree(ROOT / "build", ignore_errors=True)
     assert r.returncode == 0, r.stderr[-3000:]
     [wheel] = wheels.glob("geosurge-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

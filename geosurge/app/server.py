@@ -171,6 +171,7 @@ def serve(settings: AppSettings) -> int:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     workdir = Path(tempfile.mkdtemp(prefix="geosurge-app-"))
     os.environ["GRADIO_TEMP_DIR"] = str(workdir)  # read by Gradio when it is imported (below)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     sweeper = Sweeper(workdir, settings.delete_after_s, max(10, min(300, settings.delete_after_s // 4)))
     try:
         return _run(settings, workdir, sweeper)
@@ -202,7 +203,7 @@ def _run(settings: AppSettings, workdir: Path, sweeper: Sweeper) -> int:
     demo = build_demo(locator, store)
     demo.queue(default_concurrency_limit=1, max_size=64)
     app = gr.mount_gradio_app(FastAPI(), demo, path="/", max_file_size=settings.max_upload_bytes,
-                              allowed_paths=settings.allowed_paths, show_error=True,
+                              allowed_paths=settings.allowed_paths, show_error=True, run_history=False,
                               server_name=settings.host, server_port=settings.port)
     sweeper.start()
     print(f"geosurge app: serving http://{settings.host}:{settings.port}/; uploads and generated files in "

@@ -59,6 +59,16 @@ def resolve_checkpoint(
                                 + f" from the Hugging Face Hub or its cache: {type(e).__name__}: {e}") from None
 
 
+def segmenter_source(cfg, explicit: str | None, checkpoint: str | Path) -> str | None:
+    """Where a checkpoint's segmenter model comes from, first found: the path asked for, the segmenter's
+    environment variable (``$GEOSURGE_DEEPLAB``), the checkpoint config's path, the files shipped inside
+    the checkpoint (``segmenter/``); None leaves it to the segmenter's own default."""
+    from .segmenters import path_from_env
+
+    bundled = bundled_segmenter(checkpoint)
+    return explicit or path_from_env(cfg.name) or cfg.path or (str(bundled) if bundled else None)
+
+
 def bundled_segmenter(directory: str | Path) -> Path | None:
     """The segmenter files shipped inside a checkpoint: ``segmenter/model.tflite`` (DeepLab) or a
     ``segmenter/`` model directory (``config.json``, e.g. OneFormer), in the checkpoint directory or, for
