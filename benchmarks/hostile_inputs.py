@@ -71,7 +71,7 @@ def main() -> int:
                     peak = max(peak, watch.stop())
                 rows.append((case, outcome, min(times), peak))
                 assert server.alive, f"the server died on {case.name}"
-        strays = [p.name for p in server.workdir.iterdir() if p.is_file()]
+        strays = [p.name for p in server.workdir.iterdir() if p.is_file() and p.name != ".pid"]
         hwm = server.peak_rss_bytes()
     finally:
         server.stop()

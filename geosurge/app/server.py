@@ -121,6 +121,8 @@ def remove_strays(upload_dir: Path) -> None:
     """Delete the files at the top of the upload folder (Gradio's temporary upload files) and empty folders."""
     for p in list(upload_dir.iterdir()) if upload_dir.is_dir() else []:
         try:
+            if p.name == ".pid":
+                continue
             if p.is_file() or p.is_symlink():
                 p.unlink()
             elif p.is_dir() and not any(p.iterdir()):
@@ -136,6 +138,8 @@ def sweep(folder: Path, max_age_s: float, now: float | None = None) -> int:
     gone = 0
     for root, dirs, files in os.walk(folder, topdown=False):
         for name in files:
+            if name == ".pid" and Path(root) == Path(folder):
+                continue  # the server's own marker (see remove_orphans)
             p = Path(root) / name
             try:
                 if now - p.lstat().st_mtime > max_age_s:
@@ -164,12 +168,38 @@ class Sweeper(threading.Thread):
             sweep(self.folder, self.max_age_s)
 
 
+PREFIX = "geosurge-app-"
+
+
+def remove_orphans(tmp: Path) -> list[Path]:
+    """Remove the private folders of earlier servers that are gone without cleaning up (killed, crashed):
+    a restart must not keep what the last run was given."""
+    gone = []
+    for d in tmp.glob(PREFIX + "*"):
+        try:
+            if not d.is_dir() or d.stat().st_uid != os.getuid():
+                continue
+            pid = int((d / ".pid").read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+        except PermissionError:
+            pass
+    return gone
+
+
 def serve(settings: AppSettings) -> int:
     """Load the model, build the demo and serve it until interrupted; the private folder goes at exit."""
     # uvicorn re-raises SIGTERM after its graceful shutdown; the default action would end the process
     # before the private folder is removed below, so it becomes an ordinary exit.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    workdir = Path(tempfile.mkdtemp(prefix="geosurge-app-"))
+    remove_orphans(Path(tempfile.gettempdir()))
+    workdir = Path(tempfile.mkdtemp(prefix=PREFIX))
+    (workdir / ".pid").write_text(str(os.getpid()))
     os.environ["GRADIO_TEMP_DIR"] = str(workdir)  # read by Gradio when it is imported (below)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     sweeper = Sweeper(workdir, settings.delete_after_s, max(10, min(300, settings.delete_after_s // 4)))
