@@ -90,4 +90,12 @@ def test_exif_edge_cases_parse_right_or_are_reported():
     assert "longitude 190 is out of range" in gps((10, 0, 0), "N", (190, 0, 0), "E").problem
     assert "placeholder" in gps((0, 0, 0), "N", (0, 0, 0), "E").problem
     assert "malformed" in gps(((1, 0), 0, 0), "N", (10, 0, 0), "E").problem
+    import io
+
+    from geosurge.app.exif import with_gps
+
+    small = Image.new("RGB", (64, 64))
+    b = io.BytesIO()
+    small.save(b, "PNG", exif=with_gps(small, 10.5, -20.25))  # a PNG eXIf chunk (before the pixels)
+    assert read_exif_gps(b.getvalue()).point == pytest.approx((10.5, -20.25), abs=1e-4)
     assert read_exif_gps(Path(EXAMPLES / "Apple_iPhone_4.jpg")).point == pytest.approx((41.853, 12.488833), abs=1e-4)

@@ -46,6 +46,10 @@ def read_exif_gps(src: str | Path | bytes) -> ExifGps | None:
     ``problem`` set when it is there but unusable (malformed, out of range, the 0, 0 placeholder)."""
     try:
         with Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src) as img:
+            if img.format == "PNG" and "exif" not in img.info:
+                # Pillow would decode the whole image to look for an eXIf chunk after the pixels (1.4 s for
+                # a 100 MP PNG); writers put it before them.
+                return None
             gps = img.getexif().get_ifd(_GPS_IFD)
     except Exception:  # any unreadable file or malformed EXIF simply has no GPS for us
         return None
