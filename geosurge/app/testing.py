@@ -203,6 +203,9 @@ def hostile_corpus(photo: Path, max_upload_mb: int = 20) -> list[HostileCase]:
     exif[0x0112] = 6
     arr16 = np.asarray(base.convert("L"), dtype=np.uint16) * 257
     limit = max_upload_mb * 2**20
+    b = io.BytesIO()
+    noise(5400, 3600).save(b, "JPEG", quality=92)
+    near_limit_jpeg = b.getvalue()
     return [
         HostileCase("strip_1x10000.png", _png(noise(1, 10000)), "answer"),
         HostileCase("strip_1x40000.png", _png(noise(1, 40000)), "answer"),
@@ -213,6 +216,9 @@ def hostile_corpus(photo: Path, max_upload_mb: int = 20) -> list[HostileCase]:
         HostileCase("huge_10000x10000.png", _png(Image.new("RGB", (10000, 10000), (90, 140, 200))), "message"),
         HostileCase("large_6300x6300.png", _png(Image.new("RGB", (6300, 6300), (90, 140, 200))), "answer"),
         HostileCase("huge_12000x8000.jpg", _jpeg(base.resize((12000, 8000))), "answer"),
+        HostileCase("noise_near_limit.jpg", near_limit_jpeg, "answer"),  # incompressible: ~18 MB of JPEG
+        HostileCase("noise_near_limit.png", _png(noise(2500, 2500)), "answer"),  # ~18 MB of PNG
+        HostileCase("data_url_near_limit.jpg", near_limit_jpeg, "answer", transport="data-url"),
         HostileCase("bomb_30000x30000.png", png_header_bomb(30000, 30000), "message"),
         HostileCase("bomb_100000x1.png", png_header_bomb(100000, 20000), "message"),
         HostileCase("truncated.jpg", _jpeg(base)[:300], "message"),

