@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_embedded_checkpoint_is_complete_on_its_own():
     """The DeepLab model, its note, both variants and the 20 attributed example photos are in the package."""
+    import geosurge
+
+    assert Path(geosurge.__file__).resolve().is_relative_to(ROOT)  # the tests test this checkout (or its copy)
     assert EMBEDDED_CHECKPOINT.is_relative_to(ROOT / "geosurge")
     for variant in ("fusion", "rgb"):
         assert (EMBEDDED_CHECKPOINT / variant / "config.json").is_file()
