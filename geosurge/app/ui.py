@@ -205,7 +205,10 @@ def build_demo(locator: Locator, store=None):
             with gr.Column(scale=3):
                 map_html = gr.HTML(message("Upload a photo to see where it was taken.").map_html, elem_id="map")
                 summary = gr.Markdown(elem_id="summary")
-                ref_img = ResultImage(label="Nearest training photo", interactive=False, elem_id="reference", format="jpeg")
+                # Without the training photos on this machine (they cannot ship: only their ids and places do)
+                # the box would stay empty; the caption still names the nearest one and where it was taken.
+                ref_img = ResultImage(label="Nearest training photo", interactive=False, elem_id="reference", format="jpeg",
+                                      visible=s.reference_images is not None)
                 ref_caption = gr.Markdown(elem_id="reference-caption")
 
         def run(upload, use_fusion):
