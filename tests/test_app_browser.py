@@ -65,8 +65,17 @@ def test_upload_map_toggle_screenshot():
                 profile, executable_path=exe, args=CHROMIUM_ARGS, headless=True,
                 viewport={"width": 1400, "height": 1100})
             page = browser.new_page()
-            page.goto(server.url, wait_until="domcontentloaded")
+            page.goto(server.url, wait_until="networkidle")
+            # a first visitor clicks an example: the answer with its true point and the error
+            page.locator("button:has(img)").nth(3).click()
+            page.wait_for_function("() => (document.querySelector('#summary') || {}).innerText"
+                                   " && document.querySelector('#summary').innerText.includes('EXIF GPS of the upload')",
+                                   timeout=120_000)
+            assert "error **" in page.locator("#summary").inner_html() or "error" in page.locator("#summary").inner_text()
+            page.frame_locator("iframe.geosurge-map").locator("path.geosurge-truth").first.wait_for(state="attached", timeout=60_000)
             page.locator("#photo input[type=file]").set_input_files(str(photo))
+            page.wait_for_function("() => document.querySelector('#summary').innerText.includes('51.7624, -0.3179')",
+                                   timeout=120_000)  # the upload's own EXIF GPS: its answer, not the example's
             frame = page.frame_locator("iframe.geosurge-map")
             # the map draws the top cells of all 7 levels and the predicted marker
             frame.locator("path.geosurge-level-7").first.wait_for(state="attached", timeout=120_000)

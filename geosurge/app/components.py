@@ -51,12 +51,16 @@ class PhotoInput(gr.Image):
     reach the handler, which explains them."""
 
     is_template = True  # rendered by the stock Image front end
-    #: set after construction: Gradio serializes every ``__init__`` argument into the page's config
-    store: UploadStore
+    #: A class attribute, set by ``build_demo``: not an ``__init__`` argument (Gradio serializes those into the
+    #: page's config) and not an instance attribute (an example click is preprocessed by a copy of the
+    #: component rebuilt from its config, which would not have it). One demo per process.
+    store: UploadStore | None = None
 
     def preprocess(self, payload):
         if payload is None:
             return None
+        if self.store is None:
+            raise RuntimeError("PhotoInput.store is not set (build_demo sets it)")
         if payload.url and payload.url.startswith("data:"):
             return self.store.from_data_url(payload.url, self.GRADIO_CACHE)
         if not payload.path:

@@ -191,7 +191,7 @@ def build_demo(locator: Locator, store=None):
         with gr.Row():
             with gr.Column(scale=2):
                 photo = PhotoInput(type="filepath", image_mode=None, label="Photo", sources=["upload", "clipboard"], elem_id="photo")
-                photo.store = store or UploadStore(s.max_upload_bytes, s.delete_after_s, public=list(s.examples))
+                PhotoInput.store = store or UploadStore(s.max_upload_bytes, s.delete_after_s, public=list(s.examples))
                 fusion = gr.Checkbox(value=available, interactive=available,
                                      label="Semantic fusion",
                                      info=("Use the model that fuses the ADE20K segmentation with appearance; "
