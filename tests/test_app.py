@@ -182,6 +182,18 @@ def test_uploads_go_with_age_and_at_shutdown(tmp_path):
     os.utime(old, (time.time() - 4000, time.time() - 4000))
     assert sweep(tmp_path, 3600) == 1
     assert not old.exists() and not old.parent.exists() and new.exists()
+    from geosurge.app.server import Sweeper
+
+    sweeper = Sweeper(tmp_path, max_age_s=0.3, every_s=0.1)  # the thread the server runs, on a short clock
+    sweeper.start()
+    try:
+        deadline = time.time() + 10
+        while new.exists() and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        sweeper.stopped.set()
+        sweeper.join()
+    assert not new.exists()
     s = AppServer("--delete-after", "120")
     folder = s.workdir
     assert folder.is_dir() and "deleted after 120 s" in s.log.read_text()
@@ -333,6 +345,20 @@ def test_result_images_are_never_served_half_written(tmp_path):
     reads, short = _short_reads_while_rewriting(ResultImage(format="jpeg", interactive=False), img, tmp_path)
     assert reads > 50 and short == 0
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]  # no staging files left behind
+
+
+def test_app_entry_points():
+    """``python app.py``, ``python -m geosurge.app`` and ``geosurge app`` take the same flags."""
+    import subprocess
+    import sys
+
+    for cmd in ([sys.executable, str(ROOT / "app.py"), "--help"], [sys.executable, "-m", "geosurge.app", "--help"],
+                [sys.executable, "-m", "geosurge", "app", "--help"]):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert r.returncode == 0 and "--delete-after" in r.stdout and "--max-upload-mb" in r.stdout, (cmd, r.stderr)
+    r = subprocess.run([sys.executable, "-m", "geosurge.app", "--delete-after", "5"], capture_output=True, text=True,
+                       timeout=120, cwd=ROOT)
+    assert r.returncode == 2 and "between 60 and 86400" in r.stderr
 
 
 def test_settings_bind_loopback_unless_told(monkeypatch):
