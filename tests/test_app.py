@@ -151,6 +151,10 @@ def test_data_url_inside_the_queue_request_obeys_the_size_limit(server):
     assert (status == 413) or ("upload limit" in out[1]), (status, str(out)[:300])
     after = sum(f.stat().st_size for f in server.workdir.rglob("*") if f.is_file())
     assert after - before < 2**20
+    # a file by URL: Gradio would download it whatever its size; refused
+    remote = {"path": "https://example.com/huge.jpg", "url": "https://example.com/huge.jpg", "meta": {"_type": "gradio.FileData"}}
+    status, out = locate_raw(server.url, remote)
+    assert status == 400 and "uploads only" in out
     assert server.alive
 
 

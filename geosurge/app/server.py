@@ -27,6 +27,8 @@ class UploadGuard:
     * Every POST but ``/upload`` (Gradio limits that one itself) has its body capped at what the largest
       allowed photo takes as base64 plus an envelope: an image sent as a ``data:`` URL inside the queue
       request is refused with 413 before it is parsed, instead of being decoded whatever its size.
+    * A file given by an http(s) URL in a request is refused (400): Gradio would download it, with no size
+      limit, and the demo's browser page never sends one.
     * A successful ``/upload`` is handed to ``on_upload`` (the app's :class:`UploadStore`, which reads the
       original and its EXIF GPS into memory and replaces the file by a copy without metadata) before the
       client learns the file's path: the original is never on disk where a visitor can fetch it.
@@ -50,6 +52,8 @@ class UploadGuard:
             body = await self._read_capped(scope, receive)
         except _TooLarge:
             return await self._refuse(send)
+        if _names_remote_file(body):
+            return await self._refuse(send, 400, "Files are accepted as uploads only, not by URL.")
         replayed = False
 
         async def replay():
@@ -78,9 +82,9 @@ class UploadGuard:
                 break
         return b"".join(chunks)
 
-    async def _refuse(self, send) -> None:
-        text = f"Request too large: photos are limited to {self.max_body * 3 // 4 // 2**20} MB, whatever the transport.".encode()
-        await send({"type": "http.response.start", "status": 413,
+    async def _refuse(self, send, status: int = 413, text: str | None = None) -> None:
+        text = (text or f"Request too large: photos are limited to {self.max_body * 3 // 4 // 2**20} MB, whatever the transport.").encode()
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(text)).encode())]})
         await send({"type": "http.response.body", "body": text})
 
@@ -115,6 +119,28 @@ class UploadGuard:
         for p in paths:
             if Path(p).is_file() and Path(p).resolve().is_relative_to(self.upload_dir.resolve()):
                 await anyio.to_thread.run_sync(self.on_upload, p)
+
+
+def _names_remote_file(body: bytes) -> bool:
+    """Whether a JSON request body holds a file object whose path or url is an http(s) URL."""
+    if b"http" not in body:
+        return False
+    import json
+
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return False
+    stack = [doc]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            if any(isinstance(x.get(k), str) and x[k].lower().startswith(("http://", "https://")) for k in ("path",)):
+                return True
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return False
 
 
 def remove_strays(upload_dir: Path) -> None:
