@@ -179,16 +179,18 @@ def test_uploads_go_with_age_and_at_shutdown(tmp_path):
 
     from geosurge.app.server import sweep
 
-    old, new = tmp_path / "a" / "old.jpg", tmp_path / "b" / "new.jpg"
-    for f in (old, new):
+    old, new, example = tmp_path / "a" / "old.jpg", tmp_path / "b" / "new.jpg", tmp_path / "c" / "example.jpg"
+    for f in (old, new, example):
         f.parent.mkdir()
         f.write_bytes(b"x")
     os.utime(old, (time.time() - 4000, time.time() - 4000))
-    assert sweep(tmp_path, 3600) == 1
-    assert not old.exists() and not old.parent.exists() and new.exists()
+    os.utime(example, (time.time() - 4000, time.time() - 4000))
+    assert sweep(tmp_path, 3600, keep=frozenset({str(example)})) == 1
+    assert not old.exists() and not old.parent.exists() and new.exists() and example.exists()
     from geosurge.app.server import Sweeper
 
     sweeper = Sweeper(tmp_path, max_age_s=0.3, every_s=0.1)  # the thread the server runs, on a short clock
+    sweeper.keep = lambda: frozenset({str(example)})
     sweeper.start()
     try:
         deadline = time.time() + 10
@@ -197,7 +199,7 @@ def test_uploads_go_with_age_and_at_shutdown(tmp_path):
     finally:
         sweeper.stopped.set()
         sweeper.join()
-    assert not new.exists()
+    assert not new.exists() and example.exists()
     s = AppServer("--delete-after", "120")
     folder = s.workdir
     assert folder.is_dir() and "deleted after 120 s" in s.log.read_text()
@@ -452,3 +454,18 @@ def test_map_lines_take_the_short_way_across_the_antimeridian():
         (lat0, lon0), (lat1, lon1) = json.loads(line)
         assert lon0 == pytest.approx(178.1) and 180 < lon1 < 200  # Samoa drawn east of 180, next to Fiji
     assert "-172.1000" in page  # tooltips keep the true longitude
+
+
+def test_sweep_keeps_the_examples(tmp_path, monkeypatch):
+    """The example photos Gradio copies into its cache at start are what the sweep must leave alone."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    from geosurge.app.server import kept_by_gradio
+    from geosurge.app.settings import parse_settings
+    from geosurge.app.ui import Locator, build_demo
+    from geosurge.predictor import Predictor
+
+    settings = parse_settings([])
+    demo = build_demo(Locator(Predictor.from_pretrained(segmenter=None), settings))
+    kept = kept_by_gradio(demo)
+    names = {p.name for p in settings.examples}
+    assert len(kept) >= 20 and names <= {Path(p).name for p in kept}

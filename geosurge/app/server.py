@@ -157,9 +157,9 @@ def remove_strays(upload_dir: Path) -> None:
             pass
 
 
-def sweep(folder: Path, max_age_s: float, now: float | None = None) -> int:
-    """Delete every file under ``folder`` last written more than ``max_age_s`` ago, then empty folders;
-    returns how many files went."""
+def sweep(folder: Path, max_age_s: float, now: float | None = None, keep: frozenset[str] = frozenset()) -> int:
+    """Delete every file under ``folder`` last written more than ``max_age_s`` ago, but those in ``keep``
+    (absolute paths), then empty folders; returns how many files went."""
     now = time.time() if now is None else now
     gone = 0
     for root, dirs, files in os.walk(folder, topdown=False):
@@ -167,6 +167,8 @@ def sweep(folder: Path, max_age_s: float, now: float | None = None) -> int:
             if name == ".pid" and Path(root) == Path(folder):
                 continue  # the server's own marker (see remove_orphans)
             p = Path(root) / name
+            if str(p) in keep:
+                continue
             try:
                 if now - p.lstat().st_mtime > max_age_s:
                     p.unlink()
@@ -182,16 +184,23 @@ def sweep(folder: Path, max_age_s: float, now: float | None = None) -> int:
 
 
 class Sweeper(threading.Thread):
-    """Runs :func:`sweep` every ``every_s`` seconds until stopped."""
+    """Runs :func:`sweep` every ``every_s`` seconds until stopped. ``keep`` names the files to leave (the
+    example photos Gradio copied into the folder at start: the examples must keep working)."""
 
     def __init__(self, folder: Path, max_age_s: float, every_s: float):
         super().__init__(name="geosurge-sweeper", daemon=True)
         self.folder, self.max_age_s, self.every_s = folder, max_age_s, every_s
+        self.keep = lambda: frozenset()
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.every_s):
-            sweep(self.folder, self.max_age_s)
+            sweep(self.folder, self.max_age_s, keep=self.keep())
+
+
+def kept_by_gradio(demo) -> frozenset[str]:
+    """The files Gradio marks to keep in its cache (the examples' copies)."""
+    return frozenset(str(Path(p).resolve()) for b in demo.blocks.values() for p in getattr(b, "keep_in_cache", ()))
 
 
 PREFIX = "geosurge-app-"
@@ -261,6 +270,7 @@ def _run(settings: AppSettings, workdir: Path, sweeper: Sweeper) -> int:
     app = gr.mount_gradio_app(FastAPI(), demo, path="/", max_file_size=settings.max_upload_bytes,
                               allowed_paths=settings.allowed_paths, show_error=True, run_history=False,
                               server_name=settings.host, server_port=settings.port)
+    sweeper.keep = lambda: kept_by_gradio(demo)
     sweeper.start()
     print(f"geosurge app: serving http://{settings.host}:{settings.port}/; uploads and generated files in "
           f"{workdir}, deleted after {settings.delete_after_s} s and at shutdown", file=sys.stderr, flush=True)
