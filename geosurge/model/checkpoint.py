@@ -27,6 +27,60 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 REFERENCE = "reference.safetensors"
 REFERENCE_IDS = "reference.json"
+#: A checkpoint may carry its segmenter's files in this sub-directory (beside ``fusion/`` and ``rgb/``).
+SEGMENTER_DIR = "segmenter"
+#: The checkpoint pair shipped inside the package (``configs/demo.yaml``): the default everywhere.
+EMBEDDED_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "geosurge-lite0"
+
+
+def resolve_checkpoint(
+    source: str | Path, revision: str | None = None, cache_dir: str | Path | None = None, local_files_only: bool = False
+) -> Path:
+    """A local checkpoint directory for ``source``: an existing directory as it is, else a Hugging Face Hub
+    repo id (``org/name``) fetched through ``huggingface_hub.snapshot_download`` (``revision``, ``cache_dir``,
+    ``local_files_only``; ``HF_HUB_OFFLINE=1`` reads only the local cache)."""
+    path = Path(source)
+    if path.exists():
+        return path
+    text = str(source)
+    if text.count("/") != 1 or text.startswith((".", "/", "~")) or "\\" in text:
+        raise FileNotFoundError(f"{source} is neither a checkpoint directory nor a Hugging Face Hub repo id (org/name)")
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HFValidationError
+    except ImportError:
+        raise FileNotFoundError(f"{source} is not a directory, and huggingface_hub is not installed to fetch it from the Hub") from None
+    try:
+        return Path(snapshot_download(text, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only))
+    except HFValidationError as e:
+        raise FileNotFoundError(f"{source} is neither a checkpoint directory nor a valid Hub repo id: {e}") from None
+    except Exception as e:  # offline without a cached copy, unknown repo or revision, network errors
+        raise FileNotFoundError(f"cannot get the checkpoint {source}" + (f"@{revision}" if revision else "")
+                                + f" from the Hugging Face Hub or its cache: {type(e).__name__}: {e}") from None
+
+
+def segmenter_source(cfg, explicit: str | None, checkpoint: str | Path) -> str | None:
+    """Where a checkpoint's segmenter model comes from, first found: the path asked for, the segmenter's
+    environment variable (``$GEOSURGE_DEEPLAB``), the checkpoint config's path, the files shipped inside
+    the checkpoint (``segmenter/``); None leaves it to the segmenter's own default."""
+    from .segmenters import path_from_env
+
+    bundled = bundled_segmenter(checkpoint)
+    return explicit or path_from_env(cfg.name) or cfg.path or (str(bundled) if bundled else None)
+
+
+def bundled_segmenter(directory: str | Path) -> Path | None:
+    """The segmenter files shipped inside a checkpoint: ``segmenter/model.tflite`` (DeepLab) or a
+    ``segmenter/`` model directory (``config.json``, e.g. OneFormer), in the checkpoint directory or, for
+    one variant of a pair, beside it. None when the checkpoint carries none."""
+    directory = Path(directory)
+    for root in (directory, directory.parent):
+        seg = root / SEGMENTER_DIR
+        if (seg / "model.tflite").is_file():
+            return seg / "model.tflite"
+        if (seg / CONFIG).is_file():
+            return seg
+    return None
 
 
 class CheckpointError(ValueError):
