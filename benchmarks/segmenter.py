@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import statistics
 import sys
 import time
@@ -28,11 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from geosurge.model.config import SegmenterConfig  # noqa: E402
-from geosurge.model.segmenters.deeplab import DeepLabADE20K, default_path  # noqa: E402
+from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT, bundled_segmenter  # noqa: E402
+from geosurge.model.segmenters.deeplab import ENV_VAR, DeepLabADE20K, default_path  # noqa: E402
 
 
 def demo_size() -> int | None:
-    cfg = ROOT / "checkpoints/geosurge-lite0/fusion/config.json"
+    cfg = EMBEDDED_CHECKPOINT / "fusion" / "config.json"
     if not cfg.is_file():
         return None
     return json.loads(cfg.read_text())["model"]["segmenter"].get("input_size")
@@ -44,7 +46,8 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=None, help="input side to compare (default: the demo checkpoint's)")
     ap.add_argument("--test-csv", default=str(ROOT.parent / "shared/data/im2gps3k-dev/test.csv"))
     args = ap.parse_args()
-    path = default_path()
+    # the file the demo runs: $GEOSURGE_DEEPLAB, else the one shipped in the embedded checkpoint
+    path = default_path() if os.environ.get(ENV_VAR) else bundled_segmenter(EMBEDDED_CHECKPOINT) or default_path()
     if path is None:
         print("the DeepLab model file was not found (set $GEOSURGE_DEEPLAB)")
         return 2

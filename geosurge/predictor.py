@@ -13,7 +13,7 @@ import torch
 from .data.images import load_image
 from .geo.distance import haversine_km
 from .geo.hierarchy import Hierarchy
-from .model.checkpoint import CONFIG, load_checkpoint
+from .model.checkpoint import CONFIG, EMBEDDED_CHECKPOINT, load_checkpoint, resolve_checkpoint, segmenter_source
 from .model.encode import encode_images, encode_images_multi
 from .model.geosurge import GeoSURGE
 from .model.hierarchical import HierarchicalScorer, ReferenceIndex
@@ -90,7 +90,7 @@ class _Variant:
 class Predictor:
     """Geolocates photos with a trained checkpoint (one model, or a ``fusion``/``rgb`` pair).
 
-    >>> p = Predictor.from_pretrained("checkpoints/geosurge-lite0")
+    >>> p = Predictor.from_pretrained()  # the embedded checkpoint; or a directory, or a Hub repo id
     >>> [r] = p.predict("photo.jpg")
     >>> r.lat, r.lon, r.score
     """
@@ -107,18 +107,23 @@ class Predictor:
     @classmethod
     def from_pretrained(
         cls,
-        path: str | Path,
+        path: str | Path = EMBEDDED_CHECKPOINT,
         device: str | torch.device | None = None,
         segmenter: Segmenter | str | None = "auto",
         segmenter_path: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
     ) -> "Predictor":
-        """Load a checkpoint directory, or a directory holding ``fusion/`` and/or ``rgb/`` checkpoints.
+        """Load a checkpoint directory, or a directory holding ``fusion/`` and/or ``rgb/`` checkpoints, or a
+        Hugging Face Hub repo id laid out the same way (``revision``, ``cache_dir`` and ``local_files_only``
+        go to ``huggingface_hub.snapshot_download``). The default is the checkpoint shipped in the package.
 
         ``segmenter="auto"`` builds the segmenter the checkpoint was trained with (``segmenter_path``
         overrides its model path); ``None`` disables it. When it cannot be built (e.g. the DeepLab file
         is missing) the predictor still works without fusion and ``segmenter_error`` says why.
         """
-        path = Path(path)
+        path = resolve_checkpoint(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dirs = {}
         if (path / CONFIG).is_file():
@@ -128,19 +133,19 @@ class Predictor:
             if not dirs:
                 raise FileNotFoundError(f"{path} holds no GeoSURGE checkpoint ({CONFIG}, or {'/ or '.join(VARIANTS)}/ sub-directories)")
         variants: dict[str, _Variant] = {}
-        seg_cfg = None
+        seg_cfg, seg_home = None, path
         for d in dirs.values():
             model, hierarchy, reference, _ = load_checkpoint(d, dev)
             key = "fusion" if model.uses_fusion else "rgb"
             variants[key] = _Variant(model, hierarchy, reference, dev, load_posterior(d, model.cfg.posterior, hierarchy))
             if model.uses_fusion:
-                seg_cfg = model.cfg.segmenter
+                seg_cfg, seg_home = model.cfg.segmenter, d
         seg, err = None, None
         if isinstance(segmenter, Segmenter):
             seg = segmenter
         elif segmenter == "auto":
             if seg_cfg is not None:
-                cfg = SegmenterConfig(seg_cfg.name, segmenter_path or seg_cfg.path, seg_cfg.input_size)
+                cfg = SegmenterConfig(seg_cfg.name, segmenter_source(seg_cfg, segmenter_path, seg_home), seg_cfg.input_size)
                 try:
                     seg = create_segmenter(cfg)
                 except SegmenterUnavailable as e:

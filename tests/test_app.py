@@ -1,4 +1,7 @@
-"""The demo through its real server: gradio_client API calls, bad inputs, EXIF truth, concurrency."""
+"""The demo through its real server: gradio_client API calls, bad inputs, EXIF truth, privacy, concurrency.
+
+Needs nothing from ``../shared``: the photos are the EXIF-GPS examples shipped in the package (CI runs
+this file a second time with ``../shared`` out of sight, the fresh-machine case)."""
 from __future__ import annotations
 
 import csv
@@ -17,12 +20,12 @@ from geosurge.app.exif import exif_gps, with_gps
 
 from geosurge.app.testing import ROOT, AppServer
 
-CHECKPOINT = ROOT / "checkpoints" / "geosurge-lite0"
+from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT as CHECKPOINT  # noqa: E402
 COORDS = re.compile(r"### (-?\d+\.\d+), (-?\d+\.\d+)")
 
 
 @pytest.fixture(scope="module")
-def server(shared_dir):
+def server():
     s = AppServer()
     yield s
     s.stop()
@@ -36,9 +39,10 @@ def client(server):
 
 
 @pytest.fixture(scope="module")
-def photos(shared_dir):
-    rows = list(csv.DictReader(open(shared_dir / "data/im2gps3k-dev/test.csv")))
-    return [shared_dir / "data/im2gps3k-dev/images" / r["image"] for r in rows[:40:8]]
+def photos():
+    from geosurge.app.settings import EXAMPLES
+
+    return sorted(EXAMPLES.glob("*.jpg"))[::4]
 
 
 def locate(client, path, fusion=True):
@@ -62,7 +66,7 @@ def test_locate_real_photo_fusion_and_rgb(client, photos):
     lat, lon = coords(summary)
     assert -90 <= lat <= 90 and -180 <= lon <= 180
     assert overlay is not None and Path(overlay).is_file()  # segmentation overlay
-    assert ref is not None and "Nearest training photo" in caption and " km from the prediction" in caption
+    assert "Nearest training photo" in caption and " km from the prediction" in caption
     # the calibrated chances are the headline, the credible regions are on the map, and the per-level table
     # gives the chain of the answer's cells, levels 1..7
     assert re.search(r"\*\*\d+ % within 2,500 km\*\* · \d+ % within 750 km · \d+ % within 200 km", summary), summary
@@ -71,13 +75,16 @@ def test_locate_real_photo_fusion_and_rgb(client, photos):
     assert [int(k) for k, _ in rows] == list(range(1, 8)), summary
     html2, summary2, *_ = locate(client, photos[0], False)
     assert "Model: **RGB only" in summary2
-    # the segmentation overlay has a legend of classes: wider than the photo
+    # the segmentation overlay has a legend of classes under the photo, drawn at a fixed size
     ov = Image.open(overlay)
-    assert ov.width > Image.open(photos[0]).width * 0.9
+    with Image.open(photos[0]) as ph:
+        assert ov.height > 768 * ph.height / max(ph.size) + 30 and max(ov.size) < 1400
+    # the map's legend names both predictions and the truth (the examples carry EXIF GPS)
+    assert "geosurge-legend" in html and "fusion prediction" in html and "true location (EXIF GPS)" in html
 
 
 def test_exif_gps_is_shown_as_truth(client, photos, tmp_path):
-    img = Image.open(photos[1])
+    img = Image.open(photos[1]).convert("RGB")
     p = tmp_path / "gps.jpg"
     img.save(p, exif=with_gps(img, 48.8584, 2.2945))
     assert exif_gps(p) == pytest.approx((48.8584, 2.2945), abs=1e-4)
@@ -87,6 +94,136 @@ def test_exif_gps_is_shown_as_truth(client, photos, tmp_path):
     q = tmp_path / "nogps.jpg"
     img.save(q)
     assert coords(locate(client, q)[1]) == coords(summary)
+
+
+def test_shipped_examples_show_their_true_point(client):
+    """A first visitor clicking an example sees the true point and the error."""
+    from geosurge.app.settings import EXAMPLES, default_examples
+
+    examples = default_examples()
+    assert len(examples) == 20
+    rows = {r["image"]: r for r in csv.DictReader(open(EXAMPLES / "labels.csv"))}
+    ex = examples[7]
+    html, summary, *_ = locate(client, ex)
+    lat, lon = float(rows[ex.name]["lat"]), float(rows[ex.name]["lon"])
+    assert f"EXIF GPS of the upload: {lat:.4f}, {lon:.4f}" in summary and "error **" in summary
+    assert "geosurge-truth" in html
+
+
+def test_uploads_are_scrubbed_and_never_served_with_exif(server, client, photos, tmp_path):
+    """What stays on disk of an upload is a copy without metadata; the GPS still reaches the answer."""
+    from geosurge.app.testing import upload_raw
+
+    img = Image.open(photos[2]).convert("RGB")
+    p = tmp_path / "private.jpg"
+    img.save(p, exif=with_gps(img, -33.8568, 151.2153))
+    html, summary, *_ = locate(client, p)
+    assert "EXIF GPS of the upload: -33.8568, 151.2153" in summary
+    kept = [f for f in server.workdir.rglob("private.jpg")]
+    assert kept, "the upload copy should be in the server's private folder"
+    for f in kept:
+        assert exif_gps(f) is None and not Image.open(f).getexif(), f
+    # fetched back over HTTP as any visitor could: no EXIF either
+    import httpx
+
+    status, path = upload_raw(server.url, p.read_bytes(), "again.jpg")
+    assert status == 200
+    locate(client, p)  # the handler scrubs what it reads; an upload never answered is swept by age
+    r = httpx.get(server.url + "gradio_api/file=" + str(kept[0]), timeout=30)
+    assert r.status_code == 200 and b"Exif" not in r.content[:4096]
+
+
+def test_data_url_inside_the_queue_request_obeys_the_size_limit(server):
+    """A photo sent as a data: URL is answered like an upload; above the limit it is refused (413), and
+    nothing of it is written to disk."""
+    import base64
+
+    from geosurge.app.settings import EXAMPLES
+    from geosurge.app.testing import data_url_payload, locate_raw
+
+    photo = (EXAMPLES / "Apple_iPhone_5.jpg").read_bytes()
+    ok = "data:image/jpeg;base64," + base64.b64encode(photo).decode()
+    status, out = locate_raw(server.url, data_url_payload(ok))
+    assert status == 200 and isinstance(out, list) and out[1].startswith("### "), out
+    # the photo itself was answered (its EXIF GPS is the truth), not whatever ``path`` names
+    assert "EXIF GPS of the upload: 47.6272, -122.3373" in out[1]
+    before = sum(f.stat().st_size for f in server.workdir.rglob("*") if f.is_file())
+    big = "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8\xff" + bytes(25 * 2**20)).decode()
+    status, out = locate_raw(server.url, data_url_payload(big))
+    assert status == 413 and "20 MB" in out
+    # just above the limit but under the request cap: refused by the component, with our message
+    edge = "data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8\xff" + bytes(20 * 2**20 + 1000)).decode()
+    status, out = locate_raw(server.url, data_url_payload(edge))
+    assert (status == 413) or ("upload limit" in out[1]), (status, str(out)[:300])
+    after = sum(f.stat().st_size for f in server.workdir.rglob("*") if f.is_file())
+    assert after - before < 2**20
+    # a file by URL: Gradio would download it whatever its size; refused
+    remote = {"path": "https://example.com/huge.jpg", "url": "https://example.com/huge.jpg", "meta": {"_type": "gradio.FileData"}}
+    status, out = locate_raw(server.url, remote)
+    assert status == 400 and "uploads only" in out
+    assert server.alive
+
+
+def test_rejected_upload_leaves_no_temp_file(server, photos):
+    from geosurge.app.testing import upload_raw
+
+    data = photos[0].read_bytes()
+    for name in ("..", "x" * 10):
+        upload_raw(server.url, data, name)
+    status, _ = upload_raw(server.url, data, "..")
+    assert status == 400
+    status, _ = upload_raw(server.url, b"\xff\xd8\xff" + bytes(21 * 2**20), "big.jpg")
+    assert status == 413
+    assert [p.name for p in server.workdir.iterdir() if p.is_file() and p.name != ".pid"] == []
+
+
+def test_uploads_go_with_age_and_at_shutdown(tmp_path):
+    """The sweep deletes files older than the limit and empty folders; the whole private folder goes when
+    the server stops (SIGTERM)."""
+    import os
+    import time
+
+    from geosurge.app.server import sweep
+
+    old, new, example = tmp_path / "a" / "old.jpg", tmp_path / "b" / "new.jpg", tmp_path / "c" / "example.jpg"
+    for f in (old, new, example):
+        f.parent.mkdir()
+        f.write_bytes(b"x")
+    os.utime(old, (time.time() - 4000, time.time() - 4000))
+    os.utime(example, (time.time() - 4000, time.time() - 4000))
+    assert sweep(tmp_path, 3600, keep=frozenset({str(example)})) == 1
+    assert not old.exists() and not old.parent.exists() and new.exists() and example.exists()
+    from geosurge.app.server import Sweeper
+
+    sweeper = Sweeper(tmp_path, max_age_s=0.3, every_s=0.1)  # the thread the server runs, on a short clock
+    sweeper.keep = lambda: frozenset({str(example)})
+    sweeper.start()
+    try:
+        deadline = time.time() + 10
+        while new.exists() and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        sweeper.stopped.set()
+        sweeper.join()
+    assert not new.exists() and example.exists()
+    s = AppServer("--delete-after", "120")
+    folder = s.workdir
+    assert folder.is_dir() and "deleted after 120 s" in s.log.read_text()
+    s.stop()
+    assert not folder.exists()
+    # a server killed without cleaning up: its folder goes when the next one starts
+    from geosurge.app.server import PREFIX, remove_orphans
+
+    orphan = tmp_path / f"{PREFIX}dead"
+    (orphan / "abc").mkdir(parents=True)
+    (orphan / "abc" / "photo.jpg").write_bytes(b"x")
+    dead = __import__("subprocess").Popen(["true"])
+    dead.wait()
+    (orphan / ".pid").write_text(str(dead.pid))
+    alive = tmp_path / f"{PREFIX}alive"
+    alive.mkdir()
+    (alive / ".pid").write_text(str(os.getpid()))
+    assert remove_orphans(tmp_path) == [orphan] and alive.is_dir()
 
 
 def _png_header_bomb(path: Path, w: int, h: int) -> None:
@@ -222,6 +359,20 @@ def test_result_images_are_never_served_half_written(tmp_path):
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]  # no staging files left behind
 
 
+def test_app_entry_points():
+    """``python app.py``, ``python -m geosurge.app`` and ``geosurge app`` take the same flags."""
+    import subprocess
+    import sys
+
+    for cmd in ([sys.executable, str(ROOT / "app.py"), "--help"], [sys.executable, "-m", "geosurge.app", "--help"],
+                [sys.executable, "-m", "geosurge", "app", "--help"]):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert r.returncode == 0 and "--delete-after" in r.stdout and "--max-upload-mb" in r.stdout, (cmd, r.stderr)
+    r = subprocess.run([sys.executable, "-m", "geosurge.app", "--delete-after", "5"], capture_output=True, text=True,
+                       timeout=120, cwd=ROOT)
+    assert r.returncode == 2 and "between 60 and 86400" in r.stderr
+
+
 def test_settings_bind_loopback_unless_told(monkeypatch):
     from geosurge.app.settings import parse_settings
 
@@ -234,18 +385,23 @@ def test_settings_bind_loopback_unless_told(monkeypatch):
     assert parse_settings(["--host", "127.0.0.1", "--port", "8000"]).port == 8000
 
 
-def test_app_without_segmenter_explains_fusion_is_off(shared_dir, tmp_path):
-    """With the DeepLab file missing the app still answers, RGB-only, and says why."""
+def test_app_without_segmenter_says_so_once_and_plainly(photos, tmp_path):
+    """With the DeepLab file missing the app still answers, RGB-only: one plain sentence for the visitor,
+    the reason (and what to set) for the operator, in the log."""
     from gradio_client import Client
+
+    from geosurge.app.ui import FUSION_OFF
 
     s = AppServer("--segmenter-path", str(tmp_path / "missing.tflite"))
     try:
         c = Client(s.url, verbose=False)
-        photo = next((shared_dir / "data/im2gps3k-dev/images").iterdir())
-        html, summary, overlay, *_ = locate(c, photo, True)
-        assert "Semantic fusion is off" in summary and "DeepLab ADE20K model file was not found" in summary
+        html, summary, overlay, *_ = locate(c, photos[0], True)
+        assert summary.count(FUSION_OFF) == 1 and "not available" not in summary.replace(FUSION_OFF, "")
+        assert "GEOSURGE" not in summary and "model file" not in summary
         assert overlay is None and "geosurge-pred-rgb" in html
-        assert "the fusion toggle is off" in s.log.read_text()
+        page = __import__("httpx").get(s.url + "config", timeout=30).text
+        assert "GEOSURGE_DEEPLAB" not in page and "model file was not found" not in page
+        assert "DeepLab ADE20K model file was not found" in s.log.read_text()
     finally:
         s.stop()
 
@@ -292,7 +448,7 @@ def test_map_lines_take_the_short_way_across_the_antimeridian():
     from geosurge.model.checkpoint import load_checkpoint
     from geosurge.predictor import Predictor
 
-    ckpt = ROOT / "checkpoints/geosurge-lite0"
+    ckpt = CHECKPOINT
     p = Predictor.from_pretrained(ckpt, segmenter=None)
     [pred] = p.predict(Image.new("RGB", (64, 48), (90, 140, 200)), level_top=2, fusion=False)
     _, hierarchy, _, _ = load_checkpoint(ckpt / "rgb")
@@ -304,3 +460,18 @@ def test_map_lines_take_the_short_way_across_the_antimeridian():
         (lat0, lon0), (lat1, lon1) = json.loads(line)
         assert lon0 == pytest.approx(178.1) and 180 < lon1 < 200  # Samoa drawn east of 180, next to Fiji
     assert "-172.1000" in page  # tooltips keep the true longitude
+
+
+def test_sweep_keeps_the_examples(tmp_path, monkeypatch):
+    """The example photos Gradio copies into its cache at start are what the sweep must leave alone."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    from geosurge.app.server import kept_by_gradio
+    from geosurge.app.settings import parse_settings
+    from geosurge.app.ui import Locator, build_demo
+    from geosurge.predictor import Predictor
+
+    settings = parse_settings([])
+    demo = build_demo(Locator(Predictor.from_pretrained(segmenter=None), settings))
+    kept = kept_by_gradio(demo)
+    names = {p.name for p in settings.examples}
+    assert len(kept) >= 20 and names <= {Path(p).name for p in kept}

@@ -37,7 +37,14 @@ def test_deeplab_on_real_photos(shared_dir):
         assert top and sum(f for _, _, f in top) > 0.5
         seen.update(n for _, n, _ in top)
         out = overlay(img, lab)
-        assert out.width > img.width and out.height == img.height
+        photo_h = round(img.height * 768 / max(img.size))
+        assert out.height > photo_h + 30 and out.width >= round(img.width * 768 / max(img.size))  # legend below
+    # the legend keeps its size whatever the photo's: a phone photo and a thumbnail give the same rows
+    big, small = Image.new("RGB", (4032, 3024), (90, 140, 200)), Image.new("RGB", (160, 120), (90, 140, 200))
+    lab = np.zeros((3024, 4032), np.uint8)
+    lab[:1500] = 3  # sky
+    a, b = overlay(big, lab), overlay(small, np.asarray(Image.fromarray(lab).resize((160, 120), Image.NEAREST)))
+    assert a.size == b.size and max(a.size) < 1400
     # outdoor photos: at least one of the usual outdoor classes is found
     assert seen & {"sky", "tree", "building", "water", "road", "grass", "mountain"}
 

@@ -13,6 +13,8 @@ import gradio as gr
 from gradio.processing_utils import encode_pil_to_bytes, hash_bytes
 from PIL import Image
 
+from .uploads import UploadStore
+
 
 def write_once(data: bytes, cache_dir: str | Path, name: str) -> str:
     """Store ``data`` content-addressed under ``cache_dir`` and return its path, never exposing a partial file.
@@ -43,15 +45,27 @@ def write_once(data: bytes, cache_dir: str | Path, name: str) -> str:
 
 
 class PhotoInput(gr.Image):
-    """gr.Image that hands any upload to the handler, so unreadable files get our explanation."""
+    """gr.Image that hands every upload to the handler as an :class:`~geosurge.app.uploads.Upload`: the
+    original bytes in memory, its EXIF GPS, the file on disk scrubbed of metadata. A ``data:`` URL obeys
+    the same size limit as a file (Gradio's own path decodes it whatever its size), and unreadable files
+    reach the handler, which explains them."""
 
     is_template = True  # rendered by the stock Image front end
+    #: A class attribute, set by ``build_demo``: not an ``__init__`` argument (Gradio serializes those into the
+    #: page's config) and not an instance attribute (an example click is preprocessed by a copy of the
+    #: component rebuilt from its config, which would not have it). One demo per process.
+    store: UploadStore | None = None
 
     def preprocess(self, payload):
-        try:
-            return super().preprocess(payload)
-        except Exception:
-            return str(payload.path) if payload is not None and payload.path else None
+        if payload is None:
+            return None
+        if self.store is None:
+            raise RuntimeError("PhotoInput.store is not set (build_demo sets it)")
+        if payload.url and payload.url.startswith("data:"):
+            return self.store.from_data_url(payload.url, self.GRADIO_CACHE)
+        if not payload.path:
+            return None
+        return self.store.from_file(payload.path)
 
 
 class ResultImage(gr.Image):

@@ -1,6 +1,6 @@
 """The prediction map: top cells of every hierarchy level as S2 polygons, predictions, truth (Folium).
 
-Leaflet is inlined from ``assets/vendor`` instead of a CDN, so the map renders offline (and in the
+Leaflet is inlined from ``geosurge/app/assets/vendor`` instead of a CDN, so the map renders offline (and in the
 browser tests); only the background tiles need the internet.
 """
 from __future__ import annotations
@@ -12,13 +12,14 @@ from pathlib import Path
 
 import folium
 import xyzservices
+from branca.element import MacroElement
 from jinja2 import Template
 
 from ..geo.distance import haversine_km
 from ..geo.hierarchy import Hierarchy
 from ..predictor import Prediction
 
-LEAFLET = Path(__file__).resolve().parents[2] / "assets" / "vendor" / "leaflet-1.9.4"
+LEAFLET = Path(__file__).resolve().parent / "assets" / "vendor" / "leaflet-1.9.4"
 #: coarse -> fine; distinct hues that stay readable over a map
 LEVEL_COLOURS = ["#4e79a7", "#59a14f", "#edc948", "#f28e2b", "#e15759", "#b07aa1", "#76005f"]
 PRED_COLOURS = {"fusion": "#d62728", "rgb": "#1f77b4"}
@@ -31,7 +32,7 @@ def _leaflet_escaped() -> str:
     (150 kB: escaping it once instead of per map)."""
     js, css = LEAFLET / "leaflet.js", LEAFLET / "leaflet.css"
     if not js.is_file():
-        raise FileNotFoundError(f"Leaflet is missing from {LEAFLET} (it ships with the repository)")
+        raise FileNotFoundError(f"Leaflet is missing from {LEAFLET} (it ships with the package)")
     return html.escape(f"<style>{css.read_text()}</style><script>{js.read_text()}</script>", quote=True)
 
 
@@ -117,6 +118,76 @@ def credible_layers(pred: Prediction, hierarchy: Hierarchy) -> list[CellLayer]:
     return layers
 
 
+class Legend(MacroElement):
+    """The map's colour legend, a Leaflet control in the bottom-right corner (the map keeps points clear of it)."""
+
+    _template = Template("""
+        {% macro script(this, kwargs) %}
+            var {{ this.get_name() }} = L.control({position: "bottomright"});
+            {{ this.get_name() }}.onAdd = function () {
+                var div = L.DomUtil.create("div", "geosurge-legend");
+                div.innerHTML = {{ this.html|tojson }};
+                L.DomEvent.disableClickPropagation(div);
+                return div;
+            };
+            {{ this.get_name() }}.addTo({{ this._parent.get_name() }});
+        {% endmacro %}
+    """)
+
+    def __init__(self, entries: list[tuple[str, str, str]]):
+        super().__init__()
+        self._name = "Legend"
+        rows = []
+        for kind, colour, label in entries:
+            mark = (f'<span style="display:inline-block;width:11px;height:11px;border-radius:50%;background:{colour};'
+                    'border:2px solid #fff;box-shadow:0 0 0 1px #666"></span>' if kind == "point" else
+                    f'<span style="display:inline-block;width:13px;height:9px;background:{colour};opacity:.75;'
+                    f'border:1px solid {colour}"></span>')
+            rows.append(f'<div style="white-space:nowrap;line-height:16px">{mark} {html.escape(label)}</div>')
+        self.html = ('<div style="background:rgba(255,255,255,.92);padding:5px 8px;border-radius:6px;font:11px/1.3 sans-serif;'
+                     'box-shadow:0 1px 4px rgba(0,0,0,.35)">' + "".join(rows) + "</div>")
+
+
+class FitView(MacroElement):
+    """Fit the map to ``bounds`` now and again whenever its frame is resized: Gradio may create the map's
+    iframe while its box is still hidden (0 x 0), and a fit computed then leaves the points off screen."""
+
+    _template = Template("""
+        {% macro script(this, kwargs) %}
+            (function (map) {
+                var bounds = {{ this.bounds|tojson }};
+                var options = {paddingTopLeft: {{ this.top_left|tojson }}, paddingBottomRight: {{ this.bottom_right|tojson }}, animate: false};
+                function fit() { map.invalidateSize(false); map.fitBounds(bounds, options); }
+                fit();
+                window.addEventListener("resize", fit);
+            })({{ this._parent.get_name() }});
+        {% endmacro %}
+    """)
+
+    def __init__(self, bounds, top_left, bottom_right):
+        super().__init__()
+        self._name = "FitView"
+        self.bounds, self.top_left, self.bottom_right = bounds, list(top_left), list(bottom_right)
+
+
+#: Padding (px) that keeps the fitted points clear of the map's corners: the zoom buttons and the layer
+#: button across the top, the legend on the right.
+FIT_TOP_LEFT, FIT_BOTTOM_RIGHT = (20, 64), (150, 20)
+
+_VARIANT_NAMES = {"fusion": "fusion prediction", "rgb": "RGB-only prediction"}
+
+
+def legend_entries(primary_name: str, other_name: str | None, truth: bool, levels: int) -> list[tuple[str, str, str]]:
+    entries = [("point", PRED_COLOURS.get(primary_name, "#d62728"), _VARIANT_NAMES.get(primary_name, primary_name))]
+    if other_name:
+        entries.append(("point", PRED_COLOURS.get(other_name, "#1f77b4"), _VARIANT_NAMES.get(other_name, other_name)))
+    if truth:
+        entries.append(("point", TRUTH_COLOUR, "true location (EXIF GPS)"))
+    entries += [("cell", _colour(k), f"level {k + 1} cells" + (" (coarsest)" if k == 0 else " (finest)" if k == levels - 1 else ""))
+                for k in range(levels)]
+    return entries
+
+
 def prediction_map(
     primary: Prediction,
     hierarchy: Hierarchy,
@@ -170,10 +241,13 @@ def prediction_map(
         where = point(truth[0], truth[1], TRUTH_COLOUR, "geosurge-truth", f"EXIF GPS (true location) · error {err:,.0f} km")
         folium.PolyLine([[primary.lat, primary.lon], where], color=TRUTH_COLOUR, weight=2,
                         tooltip=f"error {err:,.0f} km", class_name="geosurge-error").add_to(m)
-    folium.LayerControl(collapsed=False).add_to(m)
+    # Collapsed: the expanded panel covered the truth or a prediction on about one map in ten.
+    folium.LayerControl(collapsed=True).add_to(m)
+    Legend(legend_entries(primary_name, other_name if other is not None else None, truth is not None,
+                          len(primary.levels))).add_to(m)
     if bounds:
         lats, lons = [b[0] for b in bounds], [b[1] for b in bounds]
-        m.fit_bounds([[min(lats), min(lons)], [max(lats), max(lons)]], padding=(20, 20))
+        FitView([[min(lats), min(lons)], [max(lats), max(lons)]], FIT_TOP_LEFT, FIT_BOTTOM_RIGHT).add_to(m)
     # Spliced in after rendering: as a folium Element the 150 kB of Leaflet would be compiled as a
     # Jinja template on every request.
     head, sep, rest = m.get_root().render().partition("<head>")

@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..model.checkpoint import EMBEDDED_CHECKPOINT
+
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("GEOSURGE_SHARED", ROOT.parent / "shared"))
-DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "geosurge-lite0"
-SHARED_IMAGES = SHARED / "data" / "im2gps3k-dev" / "images"
+DEFAULT_CHECKPOINT = EMBEDDED_CHECKPOINT
+#: The 20 EXIF-GPS photos shipped with the package (README.md there: source and licence).
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+#: Uploads and generated files are deleted this long after they were written (and all at shutdown).
+DEFAULT_DELETE_AFTER_S = 1800
 
 
 @dataclass
@@ -25,6 +28,11 @@ class AppSettings:
     max_upload_mb: int = 20
     device: str | None = None
     on_space: bool = False
+    delete_after_s: int = DEFAULT_DELETE_AFTER_S
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
 
     @property
     def allowed_paths(self) -> list[str]:
@@ -39,17 +47,12 @@ def _env(name: str, default=None):
     return v if v not in (None, "") else default
 
 
-def default_examples(n: int = 8) -> list[Path]:
-    """A few test photos from ../shared when it is there (photos are never committed)."""
-    test_csv = SHARED / "data" / "im2gps3k-dev" / "test.csv"
-    if not test_csv.is_file():
-        return []
-    rows = list(csv.DictReader(test_csv.open()))
-    picks = [SHARED_IMAGES / r["image"] for r in rows[:: max(1, len(rows) // n)][:n]]
-    return [p for p in picks if p.is_file()]
+def default_examples() -> list[Path]:
+    """The EXIF-GPS photos shipped in the package: a first visitor sees the true point and the error."""
+    return examples_from(EXAMPLES, n=20)
 
 
-def examples_from(folder: Path, n: int = 12) -> list[Path]:
+def examples_from(folder: Path, n: int = 20) -> list[Path]:
     exts = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in exts)[:n] if folder.is_dir() else []
 
@@ -71,9 +74,9 @@ def training_image_root(checkpoint: Path) -> Path | None:
     return None
 
 
-def parse_settings(argv: list[str] | None = None) -> AppSettings:
+def add_settings_arguments(p: argparse.ArgumentParser) -> None:
+    """The demo's flags (``python app.py``, ``geosurge app``); each has an environment variable, flags win."""
     on_space = bool(_env("SPACE_ID"))
-    p = argparse.ArgumentParser(description="GeoSURGE demo: where on Earth was this photo taken?")
     p.add_argument("--host", default=_env("GEOSURGE_HOST", "0.0.0.0" if on_space else "127.0.0.1"),
                    help="interface to bind (default 127.0.0.1; 0.0.0.0 on a Hugging Face Space) [$GEOSURGE_HOST]")
     p.add_argument("--port", type=int, default=int(_env("GEOSURGE_PORT", _env("GRADIO_SERVER_PORT", "7860"))),
@@ -83,12 +86,35 @@ def parse_settings(argv: list[str] | None = None) -> AppSettings:
     p.add_argument("--segmenter-path", default=_env("GEOSURGE_SEGMENTER"),
                    help="segmentation model file / directory / hub id (default: the checkpoint's) [$GEOSURGE_SEGMENTER]")
     p.add_argument("--examples", type=Path, default=_env("GEOSURGE_EXAMPLES"),
-                   help="folder of example photos (default: a few ../shared test photos) [$GEOSURGE_EXAMPLES]")
+                   help="folder of example photos (default: the 20 EXIF-GPS photos shipped) [$GEOSURGE_EXAMPLES]")
     p.add_argument("--reference-images", type=Path, default=_env("GEOSURGE_REFERENCE_IMAGES"),
                    help="folder of the training photos, to show the nearest reference [$GEOSURGE_REFERENCE_IMAGES]")
-    p.add_argument("--max-upload-mb", type=int, default=int(_env("GEOSURGE_MAX_UPLOAD_MB", "20")))
+    p.add_argument("--max-upload-mb", type=int, default=int(_env("GEOSURGE_MAX_UPLOAD_MB", "20")),
+                   help="largest upload accepted, by file or data: URL (default 20) [$GEOSURGE_MAX_UPLOAD_MB]")
+    p.add_argument("--delete-after", type=int, default=int(_env("GEOSURGE_DELETE_AFTER", str(DEFAULT_DELETE_AFTER_S))),
+                   help="seconds after which uploads and generated files are deleted (default 1800; all at "
+                        "shutdown) [$GEOSURGE_DELETE_AFTER]")
     p.add_argument("--device", default=_env("GEOSURGE_DEVICE"), help="cpu, cuda ... (default: GPU when present)")
-    a = p.parse_args(argv)
+
+
+def settings_from_args(a: argparse.Namespace) -> AppSettings:
+    """Checked settings from parsed flags (``ValueError`` with the reason)."""
+    on_space = bool(_env("SPACE_ID"))
     examples = examples_from(Path(a.examples)) if a.examples else default_examples()
     refs = Path(a.reference_images) if a.reference_images else training_image_root(a.checkpoint)
-    return AppSettings(a.host, a.port, a.checkpoint, a.segmenter_path, examples, refs, a.max_upload_mb, a.device, on_space)
+    if not 60 <= a.delete_after <= 86400:
+        raise ValueError(f"--delete-after must be between 60 and 86400 seconds, not {a.delete_after}")
+    if a.max_upload_mb < 1:
+        raise ValueError("--max-upload-mb must be at least 1")
+    return AppSettings(a.host, a.port, a.checkpoint, a.segmenter_path, examples, refs, a.max_upload_mb, a.device,
+                       on_space, a.delete_after)
+
+
+def parse_settings(argv: list[str] | None = None) -> AppSettings:
+    p = argparse.ArgumentParser(description="GeoSURGE demo: where on Earth was this photo taken?")
+    add_settings_arguments(p)
+    a = p.parse_args(argv)
+    try:
+        return settings_from_args(a)
+    except ValueError as e:
+        p.error(str(e))

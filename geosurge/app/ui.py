@@ -17,19 +17,25 @@ from ..geo.distance import haversine_km
 from ..geo.geocode import place_names
 from ..model.segmenters.palette import overlay
 from ..predictor import Predictor
-from .exif import exif_gps
+from .exif import ExifGps, read_exif_gps
 from .geomap import prediction_map
 from .settings import AppSettings
+from .uploads import Upload
 
 TITLE = "GeoSURGE: where on Earth was this photo taken?"
 INTRO = (
-    "Upload a photo (or pick an example). GeoSURGE scores every cell of a 7-level hierarchy of S2 cells, "
-    "combines that visual evidence with where Flickr photos are taken (MP-16), and says how likely the answer "
-    "is to be within 1 to 2,500 km, with chances checked on photographers it never saw. The map shows the "
-    "regions holding 50 % and 90 % of the probability, the best cells of every level (toggle levels on the right "
-    "of the map; hover a cell for its product score), the predicted point, and, when the photo carries EXIF GPS, "
-    "the true point and the error. EXIF is only ever used to draw the truth."
+    "Upload a photo (or pick one of the example photos, which carry the GPS position where they were taken). "
+    "GeoSURGE scores every cell of a 7-level hierarchy of S2 cells, combines that visual evidence with where "
+    "Flickr photos are taken (MP-16), and says how likely the answer is to be within 1 to 2,500 km, with chances "
+    "checked on photographers it never saw. The map shows the regions holding 50 % and 90 % of the probability, "
+    "the best cells of every level (the layer button on the map toggles levels; hover a cell for its product "
+    "score), the predicted point, and, when the photo carries EXIF GPS, the true point and the error. EXIF is "
+    "only ever used to draw the truth, and never served back."
 )
+#: The one sentence a visitor reads when the fusion model cannot run on this server (the reason goes to the log).
+FUSION_OFF = "Semantic fusion is not available on this server, so this answer comes from the RGB-only model."
+PRIVACY = ("Uploads are kept only in memory and as a copy without metadata on this server, deleted after "
+           "{minutes} minutes and when the server stops.")
 
 
 @dataclass
@@ -92,17 +98,21 @@ class Locator:
                 self._seg.popitem(last=False)
         return lab
 
-    def __call__(self, path: str | None, fusion: bool = True) -> Answer:
-        if not path:
+    def __call__(self, photo: str | Path | Upload | None, fusion: bool = True) -> Answer:
+        """Answer one photo: a path (tests, warm-up) or an :class:`Upload` from the UI."""
+        if not photo:
             return message("Upload a photo to locate it.")
         t0 = time.perf_counter()
+        if isinstance(photo, Upload) and photo.error:
+            return message(f"This file cannot be used: {photo.error}")
         try:
-            raw = Path(path).read_bytes()
-            img = load_image(raw)
+            raw = photo.data if isinstance(photo, Upload) else Path(photo).read_bytes()
+            img = photo.image if isinstance(photo, Upload) and photo.image is not None else load_image(raw)
         except (ImageLoadError, OSError) as e:
             return message(f"This file cannot be used: {e}")
         key = hashlib.sha1(raw).hexdigest()
-        truth = exif_gps(path)
+        gps = photo.gps if isinstance(photo, Upload) else read_exif_gps(raw)
+        truth = gps.point if gps else None
         stages = {}  # shown under the answer: where the time went
         t = time.perf_counter()
         labels = self._labels(key, img)
@@ -118,26 +128,28 @@ class Locator:
         ov = overlay(img, labels) if labels is not None else None
         ref_img, ref_caption = self._reference(pred)
         stages["overlay and reference"] = time.perf_counter() - t
-        summary = self._summary(preds, primary, other, truth, fusion, time.perf_counter() - t0, stages)
+        summary = self._summary(preds, primary, other, gps, fusion, time.perf_counter() - t0, stages)
         return Answer(html, summary, ov, ref_img, ref_caption, preds)
 
-    def _summary(self, preds, primary, other, truth, fusion_asked, seconds, stages) -> str:
+    def _summary(self, preds, primary, other, gps: ExifGps | None, fusion_asked, seconds, stages) -> str:
         pred = preds[primary]
         place = place_names([pred.lat], [pred.lon])[0]
         name = {"fusion": "with semantic fusion", "rgb": "RGB only (no fusion)"}
         lines = [f"### {pred.lat:.4f}, {pred.lon:.4f} — {place}", chances_headline(pred),
                  f"Model: **{name[primary]}** · answer chosen by {decision_words(pred.decision)}"]
-        if fusion_asked and primary != "fusion":
-            lines.append(f"Semantic fusion is off: {self.fusion_note or 'no fusion model'}.")
+        if "fusion" not in preds:
+            lines.append(FUSION_OFF)
         if other is not None:
             o = preds[other]
             d = float(haversine_km(pred.lat, pred.lon, o.lat, o.lon))
             lines.append(f"{name[other][0].upper() + name[other][1:]}: {o.lat:.4f}, {o.lon:.4f} ({place_names([o.lat], [o.lon])[0]}), "
                          f"**{d:,.0f} km** from the {primary} prediction (both on the map).")
-        if truth is not None:
-            err = float(haversine_km(pred.lat, pred.lon, *truth))
-            lines.append(f"EXIF GPS of the upload: {truth[0]:.4f}, {truth[1]:.4f} — error **{err:,.0f} km** "
+        if gps is not None and gps.point is not None:
+            err = float(haversine_km(pred.lat, pred.lon, *gps.point))
+            lines.append(f"EXIF GPS of the upload: {gps.lat:.4f}, {gps.lon:.4f} — error **{err:,.0f} km** "
                          "(EXIF is shown, never used by the model).")
+        elif gps is not None:
+            lines.append(f"The photo's EXIF GPS cannot be shown: {gps.problem}.")
         lines = ["\n\n".join(lines), ""]  # separate paragraphs in Markdown
         lines.extend(level_table(pred))
         parts = ", ".join(f"{name} {sec * 1000:.0f} ms" for name, sec in stages.items())
@@ -188,34 +200,43 @@ def level_table(pred) -> list[str]:
     return lines
 
 
-def build_demo(locator: Locator):
+def build_demo(locator: Locator, store=None):
     """The Blocks app: photo + fusion toggle on the left; map, answer, overlay and reference on the right."""
     import gradio as gr
 
     from .components import PhotoInput, ResultImage
+    from .uploads import UploadStore
 
-    note = locator.fusion_note
-    with gr.Blocks(title="GeoSURGE") as demo:
-        gr.Markdown(f"# {TITLE}\n{INTRO}")
+    s = locator.s
+    available = locator.fusion_note is None
+    sweep = max(10, min(300, s.delete_after_s // 4))
+    with gr.Blocks(title="GeoSURGE", delete_cache=(sweep, s.delete_after_s)) as demo:
+        gr.Markdown(f"# {TITLE}\n{INTRO}\n\n<small>{PRIVACY.format(minutes=round(s.delete_after_s / 60))}</small>")
         with gr.Row():
             with gr.Column(scale=2):
                 photo = PhotoInput(type="filepath", image_mode=None, label="Photo", sources=["upload", "clipboard"], elem_id="photo")
-                fusion = gr.Checkbox(value=note is None, interactive=note is None, label="Semantic fusion",
+                PhotoInput.store = store or UploadStore(s.max_upload_bytes, s.delete_after_s, public=list(s.examples))
+                fusion = gr.Checkbox(value=available, interactive=available,
+                                     label="Semantic fusion",
                                      info=("Use the model that fuses the ADE20K segmentation with appearance; "
-                                           "the other model's prediction is drawn too.") if note is None else f"Unavailable: {note}",
+                                           "the other model's prediction is drawn too.") if available else None,
                                      elem_id="fusion")
                 button = gr.Button("Locate", variant="primary", elem_id="locate")
-                if locator.s.examples:
-                    gr.Examples([[str(p)] for p in locator.s.examples], inputs=[photo], label="Examples (im2gps3k test photos)")
+                if s.examples:
+                    gr.Examples([[str(p)] for p in s.examples], inputs=[photo], examples_per_page=10,
+                                label="Example photos with EXIF GPS (metadata-extractor-images; the true point is drawn)")
                 overlay_img = ResultImage(label="ADE20K segmentation (main classes)", interactive=False, elem_id="overlay", format="jpeg")
             with gr.Column(scale=3):
                 map_html = gr.HTML(message("Upload a photo to see where it was taken.").map_html, elem_id="map")
                 summary = gr.Markdown(elem_id="summary")
-                ref_img = ResultImage(label="Nearest training photo", interactive=False, elem_id="reference", format="jpeg")
+                # Without the training photos on this machine (they cannot ship: only their ids and places do)
+                # the box would stay empty; the caption still names the nearest one and where it was taken.
+                ref_img = ResultImage(label="Nearest training photo", interactive=False, elem_id="reference", format="jpeg",
+                                      visible=s.reference_images is not None)
                 ref_caption = gr.Markdown(elem_id="reference-caption")
 
-        def run(path, use_fusion):
-            a = locator(path, bool(use_fusion))
+        def run(upload, use_fusion):
+            a = locator(upload, bool(use_fusion))
             return a.map_html, a.summary, a.overlay, a.reference, a.reference_caption
 
         outputs = [map_html, summary, overlay_img, ref_img, ref_caption]

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 # Command modules keep heavy imports (torch, transformers) inside run(), so `geosurge --help` stays instant.
 COMMANDS: dict[str, tuple[str, str]] = {
     "partition": ("partition", "build the S2 partition hierarchy from a CSV of coordinates"),
-    "predict": ("predict", "geolocate photos with a trained checkpoint"),
+    "predict": ("predict", "geolocate photos, files or folders (the embedded checkpoint by default)"),
+    "app": ("app", "serve the demo in the browser (http://127.0.0.1:7860)"),
     "segment": ("segment", "precompute ADE20K label maps for training"),
     "shards": ("shards", "pack images, coordinates and label maps into webdataset shards"),
     "train": ("train", "train a model from a YAML config"),
@@ -45,7 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as e:
-        print(f"geosurge {args.command}: error: {e}", file=sys.stderr)
+        if getattr(args, "json", False):
+            import json
+
+            print(json.dumps({"error": f"{e}", "command": args.command}), file=sys.stderr)
+        else:
+            print(f"geosurge {args.command}: error: {e}", file=sys.stderr)
         return 2
 
 

@@ -29,12 +29,14 @@ def run(args: argparse.Namespace) -> int:
     if not len(records):
         raise ValueError(f"{args.csv}: no usable rows")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    results, failed = [], SkipReport()
+    results, shown = [], set()
     for ck in args.checkpoint:
+        failed = SkipReport()  # per checkpoint: the same unreadable photo is one failure, not one per model
         results.append(evaluate_checkpoint(ck, records, args.ten_crop, not args.no_fusion, args.labels, args.cache_dir,
                                            device, report=failed))
-    if failed.total:
-        print(failed.summary("images"))
+        if failed.total and (text := failed.summary("images")) not in shown:
+            shown.add(text)
+            print(text if len(args.checkpoint) == 1 else f"{ck}: {text}")
     paths = write_outputs(results, args.out, meta={"csv": str(args.csv), "rows_skipped": skipped.total})
     print(markdown_table(results))
     print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -1,4 +1,9 @@
-"""``geosurge predict``: geolocate photos with a checkpoint."""
+"""``geosurge predict``: geolocate photos (files or folders, walked recursively) with a checkpoint.
+
+Prints one line per photo, or one JSON object with ``--json``; ``--out results.csv|.geojson`` writes one
+row / feature per photo, unreadable files included with their error (also reported on stderr). A progress
+bar runs on stderr while writing a file.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,18 +12,35 @@ import sys
 import warnings
 from pathlib import Path
 
+#: What a folder is searched for (case-insensitive suffixes).
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".jfif"}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", type=Path, help="image files")
-    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory (or a fusion/ + rgb/ pair)")
+    p.add_argument("images", nargs="+", type=Path, help="image files and/or folders (searched recursively)")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint directory, fusion/ + rgb/ pair or Hugging Face Hub repo id (default: the embedded one)")
     p.add_argument("--no-fusion", action="store_true", help="use the RGB-only model")
     p.add_argument("--ten-crop", action="store_true", help="average ten crops (slower, usually a little better)")
-    p.add_argument("--top-k", type=int, default=1, help="also print the k best cells")
+    p.add_argument("--top-k", type=int, default=3, help="the k best finest cells in the output (default 3)")
     p.add_argument("--segmenter-path", default=None, help="segmentation model path (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: GPU when present)")
     p.add_argument("--decision", default=None,
                    help="answer rule: argmax (most probable cell) or within:R (most chance within R km); default: the checkpoint's")
-    p.add_argument("--json", action="store_true", help="print one JSON object per image")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image (errors too)")
+    p.add_argument("--out", type=Path, default=None, help="write results.csv or results.geojson (one row / feature per photo)")
+
+
+def expand_inputs(paths: list[Path]) -> list[Path]:
+    """Files as given; folders walked recursively for image files (sorted). A missing path is kept, so it
+    is reported like any other unreadable input."""
+    out = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
 
 
 def chances_text(r) -> str:
@@ -31,33 +53,81 @@ def chances_text(r) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..data.images import ImageLoadError
     from ..geo.geocode import place_names
+    from ..model.checkpoint import EMBEDDED_CHECKPOINT
     from ..predictor import Predictor
+    from .results import open_writer, result_record
 
-    predictor = Predictor.from_pretrained(args.checkpoint, device=args.device, segmenter_path=args.segmenter_path)
+    if args.out is not None and args.out.suffix.lower() not in (".csv", ".geojson", ".json"):
+        return _fail(args, f"--out must end in .csv or .geojson, not {args.out.name!r}")
+    paths = expand_inputs(args.images)
+    if not paths:
+        return _fail(args, "no image files found in " + ", ".join(map(str, args.images)))
+    predictor = Predictor.from_pretrained(args.checkpoint or EMBEDDED_CHECKPOINT, device=args.device,
+                                          segmenter_path=args.segmenter_path)
     if not args.no_fusion and (reason := predictor.fusion_unavailable_reason()):
-        print(f"note: {reason}; predicting without fusion", file=sys.stderr)
-    status = 0
-    for path in args.images:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                [r] = predictor.predict(path, top_k=args.top_k, fusion=not args.no_fusion, ten_crop=args.ten_crop,
-                                         decision=args.decision)
-        except ImageLoadError as e:
-            print(f"{path}: error: {e}", file=sys.stderr)
-            status = 1
-            continue
-        place = place_names([r.lat], [r.lon])[0]
-        if args.json:
-            print(json.dumps({"image": str(path), "place": place, **r.as_dict()}))
-            continue
-        ref = r.nearest_reference
-        ref_txt = f"  nearest reference {ref.id} ({ref.distance_km:.0f} km away)" if ref else ""
-        print(f"{path}: {r.lat:.5f}, {r.lon:.5f}  {place}  [{'fusion' if r.fusion_used else 'rgb'}, {r.decision}]{ref_txt}")
-        print("    " + chances_text(r))
-        for c, others in zip(r.chain, r.runners_up or [[]] * len(r.chain)):
-            alt = "; ".join(f"{o.token} {o.score:.2g}" for o in others[:2])
-            print(f"    level {c.level}: cell {c.token} ({c.lat:.2f}, {c.lon:.2f}) {c.score:.3g}" + (f"   runners-up {alt}" if alt else ""))
-        for c in r.top_k[1:]:
-            print(f"    also {c.lat:.4f}, {c.lon:.4f}  product score {c.score:.3g}  cell {c.token}")
-    return status
+        _note(args, f"{reason}; predicting without fusion")
+    writer = open_writer(args.out) if args.out else None
+    failed = 0
+    try:
+        for path in _progress(paths, show=writer is not None):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    [r] = predictor.predict(path, top_k=args.top_k, fusion=not args.no_fusion, ten_crop=args.ten_crop,
+                                             decision=args.decision)
+            except ImageLoadError as e:
+                failed += 1
+                _error(args, path, str(e), writer)
+                continue
+            record = result_record(path, r, place_names([r.lat], [r.lon])[0])
+            if writer is not None:
+                writer.write(record)
+            elif args.json:
+                print(json.dumps({**record, "prediction": r.as_dict()}))
+            else:
+                _print_line(path, r, record["place"])
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is not None:
+        print(f"wrote {args.out}: {len(paths) - failed} photos located, {failed} unreadable", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _print_line(path: Path, r, place: str) -> None:
+    ref = r.nearest_reference
+    ref_txt = f"  nearest reference {ref.id} ({ref.distance_km:.0f} km away)" if ref else ""
+    print(f"{path}: {r.lat:.5f}, {r.lon:.5f}  {place}  [{'fusion' if r.fusion_used else 'rgb'}, {r.decision}]{ref_txt}")
+    print("    " + chances_text(r))
+    for c, others in zip(r.chain, r.runners_up or [[]] * len(r.chain)):
+        alt = "; ".join(f"{o.token} {o.score:.2g}" for o in others[:2])
+        print(f"    level {c.level}: cell {c.token} ({c.lat:.2f}, {c.lon:.2f}) {c.score:.3g}" + (f"   runners-up {alt}" if alt else ""))
+    for c in r.top_k[1:]:
+        print(f"    also {c.lat:.4f}, {c.lon:.4f}  product score {c.score:.3g}  cell {c.token}")
+
+
+def _progress(paths: list[Path], show: bool):
+    from tqdm import tqdm
+
+    return tqdm(paths, desc="predict", unit="photo", file=sys.stderr, disable=not show or len(paths) < 2)
+
+
+def _error(args, path: Path, message: str, writer) -> None:
+    if writer is not None:
+        writer.write_error(path, message)
+    if args.json:
+        record = json.dumps({"image": str(path), "error": message})
+        if writer is None:
+            print(record)
+        print(record, file=sys.stderr)
+    else:
+        print(f"{path}: error: {message}", file=sys.stderr)
+
+
+def _note(args, text: str) -> None:
+    print(json.dumps({"note": text}) if args.json else f"note: {text}", file=sys.stderr)
+
+
+def _fail(args, message: str) -> int:
+    print(json.dumps({"error": message}) if args.json else f"geosurge predict: error: {message}", file=sys.stderr)
+    return 2

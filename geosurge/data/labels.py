@@ -70,12 +70,31 @@ class LabelStore:
             if os.path.exists(tmp):
                 os.remove(tmp)
 
-    def load(self, image_id: str, size: tuple[int, int] | None = None) -> np.ndarray:
-        """Label map (H, W) uint8, resized (nearest) to ``size`` = (width, height) when given."""
+    def load(self, image_id: str, size: tuple[int, int] | None = None, unit: str | None = None) -> np.ndarray:
+        """Label map (H, W) uint8, resized (nearest) to ``size`` = (width, height) when given.
+
+        ``unit`` is accepted for the chunk store's interface; a PNG per photo needs no hint.
+        """
         with Image.open(self.path(image_id)) as img:
             if size is not None and img.size != tuple(size):
                 img = img.resize(tuple(size), Image.NEAREST)
             return np.asarray(img, dtype=np.uint8)
+
+
+def open_label_store(root: str | Path, segmenter=None, label_side: int | None = None):
+    """The label maps under ``root``: a chunk store (``geosurge segment --layout chunks``) or PNG files.
+
+    A chunk store must hold maps at least as fine as the fusion lattice (``label_side``) it will feed.
+    """
+    from .label_chunks import ChunkStore, is_chunk_store
+
+    if is_chunk_store(root):
+        store = ChunkStore(root, segmenter)
+        if label_side is not None and store.label_side < label_side:
+            raise ValueError(f"the label chunks in {root} were stored for a fusion lattice of {store.label_side}, "
+                             f"coarser than this model's {label_side}: segment again with --label-side {label_side}")
+        return store
+    return LabelStore(root, segmenter)
 
 
 @dataclass

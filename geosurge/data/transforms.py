@@ -13,6 +13,10 @@ from PIL import Image
 
 #: Ten-crop resizes the shorter side to ``size / TEN_CROP_FRACTION`` first (the 224-of-256 convention).
 TEN_CROP_FRACTION = 0.875
+#: Longest side / shortest side kept before resizing: a longer image is centre-cropped to this ratio
+#: first. Real panoramas stay whole (up to 8:1); a 1 x 10000 strip would otherwise be enlarged to
+#: 224 x 2.24 M pixels (1.5 GB) to take a 224-px crop from its middle.
+MAX_ASPECT = 8.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class Preprocess:
 
     # ------------------------------------------------------------------ helpers
     def _resize_short(self, image: Image.Image, labels: np.ndarray | None, short: int):
+        image, labels = _cap_aspect(image, labels)
         w, h = image.size
         scale = short / min(w, h)
         nw, nh = max(short, int(round(w * scale))), max(short, int(round(h * scale)))
@@ -111,3 +116,18 @@ class Preprocess:
         x = (x - mean) / std
         y = torch.from_numpy(np.ascontiguousarray(np.stack(labs)).astype(np.int64)) if labs is not None else None
         return x, y
+
+
+def _cap_aspect(image: Image.Image, labels: np.ndarray | None) -> tuple[Image.Image, np.ndarray | None]:
+    """Centre-crop the long side to ``MAX_ASPECT`` times the short one (no-op for ordinary photos)."""
+    w, h = image.size
+    cap = max(1, int(MAX_ASPECT * min(w, h)))
+    if max(w, h) <= cap:
+        return image, labels
+    if w > h:
+        x = (w - cap) // 2
+        box, rows, cols = (x, 0, x + cap, h), slice(None), slice(x, x + cap)
+    else:
+        y = (h - cap) // 2
+        box, rows, cols = (0, y, w, y + cap), slice(y, y + cap), slice(None)
+    return image.crop(box), (labels[rows, cols] if labels is not None else None)

@@ -101,9 +101,14 @@ def checkpoint_features(
         if any(not store.has(i) for i in records.ids):
             from ..model.segmenters import create_segmenter
 
-            r = segment_records(records, create_segmenter(model.cfg.segmenter), store, progress=progress)
-            if report is not None:
-                report.merge(r.failed)
+            # Its failures are not reported: an image the segmenter cannot read fails feature extraction
+            # below too, and is counted there (once, not twice).
+            from ..model.checkpoint import segmenter_source
+            from ..model.config import SegmenterConfig
+
+            seg = model.cfg.segmenter
+            seg = SegmenterConfig(seg.name, segmenter_source(seg, None, directory), seg.input_size)
+            segment_records(records, create_segmenter(seg), store, progress=progress)
     key = hashlib.sha256(json.dumps([_weights_hash(directory), str(records.root), records.ids, ten_crop,
                                      str(store.root) if store else None]).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"eval-{key}.safetensors"

@@ -27,6 +27,60 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 REFERENCE = "reference.safetensors"
 REFERENCE_IDS = "reference.json"
+#: A checkpoint may carry its segmenter's files in this sub-directory (beside ``fusion/`` and ``rgb/``).
+SEGMENTER_DIR = "segmenter"
+#: The checkpoint pair shipped inside the package (``configs/demo.yaml``): the default everywhere.
+EMBEDDED_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "geosurge-lite0"
+
+
+def resolve_checkpoint(
+    source: str | Path, revision: str | None = None, cache_dir: str | Path | None = None, local_files_only: bool = False
+) -> Path:
+    """A local checkpoint directory for ``source``: an existing directory as it is, else a Hugging Face Hub
+    repo id (``org/name``) fetched through ``huggingface_hub.snapshot_download`` (``revision``, ``cache_dir``,
+    ``local_files_only``; ``HF_HUB_OFFLINE=1`` reads only the local cache)."""
+    path = Path(source)
+    if path.exists():
+        return path
+    text = str(source)
+    if text.count("/") != 1 or text.startswith((".", "/", "~")) or "\\" in text:
+        raise FileNotFoundError(f"{source} is neither a checkpoint directory nor a Hugging Face Hub repo id (org/name)")
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HFValidationError
+    except ImportError:
+        raise FileNotFoundError(f"{source} is not a directory, and huggingface_hub is not installed to fetch it from the Hub") from None
+    try:
+        return Path(snapshot_download(text, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only))
+    except HFValidationError as e:
+        raise FileNotFoundError(f"{source} is neither a checkpoint directory nor a valid Hub repo id: {e}") from None
+    except Exception as e:  # offline without a cached copy, unknown repo or revision, network errors
+        raise FileNotFoundError(f"cannot get the checkpoint {source}" + (f"@{revision}" if revision else "")
+                                + f" from the Hugging Face Hub or its cache: {type(e).__name__}: {e}") from None
+
+
+def segmenter_source(cfg, explicit: str | None, checkpoint: str | Path) -> str | None:
+    """Where a checkpoint's segmenter model comes from, first found: the path asked for, the segmenter's
+    environment variable (``$GEOSURGE_DEEPLAB``), the checkpoint config's path, the files shipped inside
+    the checkpoint (``segmenter/``); None leaves it to the segmenter's own default."""
+    from .segmenters import path_from_env
+
+    bundled = bundled_segmenter(checkpoint)
+    return explicit or path_from_env(cfg.name) or cfg.path or (str(bundled) if bundled else None)
+
+
+def bundled_segmenter(directory: str | Path) -> Path | None:
+    """The segmenter files shipped inside a checkpoint: ``segmenter/model.tflite`` (DeepLab) or a
+    ``segmenter/`` model directory (``config.json``, e.g. OneFormer), in the checkpoint directory or, for
+    one variant of a pair, beside it. None when the checkpoint carries none."""
+    directory = Path(directory)
+    for root in (directory, directory.parent):
+        seg = root / SEGMENTER_DIR
+        if (seg / "model.tflite").is_file():
+            return seg / "model.tflite"
+        if (seg / CONFIG).is_file():
+            return seg
+    return None
 
 
 class CheckpointError(ValueError):
@@ -100,6 +154,34 @@ def save_checkpoint(
     return directory
 
 
+def publish_checkpoint(link: str | Path, model: GeoSURGE, hierarchy: Hierarchy, reference: ReferenceIndex | None = None,
+                       extra: dict[str, Any] | None = None, keep: int = 3) -> Path:
+    """Write a new version of a checkpoint that readers may be loading right now (training exports).
+
+    The version goes to a fresh hidden directory beside ``link``; then ``link``, a symbolic link, is
+    switched to it by one rename. A reader that resolves the link (as :func:`load_checkpoint` does) sees
+    one complete version; the ``keep`` newest versions stay on disk so a slow reader can finish.
+    """
+    import shutil
+
+    link = Path(link)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    version = Path(tempfile.mkdtemp(dir=link.parent, prefix=f".{link.name}.v"))
+    version.chmod(0o755)
+    save_checkpoint(version, model, hierarchy, reference, extra)
+    tmp = link.parent / f".{link.name}.link-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(version.name, tmp)
+    if link.is_dir() and not link.is_symlink():  # a plain directory from an older run
+        shutil.rmtree(link)
+    os.replace(tmp, link)
+    versions = sorted(link.parent.glob(f".{link.name}.v*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in versions[max(1, keep):]:
+        if old != version:
+            shutil.rmtree(old, ignore_errors=True)
+    return link
+
+
 def read_config(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / CONFIG
     if not path.is_file():
@@ -114,7 +196,7 @@ def load_checkpoint(
     directory: str | Path, device: str | torch.device = "cpu", model_overrides: dict[str, Any] | None = None
 ) -> tuple[GeoSURGE, Hierarchy, ReferenceIndex | None, dict[str, Any]]:
     """Load (model in eval mode, hierarchy, reference index or None, raw config) from a checkpoint directory."""
-    directory = Path(directory)
+    directory = Path(directory).resolve()  # a published link is followed once: every file from one version
     config = read_config(directory)
     cfg_dict = config["model"]
     for section, values in (model_overrides or {}).items():

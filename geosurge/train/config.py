@@ -16,7 +16,10 @@ class DataConfig:
     val_images: str | None = None  # default: ``images``
     val_fraction: float = 0.01  # paper: a 1% hold-out
     shards: str | None = None  # webdataset tar shards instead of train_csv, e.g. "mp16/{000000..004661}.tar"
-    labels: str | None = None  # directory of precomputed label maps (geosurge segment); required with fusion
+    msgpack: str | None = None  # MP-16 msgpack shards as GeoEstimation ships them (directory of *.msg or a glob)
+    msgpack_meta: str | None = None  # their coordinates: mp16_places365.csv (IMG_ID, LAT, LON, ...)
+    labels: str | None = None  # precomputed label maps (geosurge segment: PNG or chunk layout); required with fusion
+    val_labels: str | None = None  # label maps of the validation photos when kept apart (default: labels)
     segment_missing: bool = False  # run the segmenter first for images without a label map
     view_cache: bool = False  # train from cached frozen-backbone outputs of fixed crops (small data)
     views: str = "ten"  # crops cached per image: ten (ten-crop protocol) or five (unmirrored, half the cost)
@@ -36,6 +39,21 @@ class OptimConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
     grad_clip: float | None = 1.0
 
+    def __post_init__(self):
+        if self.micro_batch < 1 or self.batch_size < 1:
+            raise ValueError(f"optim.batch_size ({self.batch_size}) and optim.micro_batch ({self.micro_batch}) must be positive")
+        if self.batch_size % self.micro_batch:
+            raise ValueError(f"optim.batch_size ({self.batch_size}) must be a multiple of optim.micro_batch ({self.micro_batch}): "
+                             "batch_size = micro_batch x accumulation steps x processes")
+
+    def accumulation(self, world: int) -> int:
+        """Micro-batches accumulated per optimizer step so that micro_batch x steps x processes = batch_size."""
+        per_round = self.micro_batch * world
+        if self.batch_size % per_round:
+            raise ValueError(f"optim.batch_size {self.batch_size} is not a multiple of micro_batch x processes = "
+                             f"{self.micro_batch} x {world}: choose micro_batch so that micro_batch x processes divides it")
+        return self.batch_size // per_round
+
 
 @dataclass
 class RunConfig:
@@ -44,12 +62,24 @@ class RunConfig:
     variants: list[str] | None = None  # e.g. [fusion, rgb]: train each into <output>/<variant>/
     seed: int = 0
     device: str | None = None  # default: cuda when present
-    amp: bool = True  # bfloat16 autocast on GPU
+    amp: bool | str = True  # mixed precision on GPU: true/"bf16" (bfloat16), "fp16" (float16 + loss scaling), false
     log_every: int = 10  # steps between log lines
     checkpoint_every: int = 200  # steps between resumable training-state saves (also saved every epoch)
     val_metric: str = "geoscore"  # geoscore | median_km | acc_<d>km
     reference_index: bool = True  # store the training images' features for nearest-reference lookup
+    reference_max: int = 100_000  # streamed shards (msgpack): index the first this many training photos
     progress: bool = True
+    keep_exports: int = 3  # versions of <work>/latest and <work>/best kept on disk (readers of the previous one finish)
+
+    def __post_init__(self):
+        if self.amp not in (True, False, "bf16", "fp16", "off"):
+            raise ValueError(f"run.amp must be true, false, 'bf16' or 'fp16', not {self.amp!r}")
+
+    def amp_dtype(self):
+        """torch dtype of autocast on GPU, or None."""
+        import torch
+
+        return {True: torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Where training batches come from: cached views, images listed in a CSV, or webdataset shards.
+"""Where training batches come from: cached views, images listed in a CSV, webdataset or msgpack shards.
 
 Every source yields micro-batches ``(inputs, labels, cells, from_hidden)`` in an order that is a pure
 function of (seed, epoch, rank), so a resumed run skips the batches it has done and sees exactly the
@@ -178,6 +178,8 @@ class _ShardStream(torch.utils.data.IterableDataset):
 class ShardSource:
     """webdataset tar shards (``geosurge shards`` writes them): ``jpg`` + ``json`` (+ ``seg.png``) per sample."""
 
+    uneven = True  # see MsgpackSource
+
     def __init__(self, urls: list[str], num_samples: int, hierarchy, preprocess: Preprocess, label_side: int | None,
                  seed: int, num_workers: int, rank: int = 0, world: int = 1):
         self.urls, self.n = urls, num_samples
@@ -202,3 +204,102 @@ class ShardSource:
 def _identity(urls):
     # Shards are split between processes and workers above, deterministically; webdataset must not split again.
     return urls
+
+
+class _MsgpackStream(torch.utils.data.IterableDataset):
+    """Micro-batches of ``micro`` consecutive records from this process's msgpack shards.
+
+    Process ``r`` of ``R`` reads the epoch's shard permutation at r, r+R, ...; DataLoader worker ``w``
+    of ``W`` reads every W-th of those, and batch ``j`` comes from worker ``j % W``. A batch is
+    ``micro`` records *before* decoding (an undecodable one leaves the batch one short), so the batches
+    to skip on resume are found without decoding anything.
+    """
+
+    def __init__(self, source: "MsgpackSource", epoch: int, micro: int, start: int):
+        self.src, self.epoch, self.micro, self.start = source, epoch, micro, start
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        w, nw = (info.id, info.num_workers) if info else (0, 1)
+        src = self.src
+        order = np.random.default_rng([src.seed, self.epoch]).permutation(len(src.ds.shards))
+        shards = [src.ds.shards[i] for i in order][src.rank :: src.world][w::nw]
+        skip = max(0, -(-(self.start - w) // nw))  # own batches among the first `start` overall
+        report = SkipReport()
+        batch, n = [], 0
+        for rec in _with_shard(src.ds, shards, report):
+            batch.append(rec)
+            if len(batch) < self.micro:
+                continue
+            if n >= skip:
+                yield self._collate(batch, report)
+                report = SkipReport()
+            batch, n = [], n + 1
+        if batch and n >= skip:
+            yield self._collate(batch, report)
+
+    def _collate(self, batch: list, report: SkipReport):
+        import hashlib
+
+        src = self.src
+        xs, ys, lats, lons = [], [], [], []
+        for rid, data, lat, lon, shard in batch:
+            try:
+                img = load_image(data)
+            except ImageLoadError as e:
+                report.add("undecodable image", f"{rid} ({e})")
+                continue
+            lab = None
+            if src.side is not None:
+                try:
+                    lab = src.store.load(rid, img.size, unit=shard)
+                except FileNotFoundError:
+                    report.add("no label map", rid)
+                    continue
+            # Augmentation from (seed, epoch, id): independent of the worker count and of resuming.
+            kseed = int.from_bytes(hashlib.blake2b(rid.encode(), digest_size=8).digest(), "little")
+            x, y = src.pre(img, lab, crops="random", rng=np.random.default_rng([src.seed, self.epoch, kseed]))
+            xs.append(x[0])
+            ys.append(resample_labels(y, src.side)[0] if y is not None else None)
+            lats.append(lat)
+            lons.append(lon)
+        if not xs:
+            return None, None, None, report.as_dict()
+        cells = torch.from_numpy(src.h.assign(np.asarray(lats), np.asarray(lons))).long()
+        return torch.stack(xs), (torch.stack(ys) if ys[0] is not None else None), cells, report.as_dict()
+
+
+def _with_shard(dataset, shards, report: SkipReport):
+    """(id, image bytes, lat, lon, shard stem): the stem names the shard's label chunks (geosurge segment)."""
+    for shard in shards:
+        for rec in dataset.samples([shard], report=report, decode=False):
+            yield (*rec, shard.stem)
+
+
+class MsgpackSource:
+    """MP-16 msgpack shards as GeoEstimation ships them, with coordinates from the metadata CSV and
+    label maps from a label store keyed by the record id (``geosurge segment --msgpack``)."""
+
+    #: processes may run out of batches at different times (shards differ in size): the trainer stops
+    #: every process at the first one's end of data
+    uneven = True
+
+    def __init__(self, dataset, hierarchy, preprocess: Preprocess, store, label_side: int | None, seed: int,
+                 num_workers: int, rank: int = 0, world: int = 1):
+        self.ds, self.h, self.pre, self.store, self.side, self.seed = dataset, hierarchy, preprocess, store, label_side, seed
+        self.num_workers, self.rank, self.world = max(0, num_workers), rank, world
+        self.skipped = SkipReport()
+
+    def num_batches(self, epoch: int, micro: int) -> int:
+        # An estimate (from the metadata CSV): it sizes progress bars only.
+        return max(1, -(-len(self.ds.coords) // (micro * self.world)))
+
+    def batches(self, epoch: int, micro: int, start: int = 0) -> Iterator[Batch]:
+        stream = _MsgpackStream(self, epoch, micro, start)
+        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=self.num_workers,
+                                             pin_memory=torch.cuda.is_available(),
+                                             prefetch_factor=4 if self.num_workers else None)
+        for x, y, cells, report in loader:
+            self.skipped.merge(SkipReport.from_dict(report))
+            if x is not None:
+                yield x, y, cells, False

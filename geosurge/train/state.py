@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..model.checkpoint import _atomic_write
@@ -49,19 +50,27 @@ def save_state(work_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimize
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     meta = {"counters": counters, "optimizer": opt_meta, "numpy_rng": _np_state()}
     work_dir.mkdir(parents=True, exist_ok=True)
-    # Each file is replaced atomically; both carry the step, so a crash between the two writes is
-    # detected on resume instead of silently pairing new weights with old counters.
+    # One atomic write holds everything (the JSON part in the safetensors header), so a kill at any
+    # moment leaves the previous state or the new one, never a mix; the .json copy is for people to read.
     tensors["step"] = torch.tensor([counters["step"]])
-    _atomic_write(work_dir / STATE, lambda p: save_file(tensors, p))
+    text = json.dumps(meta)
+    _atomic_write(work_dir / STATE, lambda p: save_file(tensors, p, metadata={"meta": text}))
     _atomic_write(work_dir / META, lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
 
 
 def load_state(work_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any] | None:
     """Restore a saved state into ``model`` and ``opt``; returns the counters (None when nothing saved)."""
-    if not (work_dir / STATE).is_file() or not (work_dir / META).is_file():
+    if not (work_dir / STATE).is_file():
         return None
     tensors = load_file(str(work_dir / STATE))
-    meta = json.loads((work_dir / META).read_text())
+    with safe_open(str(work_dir / STATE), "pt") as f:
+        embedded = (f.metadata() or {}).get("meta")
+    if embedded is not None:
+        meta = json.loads(embedded)
+    elif (work_dir / META).is_file():  # states saved before the JSON moved into the safetensors header
+        meta = json.loads((work_dir / META).read_text())
+    else:
+        return None
     if int(tensors["step"][0]) != meta["counters"]["step"]:
         raise RuntimeError(f"{work_dir}: training state files disagree (interrupted while saving); delete them to restart")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})

@@ -22,24 +22,25 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..data.images import ImageLoadError, load_image
-from ..data.labels import LabelStore, segment_records
+from ..data.labels import LabelStore, open_label_store, segment_records
 from ..data.records import GeoRecords, SkipReport, read_records
 from ..geo.hierarchy import Hierarchy, build_hierarchy
 from ..geo.metrics import accuracy_report
 from ..geo.prior import read_photo_density
-from ..model.checkpoint import load_checkpoint, save_checkpoint
+from ..model.checkpoint import load_checkpoint, publish_checkpoint, save_checkpoint
 from ..model.encode import build_reference_index
 from ..model.geosurge import GeoSURGE
 from ..model.hierarchical import HierarchicalScorer
 from ..model.posterior import training_counts
 from .config import TrainConfig
 from .loss import geo_loss
-from .sources import ImageDataset, ImageSource, ShardSource, ViewSource
+from .sources import ImageDataset, ImageSource, MsgpackSource, ShardSource, ViewSource
 from .state import load_state, save_state
 from .views import ViewSet, label_side, load_or_build_views
 
 LOG = "log.jsonl"
 BEST = "best"
+LATEST = "latest"  # exported at every epoch end: the Predictor can load it while training runs
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -170,8 +171,19 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
     skipped = SkipReport()
 
     # ---- data and hierarchy
-    shards = None
-    if data.shards:
+    shards = msgpack = None
+    if data.msgpack:
+        from ..data.msgpack_shards import MsgpackDataset
+
+        if not data.msgpack_meta:
+            raise ValueError("data.msgpack needs data.msgpack_meta: the CSV of IMG_ID, LAT, LON (mp16_places365.csv)")
+        msgpack, rep = MsgpackDataset.open(data.msgpack, data.msgpack_meta)
+        skipped.merge(rep)
+        lats, lons = msgpack.coordinates()
+        train_rec = None
+        if not data.val_csv:
+            raise ValueError("training from msgpack shards needs data.val_csv for validation")
+    elif data.shards:
         from ..data.shards import read_shard_index
 
         urls, lats, lons = read_shard_index(data.shards)
@@ -207,38 +219,43 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
     torch.manual_seed(run.seed)
     model = GeoSURGE(cfg.model, hierarchy.num_cells).to(device)
     side = label_side(model)
-    store = None
+    store = val_store = None
     if model.uses_fusion:
         if not data.labels:
             raise ValueError("a fusion model trains on precomputed label maps: set data.labels (see `geosurge segment`)")
-        store = LabelStore(data.labels, cfg.model.segmenter)
-        if data.segment_missing and dd.main and train_rec is not None:
+        store = open_label_store(data.labels, cfg.model.segmenter, side)
+        # validation photos' maps: their own store (PNG per photo) keeps MP-16's chunk index out of memory
+        val_store = open_label_store(data.val_labels, cfg.model.segmenter, side) if data.val_labels else store
+        if data.segment_missing and dd.main:
             from ..model.segmenters import create_segmenter
 
             seg = None
-            for rec in (train_rec, val_rec):
-                if any(not store.has(i) for i in rec.ids):
+            for rec, st in ((train_rec, store), (val_rec, val_store)):
+                # chunk stores are written by `geosurge segment` only
+                if rec is not None and isinstance(st, LabelStore) and any(not st.has(i) for i in rec.ids):
                     seg = seg or create_segmenter(cfg.model.segmenter)
-                    r = segment_records(rec, seg, store, progress=run.progress)
+                    r = segment_records(rec, seg, st, progress=run.progress)
                     say(r.summary())
         dd.barrier()
 
     # ---- sources
-    if data.view_cache and shards is None:
+    if data.view_cache and shards is None and msgpack is None:
         views = None
         if dd.main:  # one process builds the cache, the others read it
             views = load_or_build_views(model, train_rec, store, data.cache_dir, run.progress, skipped, data.views)
-            val_views = load_or_build_views(model, val_rec, store, data.cache_dir, run.progress, skipped, data.views)
+            val_views = load_or_build_views(model, val_rec, val_store, data.cache_dir, run.progress, skipped, data.views)
         dd.barrier()
         if not dd.main:
             views = load_or_build_views(model, train_rec, store, data.cache_dir, False, views=data.views)
-            val_views = load_or_build_views(model, val_rec, store, data.cache_dir, False, views=data.views)
+            val_views = load_or_build_views(model, val_rec, val_store, data.cache_dir, False, views=data.views)
         source = ViewSource(views, hierarchy.assign(train_rec.lats, train_rec.lons), run.seed, dd.rank, dd.world)
         val_true = np.stack([val_rec.lats[val_views.keep], val_rec.lons[val_views.keep]], 1)
         val_feats = lambda m: view_features(m, val_views)  # noqa: E731
     else:
         val_views = None
-        if shards is not None:
+        if msgpack is not None:
+            source = MsgpackSource(msgpack, hierarchy, model.preprocess, store, side, run.seed, data.num_workers, dd.rank, dd.world)
+        elif shards is not None:
             source = ShardSource(shards[0], shards[1], hierarchy, model.preprocess, side, run.seed, data.num_workers, dd.rank, dd.world)
         else:
             ds = ImageDataset(train_rec, hierarchy.assign(train_rec.lats, train_rec.lons), model.preprocess, store, side, run.seed)
@@ -246,7 +263,7 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
         _cache: dict[str, Any] = {}
 
         def val_feats(m):
-            f, keep = image_features(m, val_rec, store, report=None if "keep" in _cache else skipped)
+            f, keep = image_features(m, val_rec, val_store, report=None if "keep" in _cache else skipped)
             _cache["keep"] = keep
             return f
 
@@ -255,11 +272,13 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
     # ---- optimization
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
-    accum = max(1, optim.batch_size // (optim.micro_batch * dd.world))
+    accum = optim.accumulation(dd.world)
     core = model
     if dd.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
-    amp = run.amp and device.type == "cuda"
+    amp_dtype = run.amp_dtype() if device.type == "cuda" else None
+    # float16 needs loss scaling (its range underflows small gradients); bfloat16 does not
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     counters: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "history": []}
     if resume:
         got = load_state(work_dir, core, opt)
@@ -267,8 +286,11 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
             say(f"--resume: no training state in {work_dir}; starting from scratch")
         else:
             counters = got
+            if scaler is not None and counters.get("scaler"):
+                scaler.load_state_dict(counters["scaler"])
             say(f"resuming at epoch {counters['epoch']}, batch {counters['batch']}, step {counters['step']}")
     log(kind="start", config=cfg.to_dict(), world=dd.world, device=str(device), accum=accum,
+        effective_batch=optim.micro_batch * accum * dd.world, amp=str(amp_dtype) if amp_dtype else None,
         train=len(lats), val=len(val_rec), cells=hierarchy.num_cells, resumed=resume)
 
     def validate() -> dict[str, float]:
@@ -281,7 +303,12 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
 
     def save_best(metrics: dict[str, float], epoch: int) -> None:
         if dd.main:
-            save_checkpoint(work_dir / BEST, core, hierarchy, extra={"epoch": epoch, "val": metrics})
+            publish_checkpoint(work_dir / BEST, core, hierarchy, extra={"epoch": epoch, "val": metrics}, keep=run.keep_exports)
+
+    def save_state_now() -> None:
+        if scaler is not None:
+            counters["scaler"] = scaler.state_dict()
+        save_state(work_dir, core, opt, counters)
 
     stop = False
     for epoch in range(counters["epoch"], optim.epochs):
@@ -298,16 +325,18 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
         micro_i = counters["batch"]
         losses: list[float] = []
         opt.zero_grad(set_to_none=True)
-        for inputs, labels, cells, from_hidden in source.batches(epoch, optim.micro_batch, start=counters["batch"]):
+        uneven = dd.world > 1 and getattr(source, "uneven", False)
+        batches = source.batches(epoch, optim.micro_batch, start=counters["batch"])
+        for inputs, labels, cells, from_hidden in (_lockstep(batches, device) if uneven else batches):
             inputs, cells = inputs.to(device, non_blocking=True), cells.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True) if labels is not None else None
-            last = (micro_i + 1) % accum == 0 or micro_i + 1 >= nb
+            last = (micro_i + 1) % accum == 0 or (not uneven and micro_i + 1 >= nb)
             sync = model.no_sync() if (dd.world > 1 and not last) else contextlib.nullcontext()
             with sync:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
                     feats = model(inputs, labels, from_hidden=from_hidden, return_logits=False)
                 loss, per_level, accs = geo_loss(core, feats.float(), cells)
-                (loss / accum).backward()
+                (scaler.scale(loss / accum) if scaler is not None else loss / accum).backward()
             micro_i += 1
             losses.append(loss.item())
             if bar is not None:
@@ -315,9 +344,15 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
                 bar.set_postfix(loss=f"{loss.item():.3f}", step=counters["step"])
             if not last:
                 continue
+            if scaler is not None:
+                scaler.unscale_(opt)
             if optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, optim.grad_clip)
-            opt.step()
+            if scaler is not None:
+                scaler.step(opt)  # skipped when the scaled gradients overflowed
+                scaler.update()
+            else:
+                opt.step()
             opt.zero_grad(set_to_none=True)
             counters["step"] += 1
             counters["batch"] = micro_i
@@ -325,14 +360,14 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
                 log(kind="step", step=counters["step"], epoch=epoch, batch=micro_i, lr=lr, loss=loss.item(),
                     level_loss=per_level, level_acc=accs, temperatures=_temps(core))
             if run.checkpoint_every and counters["step"] % run.checkpoint_every == 0 and dd.main:
-                save_state(work_dir, core, opt, counters)
+                save_state_now()
             if optim.max_steps and counters["step"] >= optim.max_steps:
                 stop = True
                 break
         if bar is not None:
             bar.close()
         if stop and dd.main:
-            save_state(work_dir, core, opt, counters)  # as if interrupted here: --resume continues this epoch
+            save_state_now()  # as if interrupted here: --resume continues this epoch
         metrics = validate()
         value = float(metrics[run.val_metric])
         improved = _better(run.val_metric, value, counters["best"])
@@ -341,6 +376,8 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
             save_best(metrics, epoch)
         else:
             counters["bad_epochs"] += 1
+        if dd.main:
+            publish_checkpoint(work_dir / LATEST, core, hierarchy, extra={"epoch": epoch, "val": metrics}, keep=run.keep_exports)
         counters["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None, **metrics})
         log(kind="epoch", epoch=epoch, lr=lr, train_loss=counters["history"][-1]["train_loss"], val=metrics, improved=improved)
         say(f"epoch {epoch}: train loss {counters['history'][-1]['train_loss'] or float('nan'):.4f}  val {run.val_metric} "
@@ -350,7 +387,7 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
             break
         counters.update(epoch=epoch + 1, batch=0)
         if dd.main:
-            save_state(work_dir, core, opt, counters)
+            save_state_now()
         if counters["bad_epochs"] >= optim.patience:
             say(f"early stopping: no {run.val_metric} gain for {optim.patience} epochs (best epoch {counters['best_epoch']})")
             break
@@ -369,6 +406,8 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
                 feats, keep = image_features(best, train_rec, store, report=skipped, progress=run.progress)
             reference = build_reference_index(feats, train_rec.lats[keep], train_rec.lons[keep],
                                               [train_rec.ids[i] for i in keep], hierarchy)
+        elif run.reference_index and msgpack is not None:
+            reference = _stream_reference(best, msgpack, store, hierarchy, run.reference_max, skipped, run.progress)
         extra = {
             "best_epoch": counters["best_epoch"], "val": best_cfg.get("training", {}).get("val"),
             "steps": counters["step"], "history": counters["history"], "seconds": round(time.time() - t0, 1),
@@ -385,6 +424,62 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
 def _partition_points(partition: str | None, lats: np.ndarray, lons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The points whose density defines the cells: MP-16's photos when ``model.geo.partition`` names them."""
     return read_photo_density(partition).sample_points() if partition else (lats, lons)
+
+
+@torch.no_grad()
+def _stream_reference(model: GeoSURGE, dataset, store, hierarchy: Hierarchy, limit: int, report: SkipReport,
+                      progress: bool, batch: int = 64):
+    """Reference index of the first ``limit`` good records of the shards (centre crops): MP-16's 4.7 M
+    photos would make a 7 GB index; a sample is enough for "the nearest training photo"."""
+    from ..model.encode import encode_images
+
+    feats, lats, lons, ids, imgs, maps = [], [], [], [], [], []
+
+    def flush():
+        if imgs:
+            feats.append(encode_images(model, imgs, maps if model.uses_fusion else None, batch_size=batch))
+            imgs.clear()
+            maps.clear()
+
+    it = ((*rec, shard.stem) for shard in dataset.shards for rec in dataset.samples([shard], report=report))
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="reference index", unit="img", total=min(limit, len(dataset.coords)))
+    for rid, img, lat, lon, unit in it:
+        if model.uses_fusion:
+            try:
+                maps.append(store.load(rid, img.size, unit=unit))
+            except FileNotFoundError:
+                report.add("no label map", rid)
+                continue
+        imgs.append(img)
+        ids.append(rid)
+        lats.append(lat)
+        lons.append(lon)
+        if len(imgs) == batch:
+            flush()
+        if len(ids) >= limit:
+            break
+    flush()
+    if not ids:
+        return None
+    return build_reference_index(torch.cat(feats), np.asarray(lats), np.asarray(lons), ids, hierarchy)
+
+
+def _lockstep(batches, device: torch.device):
+    """Yield while every process still has a batch: streamed shards differ in size, and a process that
+    stopped early would leave the others waiting in a collective forever. Costs one tiny all-reduce per
+    micro-batch; the processes with more data drop their tail of the epoch (a different tail each epoch)."""
+    flag = torch.ones(1, device=device if dist.get_backend() == "nccl" else "cpu")
+    for batch in batches:
+        flag.fill_(1)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        if flag.item() == 0:
+            return
+        yield batch
+    flag.fill_(0)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
 
 
 def _temps(model: GeoSURGE) -> list[float] | None:

@@ -15,6 +15,8 @@ class SegmenterUnavailable(RuntimeError):
 
 class Segmenter:
     name: str = ""
+    #: environment variable naming the model file; it wins over the checkpoint's own (see ``path_from_env``)
+    env_var: str | None = None
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         """(H, W) uint8 labels in [0, 150] for an RGB image of size (W, H)."""
@@ -35,6 +37,14 @@ def register_segmenter(*names: str) -> Callable:
 
 def list_segmenters() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def path_from_env(name: str) -> str | None:
+    """The model path the named segmenter's environment variable gives (e.g. ``$GEOSURGE_DEEPLAB``), or None."""
+    import os
+
+    var = getattr(_REGISTRY.get(name), "env_var", None)
+    return os.environ.get(var) or None if var else None
 
 
 def create_segmenter(cfg: SegmenterConfig) -> Segmenter:

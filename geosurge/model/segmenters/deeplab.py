@@ -32,6 +32,7 @@ class DeepLabADE20K(Segmenter):
     file's 513) without keeping its aspect, as the model was exported to expect."""
 
     name = "deeplab-ade20k"
+    env_var = ENV_VAR
 
     def __init__(self, cfg: SegmenterConfig, num_threads: int | None = None, fuse: bool = True):
         """``fuse=False`` runs the file's own atrous-convolution chains (for benchmarks and tests)."""

@@ -59,22 +59,39 @@ def main_classes(labels: np.ndarray, top: int = 8, min_fraction: float = 0.01) -
     return [(int(k), label_name(int(k)), float(frac[k])) for k in order[:top] if frac[k] >= min_fraction]
 
 
-def overlay(image: Image.Image, labels: np.ndarray, alpha: float = 0.55, legend: bool = True, top: int = 8) -> Image.Image:
-    """The image blended with its coloured label map, with a legend of the main classes on the right."""
+#: The overlay is drawn at this size (longest side of the photo part), whatever the photo's size, so the
+#: legend keeps the same proportion of the picture: readable wherever the picture is shown fitted to a box.
+OVERLAY_SIDE = 768
+
+
+def overlay(image: Image.Image, labels: np.ndarray, alpha: float = 0.55, legend: bool = True, top: int = 8,
+            side: int = OVERLAY_SIDE) -> Image.Image:
+    """The image blended with its coloured label map, fitted into ``side`` x ``side``, with a legend of the
+    main classes below it in two columns, its rows 1/20 of ``side`` high (clear of any toolbar drawn over
+    the picture's top corner, and as readable for a 12 MP phone photo as for a thumbnail)."""
+    from PIL import ImageFont
+
     image = image.convert("RGB")
     if labels.shape != (image.height, image.width):
         labels = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize(image.size, Image.NEAREST))
-    blend = Image.blend(image, Image.fromarray(colorize(labels)), alpha)
+    classes = main_classes(labels, top=top)
+    scale = side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    photo = image.resize(size, Image.BILINEAR)
+    colours = Image.fromarray(colorize(labels)).resize(size, Image.NEAREST)
+    blend = Image.blend(photo, colours, alpha)
     if not legend:
         return blend
-    classes = main_classes(labels, top=top)
-    row = max(14, image.height // 24)
-    width = max(150, image.width // 3)
-    out = Image.new("RGB", (image.width + width, image.height), (255, 255, 255))
-    out.paste(blend, (0, 0))
+    row = max(16, side // 20)
+    font = ImageFont.load_default(size=int(row * 0.8))
+    texts = [f"{name} {frac:.0%}" for _, name, frac in classes]
+    column = 18 + row + max([int(font.getlength(t)) for t in texts] + [row * 4])
+    rows = (len(classes) + 1) // 2
+    out = Image.new("RGB", (max(blend.width, 2 * column), blend.height + 8 + rows * (row + 6)), (255, 255, 255))
+    out.paste(blend, ((out.width - blend.width) // 2, 0))
     draw = ImageDraw.Draw(out)
-    for i, (k, name, frac) in enumerate(classes):
-        y = 6 + i * (row + 4)
-        draw.rectangle([image.width + 6, y, image.width + 6 + row, y + row], fill=tuple(int(c) for c in PALETTE[k]))
-        draw.text((image.width + 12 + row, y), f"{name} {frac:.0%}", fill=(0, 0, 0))
+    for i, ((k, _, _), text) in enumerate(zip(classes, texts)):
+        x, y = 6 + (i % 2) * column, blend.height + 8 + (i // 2) * (row + 6)
+        draw.rectangle([x, y, x + row, y + row], fill=tuple(int(c) for c in PALETTE[k]), outline=(60, 60, 60))
+        draw.text((x + row + 6, y + row // 2), text, fill=(0, 0, 0), font=font, anchor="lm")
     return out

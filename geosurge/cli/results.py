@@ -1,0 +1,88 @@
+"""Batch prediction output: one record per photo, written as CSV or GeoJSON.
+
+A record is built from :data:`COLUMNS`, an ordered table of (name, function of the prediction); a new
+``Prediction`` field becomes a new output column by adding one line there. Unreadable photos are
+records too, with ``error`` set and the other columns empty.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..predictor import Prediction
+
+
+def _top_cells(r: Prediction) -> str:
+    return ";".join(f"{c.token}:{c.lat:.4f}:{c.lon:.4f}:{c.score:.4g}" for c in r.top_k)
+
+
+#: (column, value from the prediction). "confidence" is the probability of the predicted level-1 cell
+#: (the coarsest, continent-scale one); "score" is the product over all levels of the best finest cell,
+#: tiny by construction (a product of 7 probabilities) and only comparable between photos.
+COLUMNS: list[tuple[str, Callable[[Prediction], Any]]] = [
+    ("lat", lambda r: round(r.lat, 6)),
+    ("lon", lambda r: round(r.lon, 6)),
+    ("confidence", lambda r: round(r.levels[0][0].score, 4)),
+    ("score", lambda r: float(f"{r.score:.4g}")),
+    ("model", lambda r: "fusion" if r.fusion_used else "rgb"),
+    ("top_cells", _top_cells),
+    ("nearest_reference", lambda r: r.nearest_reference.id if r.nearest_reference else ""),
+    ("decision", lambda r: r.decision),
+    # calibrated chance that the truth lies within R km (empty without a fitted posterior)
+    *((f"within_{R}km", lambda r, R=R: round(r.within_km[R], 4) if R in r.within_km else "") for R in (1, 25, 200, 750, 2500)),
+]
+FIELDS = ["image", "place", *(name for name, _ in COLUMNS), "error"]
+
+
+def result_record(path: Path, r: Prediction, place: str) -> dict[str, Any]:
+    return {"image": str(path), "place": place, **{name: get(r) for name, get in COLUMNS}, "error": ""}
+
+
+def error_record(path: Path, message: str) -> dict[str, Any]:
+    return {**{f: "" for f in FIELDS}, "image": str(path), "error": message}
+
+
+class CsvWriter:
+    def __init__(self, path: Path):
+        self._f = path.open("w", newline="")
+        self._w = csv.DictWriter(self._f, fieldnames=FIELDS)
+        self._w.writeheader()
+
+    def write(self, record: dict) -> None:
+        self._w.writerow(record)
+        self._f.flush()
+
+    def write_error(self, path: Path, message: str) -> None:
+        self.write(error_record(path, message))
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class GeoJsonWriter:
+    """A FeatureCollection: a Point per located photo, a feature with ``geometry: null`` per unreadable one."""
+
+    def __init__(self, path: Path):
+        self.path, self.features = path, []
+
+    def write(self, record: dict) -> None:
+        props = {k: v for k, v in record.items() if k not in ("lat", "lon")}
+        geometry = {"type": "Point", "coordinates": [record["lon"], record["lat"]]} if record.get("lat") != "" else None
+        self.features.append({"type": "Feature", "geometry": geometry, "properties": props})
+
+    def write_error(self, path: Path, message: str) -> None:
+        self.write(error_record(path, message))
+
+    def close(self) -> None:
+        from ..model.checkpoint import _atomic_write
+
+        doc = {"type": "FeatureCollection", "features": self.features}
+        _atomic_write(self.path, lambda p: Path(p).write_text(json.dumps(doc, indent=1) + "\n"))
+
+
+def open_writer(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return CsvWriter(path) if path.suffix.lower() == ".csv" else GeoJsonWriter(path)
