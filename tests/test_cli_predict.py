@@ -43,7 +43,8 @@ def test_single_photo_with_the_embedded_checkpoint(tmp_path):
     r = geosurge("predict", str(photo), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     line = r.stdout.splitlines()[0]
-    assert line.startswith(f"{photo}: ") and "[fusion]" in line and "P(level-1 cell) 0." in line
+    assert line.startswith(f"{photo}: ") and "[fusion, within:750]" in line
+    assert "% within 2,500 km, " in r.stdout and "level 1: cell" in r.stdout and "level 7: cell" in r.stdout
     assert "score 0.000" not in r.stdout
 
 

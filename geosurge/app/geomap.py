@@ -204,14 +204,16 @@ def prediction_map(
     # The provider object rather than its name or URL: folium looks any string up in xyzservices'
     # whole catalogue, ~5 ms per map.
     folium.TileLayer(xyzservices.providers.OpenStreetMap.Mapnik, name="OpenStreetMap (online)", control=False).add_to(m)
-    bounds = []  # what the map zooms to: the finer levels' cells and the points (coarse cells span continents)
+    # What the map zooms to: the points and the fine cells holding the answer (the top cells by product score
+    # may sit on several continents; coarse cells span continents).
+    bounds = [pt for c in primary.chain[-3:] for pt in _ring(hierarchy.levels[c.level - 1].polygons(4)[c.index], primary.lon)]
     for layer in credible_layers(primary, hierarchy):  # below the level cells, so their tooltips stay reachable
         layer.add_to(m)
     for k, cells in enumerate(primary.levels):
         drawn = []
         for rank, c in enumerate(cells):
             ring = _ring(hierarchy.levels[k].polygons(4)[c.index], primary.lon)
-            if k >= len(primary.levels) - 3:
+            if k >= len(primary.levels) - 3 and not primary.chain:
                 bounds.extend(ring)
             tip = (f"<b>level {k + 1}</b> · #{rank + 1} · cell {html.escape(c.token)}<br>"
                    f"product score {c.score:.4g}<br>cell centre {c.lat:.3f}, {c.lon:.3f}")
