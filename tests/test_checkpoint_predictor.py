@@ -179,7 +179,6 @@ def posterior_pair(tmp_path_factory, pair, shared_dir):
     import shutil
 
     from geosurge.geo import Hierarchy
-    from geosurge.model.checkpoint import _atomic_write
     from geosurge.model.posterior import save_training_counts, training_counts
 
     root = tmp_path_factory.mktemp("posterior")
@@ -188,7 +187,7 @@ def posterior_pair(tmp_path_factory, pair, shared_dir):
     for v in ("fusion", "rgb"):
         shutil.copytree(pair / v, root / v)
         h = Hierarchy.load(root / v)
-        save_training_counts(root / v, training_counts(h, lat, lon), _atomic_write)
+        save_training_counts(root / v, training_counts(h, lat, lon))
         cfg = json.loads((root / v / "config.json").read_text())
         cfg["model"]["posterior"] = {"enabled": True, "level_weights": [0.5, 0.3, 0.2], "decision": "within:750",
                                      "calibration": {f"{d}@{r}": [[0.0, 1.0], [0.0, 0.8]] for d in ("argmax", "within:750")

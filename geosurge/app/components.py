@@ -6,13 +6,13 @@ Imported only by ``build_demo``, so the rest of the app package stays free of Gr
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import gradio as gr
 from gradio.processing_utils import encode_pil_to_bytes, hash_bytes
 from PIL import Image
 
+from ..files import atomic_write
 from .uploads import UploadStore
 
 
@@ -33,15 +33,7 @@ def write_once(data: bytes, cache_dir: str | Path, name: str) -> str:
     except FileNotFoundError:
         pass  # not there yet (or just aged out): write it
     folder.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-    return str(path.resolve())
+    return str(atomic_write(path, data).resolve())
 
 
 class PhotoInput(gr.Image):

@@ -11,9 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import re
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -23,6 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..data.images import ImageLoadError, load_image
+from ..files import atomic_write
 from .exif import ExifGps, read_exif_gps
 
 #: Longest side of the metadata-free copy left in place of an upload (what the photo box shows).
@@ -77,15 +76,7 @@ def write_private(data: bytes, folder: str | Path, name: str) -> Path:
     """Write ``data`` to ``folder/<sha1>/name`` atomically (a file only this server reads)."""
     target = Path(folder) / hashlib.sha1(data).hexdigest() / name
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(dir=target.parent, prefix=".upload.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(staging, target)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write(target, data, mode=0o600)
 
 
 def scrub(path: Path, data: bytes) -> Image.Image | None:
@@ -98,18 +89,11 @@ def scrub(path: Path, data: bytes) -> Image.Image | None:
         return None
     img = full.copy()
     img.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=".scrub.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            # PNG for a ".png" name (browsers trust the suffix), JPEG otherwise; neither carries EXIF here.
-            if path.suffix.lower() == ".png":
-                img.save(f, "PNG", compress_level=1)  # the fastest level: 5x quicker than the default
-            else:
-                img.save(f, "JPEG", quality=88)
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
+    # PNG for a ".png" name (browsers trust the suffix), JPEG otherwise; neither carries EXIF here.
+    if path.suffix.lower() == ".png":
+        atomic_write(path, lambda p: img.save(p, "PNG", compress_level=1), mode=0o600)  # fastest level: 5x quicker
+    else:
+        atomic_write(path, lambda p: img.save(p, "JPEG", quality=88), mode=0o600)
     return full
 
 

@@ -77,10 +77,10 @@ class GeoJsonWriter:
         self.write(error_record(path, message))
 
     def close(self) -> None:
-        from ..model.checkpoint import _atomic_write
+        from ..files import atomic_write
 
         doc = {"type": "FeatureCollection", "features": self.features}
-        _atomic_write(self.path, lambda p: Path(p).write_text(json.dumps(doc, indent=1) + "\n"))
+        atomic_write(self.path, lambda p: Path(p).write_text(json.dumps(doc, indent=1) + "\n"))
 
 
 def open_writer(path: Path):

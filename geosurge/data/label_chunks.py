@@ -18,9 +18,7 @@ import io
 import json
 from collections import OrderedDict
 from glob import escape as glob_escape
-import os
 import struct
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..files import atomic_write
 from .images import ImageLoadError, load_image
 from .records import GeoRecords, SkipReport
 
@@ -48,20 +47,6 @@ def short_side_for(label_side: int) -> int:
 
 def is_chunk_store(root: str | Path) -> bool:
     return (Path(root) / MANIFEST).is_file()
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the labels from the other users of a shared disk
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def encode_labels(labels: np.ndarray, short_side: int) -> bytes:
@@ -110,7 +95,7 @@ class ChunkStore:
             self.manifest = {"format": FORMAT, "segmenter": {"name": segmenter.name, "input_size": segmenter.input_size},
                              "label_side": int(label_side), "short_side": short_side_for(label_side)}
             (self.root / CHUNKS).mkdir(parents=True, exist_ok=True)
-            _atomic_bytes(path, (json.dumps(self.manifest, indent=1) + "\n").encode())
+            atomic_write(path, json.dumps(self.manifest, indent=1) + "\n", fsync=True)
         self._index: dict[str, tuple[str, int, int]] | None = None
         self._units: OrderedDict[str, dict[str, tuple[str, int, int]]] = OrderedDict()
         self._files: dict[str, object] = {}
@@ -142,7 +127,7 @@ class ChunkStore:
                                 "lengths": [len(d) for _, d in items]}, use_bin_type=True)
         path = self.chunk_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_bytes(path, struct.pack("<Q", len(header)) + header + b"".join(d for _, d in items))
+        atomic_write(path, struct.pack("<Q", len(header)) + header + b"".join(d for _, d in items), fsync=True)
         self._index = None
         return path
 

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ..files import atomic_write
 from .images import ImageLoadError, load_image
 from .records import GeoRecords, SkipReport
 
@@ -61,14 +60,7 @@ class LabelStore:
         path = self.path(image_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Atomic: an interrupted run leaves no truncated PNG, so resuming can trust every file present.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            img.save(tmp, format="PNG")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write(path, lambda p: img.save(p, format="PNG"))
 
     def load(self, image_id: str, size: tuple[int, int] | None = None, unit: str | None = None) -> np.ndarray:
         """Label map (H, W) uint8, resized (nearest) to ``size`` = (width, height) when given.

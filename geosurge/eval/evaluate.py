@@ -21,7 +21,8 @@ from ..data.records import GeoRecords, SkipReport
 from ..geo.distance import haversine_km
 from ..geo.hierarchy import Hierarchy
 from ..geo.metrics import THRESHOLDS_KM, accuracy_report
-from ..model.checkpoint import CONFIG, WEIGHTS, _atomic_write, load_checkpoint
+from ..files import atomic_write
+from ..model.checkpoint import CONFIG, WEIGHTS, load_checkpoint
 from ..model.geosurge import GeoSURGE
 from ..model.hierarchical import HierarchicalScorer
 from ..model.posterior import Posterior, load_posterior
@@ -123,7 +124,7 @@ def checkpoint_features(
         else:
             feats, keep = image_features(model, records, store, report=local, progress=progress)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(cache, lambda p: save_file({"features": feats.contiguous(), "keep": torch.from_numpy(keep)}, p))
+        atomic_write(cache, lambda p: save_file({"features": feats.contiguous(), "keep": torch.from_numpy(keep)}, p))
     if report is not None:
         report.merge(local)
     return model, hierarchy, feats, keep, directory
@@ -201,7 +202,7 @@ def write_outputs(results: list[EvalResult], out: str | Path, meta: dict[str, An
     report = {**results[0].metrics, "name": results[0].name, **(meta or {}),
               "results": [{"name": r.name, **r.metrics} for r in results]}
     paths = {"json": out / "report.json", "markdown": out / "results.md", "plot": out / "accuracy.png"}
-    _atomic_write(paths["json"], lambda p: Path(p).write_text(json.dumps(report, indent=2) + "\n"))
-    _atomic_write(paths["markdown"], lambda p: Path(p).write_text(markdown_table(results)))
+    atomic_write(paths["json"], lambda p: Path(p).write_text(json.dumps(report, indent=2) + "\n"))
+    atomic_write(paths["markdown"], lambda p: Path(p).write_text(markdown_table(results)))
     plot_accuracy(results, paths["plot"])
     return paths

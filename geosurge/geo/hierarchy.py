@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write
 from . import s2
 from .validate import check_coordinates
 
@@ -29,6 +30,11 @@ PAPER_TAU_MAXES = (25000, 10000, 5000, 2000, 1000, 750, 500)
 FORMAT_VERSION = 1
 _JSON_NAME = "hierarchy.json"
 _NPZ_NAME = "hierarchy.npz"
+
+
+def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: given a name, np.savez appends ".npz" to it
+        np.savez(f, **arrays)
 
 
 @dataclass
@@ -136,14 +142,14 @@ class Hierarchy:
             "n_samples": self.n_samples,
             "num_cells": self.num_cells,
         }
-        (directory / _JSON_NAME).write_text(json.dumps(meta, indent=2) + "\n")
         arrays: dict[str, np.ndarray] = {}
         for k, p in enumerate(self.levels):
             arrays[f"l{k}_ids"] = p.ids
             arrays[f"l{k}_counts"] = p.counts
             arrays[f"l{k}_centroids"] = p.centroids
             arrays[f"l{k}_parents"] = p.parents
-        np.savez(directory / _NPZ_NAME, **arrays)
+        atomic_write(directory / _NPZ_NAME, lambda tmp: _save_npz(tmp, arrays))
+        atomic_write(directory / _JSON_NAME, json.dumps(meta, indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path) -> "Hierarchy":

@@ -17,6 +17,7 @@ import torch
 from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
+from ..files import atomic_write
 from ..geo.hierarchy import Hierarchy
 from .config import ModelConfig
 from .geosurge import GeoSURGE
@@ -87,16 +88,6 @@ class CheckpointError(ValueError):
     """A checkpoint directory is missing a file or does not match the model it describes."""
 
 
-def _atomic_write(path: Path, write) -> None:
-    # Write beside the target and rename: an interrupted save never leaves a half-written file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def stored_state_dict(model: GeoSURGE) -> dict[str, torch.Tensor]:
@@ -136,7 +127,7 @@ def save_checkpoint(
         **({"training": extra} if extra else {}),
     }
     state = stored_state_dict(model)
-    _atomic_write(directory / WEIGHTS, lambda p: save_file(state, p, metadata={"format": "pt"}))
+    atomic_write(directory / WEIGHTS, lambda p: save_file(state, p, metadata={"format": "pt"}))
     hierarchy.save(directory)
     if reference is not None:
         arrays = {
@@ -144,13 +135,13 @@ def save_checkpoint(
             "latlon": reference.latlon.astype(np.float64),
             "cells": reference.cells.astype(np.int64),
         }
-        _atomic_write(directory / REFERENCE, lambda p: save_numpy(arrays, p))
-        _atomic_write(directory / REFERENCE_IDS, lambda p: Path(p).write_text(json.dumps({"ids": reference.ids})))
+        atomic_write(directory / REFERENCE, lambda p: save_numpy(arrays, p))
+        atomic_write(directory / REFERENCE_IDS, lambda p: Path(p).write_text(json.dumps({"ids": reference.ids})))
     if train_counts is not None:
         from .posterior import save_training_counts
 
-        save_training_counts(directory, train_counts, _atomic_write)
-    _atomic_write(directory / CONFIG, lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+        save_training_counts(directory, train_counts)
+    atomic_write(directory / CONFIG, lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
     return directory
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import atomic_write
 from ..geo.distance import pairwise_haversine_km
 from ..geo.hierarchy import Hierarchy
 from .config import PosteriorConfig, parse_decision
@@ -36,12 +37,12 @@ def training_counts(hierarchy: Hierarchy, lats: np.ndarray, lons: np.ndarray) ->
     return [np.bincount(cells[:, k][cells[:, k] >= 0], minlength=n).astype(np.int64) for k, n in enumerate(hierarchy.num_cells)]
 
 
-def save_training_counts(directory: str | Path, counts: Sequence[np.ndarray], write) -> None:
-    """Write the per-level training counts with ``write(path, fn)`` (the checkpoint's atomic writer)."""
+def save_training_counts(directory: str | Path, counts: Sequence[np.ndarray]) -> None:
+    """Write the per-level training counts beside a checkpoint's weights."""
     from safetensors.numpy import save_file
 
     arrays = {f"train_counts_l{k}": np.ascontiguousarray(c, dtype=np.int64) for k, c in enumerate(counts)}
-    write(Path(directory) / TRAIN_COUNTS, lambda p: save_file(arrays, p))
+    atomic_write(Path(directory) / TRAIN_COUNTS, lambda p: save_file(arrays, p))
 
 
 def load_training_counts(directory: str | Path) -> list[np.ndarray] | None:

@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ..model.checkpoint import _atomic_write
+from ..files import atomic_write
 
 STATE = "train_state.safetensors"
 META = "train_state.json"
@@ -54,8 +54,8 @@ def save_state(work_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimize
     # moment leaves the previous state or the new one, never a mix; the .json copy is for people to read.
     tensors["step"] = torch.tensor([counters["step"]])
     text = json.dumps(meta)
-    _atomic_write(work_dir / STATE, lambda p: save_file(tensors, p, metadata={"meta": text}))
-    _atomic_write(work_dir / META, lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
+    atomic_write(work_dir / STATE, lambda p: save_file(tensors, p, metadata={"meta": text}))
+    atomic_write(work_dir / META, lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
 
 
 def load_state(work_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from ..data.images import ImageLoadError, load_image
 from ..data.labels import LabelStore
 from ..data.records import GeoRecords, SkipReport
-from ..model.checkpoint import _atomic_write
+from ..files import atomic_write
 from ..model.geosurge import GeoSURGE
 
 #: ``ten``: the ten-crop protocol (four corners and centre, plus mirrors); ``five``: the unmirrored five,
@@ -165,7 +165,7 @@ def load_or_build_views(
                 got = build_views(model, records, store, views, hidden=False, progress=progress, report=local, rows=keep)
                 labels, lkeep = got.labels, got.keep
                 cache_dir.mkdir(parents=True, exist_ok=True)
-                _atomic_write(lpath, lambda p: save_file({"labels": labels.contiguous(), "keep": torch.from_numpy(lkeep)}, p))
+                atomic_write(lpath, lambda p: save_file({"labels": labels.contiguous(), "keep": torch.from_numpy(lkeep)}, p))
             if not np.array_equal(lkeep, keep):  # some label maps are missing: keep the images that have both
                 both = np.intersect1d(keep, lkeep)
                 hidden = hidden[torch.from_numpy(np.searchsorted(keep, both))]
@@ -175,10 +175,10 @@ def load_or_build_views(
     else:
         vs = build_views(model, records, store, views, progress=progress, report=local)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(hpath.with_suffix(".json"), lambda p: Path(p).write_text(json.dumps(local.as_dict())))
-        _atomic_write(hpath, lambda p: save_file({"hidden": vs.hidden.contiguous(), "keep": torch.from_numpy(vs.keep)}, p))
+        atomic_write(hpath.with_suffix(".json"), lambda p: Path(p).write_text(json.dumps(local.as_dict())))
+        atomic_write(hpath, lambda p: save_file({"hidden": vs.hidden.contiguous(), "keep": torch.from_numpy(vs.keep)}, p))
         if lpath is not None:
-            _atomic_write(lpath, lambda p: save_file({"labels": vs.labels.contiguous(), "keep": torch.from_numpy(vs.keep)}, p))
+            atomic_write(lpath, lambda p: save_file({"labels": vs.labels.contiguous(), "keep": torch.from_numpy(vs.keep)}, p))
     if report is not None:
         report.merge(local)
     return vs
