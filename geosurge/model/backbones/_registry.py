@@ -21,8 +21,6 @@ class Backbone(nn.Module):
     hidden_size: int
     patch_size: int
     preprocess: Preprocess
-    #: parameter-name prefixes that the pretrained source restores (left out of checkpoints when frozen)
-    pretrained_prefix: str = ""
 
     @property
     def image_size(self) -> int:
@@ -92,9 +90,3 @@ def create_backbone(cfg: BackboneConfig, pretrained: bool = True) -> Backbone:
     bb = _REGISTRY[cfg.name](cfg, pretrained)
     bb.freeze(cfg.trainable_blocks)
     return bb
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-

@@ -25,8 +25,6 @@ _KNOWN_CONFIGS = {
 class CLIPBackbone(Backbone):
     """Tokens: the encoder output (CLS + patches), without post-layernorm or projection."""
 
-    pretrained_prefix = "model."
-
     def __init__(self, cfg: BackboneConfig, pretrained: bool = True):
         super().__init__()
         from transformers import CLIPVisionConfig, CLIPVisionModel

@@ -34,8 +34,6 @@ def weights_file(name: str) -> str:
 class EfficientNetLite(Backbone):
     """Tokens: the final feature-map cells (stride 32) after the head conv, plus their mean as CLS."""
 
-    pretrained_prefix = "net."
-
     def __init__(self, cfg: BackboneConfig, pretrained: bool = True):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
