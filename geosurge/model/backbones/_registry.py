@@ -14,13 +14,16 @@ class Backbone(nn.Module):
     """An image encoder that returns a token sequence ``(B, 1 + N, hidden_size)``, CLS first.
 
     Subclasses set ``hidden_size``, ``patch_size`` (pixels per token side), ``preprocess`` and
-    implement ``trainable_modules``, ``forward_frozen`` and ``forward_trainable``; :meth:`freeze` then
-    freezes everything else. The split lets training cache the frozen part's output once per view.
+    ``trainable_blocks`` (from the config) in their constructor, and implement ``trainable_modules``,
+    ``forward_frozen`` and ``forward_trainable``; :meth:`freeze` then freezes everything else.
+    The split lets training cache the frozen part's output once per view.
     """
 
     hidden_size: int
     patch_size: int
     preprocess: Preprocess
+    #: encoder blocks / stages above the frozen/trainable split (the config's ``trainable_blocks``)
+    trainable_blocks: int
 
     @property
     def image_size(self) -> int:

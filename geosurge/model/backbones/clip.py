@@ -29,6 +29,8 @@ class CLIPBackbone(Backbone):
         super().__init__()
         from transformers import CLIPVisionConfig, CLIPVisionModel
 
+        self.trainable_blocks = cfg.trainable_blocks
+
         source = cfg.pretrained or PAPER_CLIP
         if pretrained:
             try:
@@ -62,7 +64,7 @@ class CLIPBackbone(Backbone):
         return layers[len(layers) - n_blocks :] if n_blocks > 0 else []
 
     def _split(self) -> int:
-        return len(self._vision.encoder.layers) - max(0, getattr(self, "trainable_blocks", 0))
+        return len(self._vision.encoder.layers) - max(0, self.trainable_blocks)
 
     def _run_layers(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         for layer in self._vision.encoder.layers[start:stop]:
