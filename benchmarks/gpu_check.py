@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import paper_models  # noqa: E402
 
 # 7 levels with the paper's tau_min 50 / tau_max 25000 ... 500 give about 642 ... 22,840 cells on MP-16
-PAPER_TAUS = [25000, 10000, 5000, 2000, 1000, 750, 500]
+from geosurge.geo.hierarchy import PAPER_TAU_MAXES, PAPER_TAU_MIN  # noqa: E402
 
 
 class Check:
@@ -81,9 +81,9 @@ def build_hierarchy_like_paper(dry: bool):
     lat = np.degrees(np.arcsin(rng.uniform(-0.85, 0.95, n)))
     lon = rng.uniform(-180, 180, n)
     if dry:
-        return build_hierarchy(lat, lon, 1, [t // 100 for t in PAPER_TAUS])
+        return build_hierarchy(lat, lon, 1, [t // 100 for t in PAPER_TAU_MAXES])
     scale = n / 4_700_000  # the paper's taus scaled to the number of points
-    return build_hierarchy(lat, lon, max(1, int(50 * scale)), [max(2, int(t * scale)) for t in PAPER_TAUS])
+    return build_hierarchy(lat, lon, max(1, int(PAPER_TAU_MIN * scale)), [max(2, int(t * scale)) for t in PAPER_TAU_MAXES])
 
 
 def model_config(work: Path, dry: bool):
@@ -91,7 +91,7 @@ def model_config(work: Path, dry: bool):
 
     fusion = FusionConfig(num_blocks=1, num_heads=4, query_dim=16, latent_dim=8) if dry else FusionConfig()
     return ModelConfig(BackboneConfig("clip", str(work / "clip")), fusion,
-                       GeoConfig(embed_dim=32 if dry else 768, tau_min=1 if dry else 50, tau_maxes=PAPER_TAUS),
+                       GeoConfig(embed_dim=32 if dry else 768, tau_min=1 if dry else PAPER_TAU_MIN, tau_maxes=list(PAPER_TAU_MAXES)),
                        SegmenterConfig("oneformer", str(work / "oneformer")))
 
 

@@ -104,3 +104,23 @@ def test_clip_split(tiny_clip_dir, monkeypatch):
         h = bb.forward_frozen(x)
         assert h.shape == (2, 17, 32)
         torch.testing.assert_close(bb.forward_trainable(h), ref(pixel_values=x).last_hidden_state)
+
+
+def test_frozen_signature_names_the_whole_frozen_part():
+    """Equal backbone configs (fusion or not) share the frozen part; any backbone field that changes it
+    (image size, split, weights source) gives a new signature, so no stale view cache is reused."""
+    from geosurge.model import GeoSURGE, ModelConfig
+    from geosurge.model.config import FusionConfig, GeoConfig
+
+    def model(fusion: bool = False, **backbone):
+        cfg = ModelConfig(backbone=BackboneConfig("efficientnet-lite0", **{"image_size": 64, **backbone}),
+                          fusion=FusionConfig(enabled=fusion, width=32, num_heads=2, num_blocks=1),
+                          geo=GeoConfig(embed_dim=16, tau_min=1, tau_maxes=[4]))
+        return GeoSURGE(cfg, [3], pretrained_backbone=False)
+
+    base = model().frozen_signature()
+    assert model(fusion=True).frozen_signature() == base
+    others = [model(image_size=96), model(trainable_blocks=0), model(pretrained="elsewhere.pth")]
+    signatures = [m.frozen_signature() for m in others]
+    assert base not in signatures and len(set(signatures)) == 3
+    assert others[1].backbone.trainable_blocks == 0 and model().backbone.trainable_blocks == 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..geo.hierarchy import PAPER_TAU_MAXES, PAPER_TAU_MIN
+
 FORMAT_VERSION = 1
 
 
@@ -39,8 +41,8 @@ class GeoConfig:
 
     embed_dim: int = 768
     init_temperature: float = 0.07
-    tau_min: int = 50
-    tau_maxes: list[int] = field(default_factory=lambda: [25000, 10000, 5000, 2000, 1000, 750, 500])
+    tau_min: int = PAPER_TAU_MIN
+    tau_maxes: list[int] = field(default_factory=lambda: list(PAPER_TAU_MAXES))
     #: "embeddings": one learned table per level, InfoNCE (paper); "linear": a plain classification head
     #: over the finest cells, trained with cross-entropy (the paper's Table VI ablation)
     head: str = "embeddings"

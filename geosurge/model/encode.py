@@ -13,12 +13,6 @@ from .geosurge import GeoSURGE
 from .hierarchical import ReferenceIndex
 
 
-def _frozen_key(model: GeoSURGE):
-    # Frozen backbone weights are never fine-tuned or saved: they are restored from the pretrained
-    # source named in the config, so two models with equal backbone configs compute the same frozen part.
-    return model.cfg.backbone, model.preprocess
-
-
 @torch.no_grad()
 def encode_images_multi(
     models: Sequence[GeoSURGE],
@@ -30,20 +24,15 @@ def encode_images_multi(
 ) -> list[torch.Tensor]:
     """:func:`encode_images` for several models at once (e.g. the fusion and RGB-only variants).
 
-    Models whose frozen backbone part is the same (equal backbone config and preprocessing) share one
+    Models whose frozen backbone part is the same (equal :meth:`GeoSURGE.frozen_signature`) share one
     preprocessing pass and one frozen forward; only their trainable parts run separately.
     """
     if any(m.uses_fusion for m in models) and (label_maps is None or any(m is None for m in label_maps)):
         raise ValueError("a model fuses semantics: every image needs a label map")
-    groups: list[tuple[object, list[int]]] = []  # (frozen key, member indices); configs are not hashable
+    signatures: dict[str, list[int]] = {}  # frozen signature -> member indices, in first-seen order
     for i, m in enumerate(models):
-        key = _frozen_key(m)
-        for k, members in groups:
-            if k == key:
-                members.append(i)
-                break
-        else:
-            groups.append((key, [i]))
+        signatures.setdefault(m.frozen_signature(), []).append(i)
+    groups = list(signatures.items())
     out: list[list[torch.Tensor]] = [[] for _ in models]
     crops = "ten" if ten_crop else "center"
     starts = range(0, len(images), batch_size)

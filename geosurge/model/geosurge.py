@@ -1,7 +1,10 @@
 """The GeoSURGE model: backbone -> (semantic fusion | RGB head) -> feature matched to geo embeddings."""
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +37,17 @@ class GeoSURGE(nn.Module):
     @property
     def preprocess(self):
         return self.backbone.preprocess
+
+    def frozen_signature(self) -> str:
+        """Short hash naming this model's frozen backbone part: models with equal signatures compute the same
+        frozen output for the same image, so they may share one frozen forward or one cache of it.
+
+        Frozen backbone weights are never fine-tuned or saved: they are restored from the pretrained source
+        the config names. So the whole backbone config (every field, including ones added later) and the
+        preprocessing identify the frozen part.
+        """
+        parts = {"backbone": asdict(self.cfg.backbone), "preprocess": asdict(self.preprocess)}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
     def encode(self, pixels: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """L2-normalized visual features (B, embed_dim). ``labels`` (B, S, S) is required with fusion."""

@@ -89,7 +89,7 @@ def _better(metric: str, new: float, old: float | None) -> bool:
     return new < old if metric in ("median_km", "mean_km") else new > old
 
 
-def predict_points(scorer: HierarchicalScorer, hierarchy: Hierarchy, feats: torch.Tensor) -> np.ndarray:
+def predict_points(scorer: HierarchicalScorer, feats: torch.Tensor) -> np.ndarray:
     """(n, 2) predicted lat/lon: centroid of the best finest cell by hierarchical product score."""
     return scorer.locate(feats)[0]
 
@@ -298,7 +298,7 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
         feats = val_feats(core).to(device)
         core.train()
         true = val_true if val_true is not None else np.stack([val_rec.lats[_cache["keep"]], val_rec.lons[_cache["keep"]]], 1)
-        pred = predict_points(HierarchicalScorer.for_model(core, hierarchy).to(device), hierarchy, feats)
+        pred = predict_points(HierarchicalScorer.for_model(core, hierarchy).to(device), feats)
         return accuracy_report(pred[:, 0], pred[:, 1], true[:, 0], true[:, 1]).as_dict()
 
     def save_best(metrics: dict[str, float], epoch: int) -> None:

@@ -59,9 +59,7 @@ def _key(**parts) -> str:
 
 
 def _hidden_key(model: GeoSURGE, records: GeoRecords, views: str) -> str:
-    bb = model.cfg.backbone
-    return _key(backbone=[bb.name, bb.pretrained, model.backbone.image_size, bb.trainable_blocks],
-                root=str(records.root), ids=records.ids, views=views)
+    return _key(frozen=model.frozen_signature(), root=str(records.root), ids=records.ids, views=views)
 
 
 def _labels_key(records: GeoRecords, side: int, labels_dir: str, image_size: int, views: str) -> str:

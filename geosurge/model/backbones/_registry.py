@@ -14,15 +14,16 @@ class Backbone(nn.Module):
     """An image encoder that returns a token sequence ``(B, 1 + N, hidden_size)``, CLS first.
 
     Subclasses set ``hidden_size``, ``patch_size`` (pixels per token side), ``preprocess`` and
-    implement ``trainable_modules``, ``forward_frozen`` and ``forward_trainable``; :meth:`freeze` then
-    freezes everything else. The split lets training cache the frozen part's output once per view.
+    ``trainable_blocks`` (from the config) in their constructor, and implement ``trainable_modules``,
+    ``forward_frozen`` and ``forward_trainable``; :meth:`freeze` then freezes everything else.
+    The split lets training cache the frozen part's output once per view.
     """
 
     hidden_size: int
     patch_size: int
     preprocess: Preprocess
-    #: parameter-name prefixes that the pretrained source restores (left out of checkpoints when frozen)
-    pretrained_prefix: str = ""
+    #: encoder blocks / stages above the frozen/trainable split (the config's ``trainable_blocks``)
+    trainable_blocks: int
 
     @property
     def image_size(self) -> int:
@@ -92,9 +93,3 @@ def create_backbone(cfg: BackboneConfig, pretrained: bool = True) -> Backbone:
     bb = _REGISTRY[cfg.name](cfg, pretrained)
     bb.freeze(cfg.trainable_blocks)
     return bb
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-

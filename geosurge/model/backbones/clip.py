@@ -25,11 +25,11 @@ _KNOWN_CONFIGS = {
 class CLIPBackbone(Backbone):
     """Tokens: the encoder output (CLS + patches), without post-layernorm or projection."""
 
-    pretrained_prefix = "model."
-
     def __init__(self, cfg: BackboneConfig, pretrained: bool = True):
         super().__init__()
         from transformers import CLIPVisionConfig, CLIPVisionModel
+
+        self.trainable_blocks = cfg.trainable_blocks
 
         source = cfg.pretrained or PAPER_CLIP
         if pretrained:
@@ -64,7 +64,7 @@ class CLIPBackbone(Backbone):
         return layers[len(layers) - n_blocks :] if n_blocks > 0 else []
 
     def _split(self) -> int:
-        return len(self._vision.encoder.layers) - max(0, getattr(self, "trainable_blocks", 0))
+        return len(self._vision.encoder.layers) - max(0, self.trainable_blocks)
 
     def _run_layers(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         for layer in self._vision.encoder.layers[start:stop]:

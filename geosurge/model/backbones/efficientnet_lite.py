@@ -34,11 +34,11 @@ def weights_file(name: str) -> str:
 class EfficientNetLite(Backbone):
     """Tokens: the final feature-map cells (stride 32) after the head conv, plus their mean as CLS."""
 
-    pretrained_prefix = "net."
-
     def __init__(self, cfg: BackboneConfig, pretrained: bool = True):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
+
+        self.trainable_blocks = cfg.trainable_blocks
 
         size = cfg.image_size or _NATIVE_SIZE[cfg.name]
         self.net = EfficientNet.from_name(cfg.name, image_size=size)
@@ -60,7 +60,7 @@ class EfficientNetLite(Backbone):
         return blocks[len(blocks) - (n_blocks) :] + [self.net._conv_head, self.net._bn1]
 
     def _split(self) -> int:
-        return len(self.net._blocks) - max(0, getattr(self, "trainable_blocks", 0))
+        return len(self.net._blocks) - max(0, self.trainable_blocks)
 
     def _run_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         # As EfficientNet.extract_features: drop-connect grows with depth (and acts only in training).
@@ -72,13 +72,13 @@ class EfficientNetLite(Backbone):
     def forward_frozen(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.net._swish(self.net._bn0(self.net._conv_stem(pixels)))
         x = self._run_blocks(x, 0, self._split())
-        if getattr(self, "trainable_blocks", 0) <= 0:
+        if self.trainable_blocks <= 0:
             x = self.net._swish(self.net._bn1(self.net._conv_head(x)))
         return x
 
     def forward_trainable(self, hidden: torch.Tensor) -> torch.Tensor:
         x = hidden
-        if getattr(self, "trainable_blocks", 0) > 0:
+        if self.trainable_blocks > 0:
             x = self._run_blocks(x, self._split(), len(self.net._blocks))
             x = self.net._swish(self.net._bn1(self.net._conv_head(x)))
         cells = x.flatten(2).transpose(1, 2)  # (B, g*g, C)

@@ -1,0 +1,87 @@
+"""Golden outputs of the checkpoint shipped in the package, for two photos shipped beside the demo.
+
+The literals below were produced once by running, on CPU in this repository::
+
+    Predictor.from_pretrained(device="cpu").predict_variants([Apple_iPhone_4.jpg, Nokia_Lumia_800.jpg], top_k=3)
+
+(and again with ``decision="argmax"``). They are not targets: they pin what the code does today. If this test
+fails, image loading, preprocessing, segmentation, the model or the embedded checkpoint changed; check that the
+change is intended and, if it is, regenerate the numbers the same way and say why in the commit message.
+Needs nothing outside the package (the checkpoint, its DeepLab segmenter and the photos all ship in it).
+"""
+
+from importlib.resources import files
+
+import pytest
+
+from geosurge import Predictor
+
+PHOTOS = ["Apple_iPhone_4.jpg", "Nokia_Lumia_800.jpg"]
+
+#: variant -> photo -> (lat, lon) under the checkpoint's own decision rule ("within:750")
+DECIDED = {
+    "fusion": {"Apple_iPhone_4.jpg": (52.06701007291361, 4.308244798854633),
+               "Nokia_Lumia_800.jpg": (52.06701007291361, 4.308244798854633)},
+    "rgb": {"Apple_iPhone_4.jpg": (50.74256471806346, 6.9970410298506325),
+            "Nokia_Lumia_800.jpg": (52.06701007291361, 4.308244798854633)},
+}
+#: variant -> photo -> (lat, lon) of the paper's product rule (argmax); moves with any change in the scores
+ARGMAX = {
+    "fusion": {"Apple_iPhone_4.jpg": (40.9292436847624, -73.90204014270708),
+               "Nokia_Lumia_800.jpg": (55.88406711973906, -4.225584411845037)},
+    "rgb": {"Apple_iPhone_4.jpg": (50.12802045898016, 8.549107196357301),
+            "Nokia_Lumia_800.jpg": (55.88406711973906, -4.225584411845037)},
+}
+#: variant -> photo -> S2 tokens of the three best finest cells by product score
+TOP_CELLS = {
+    "fusion": {"Apple_iPhone_4.jpg": ["89dc", "89c2c", "89cf"], "Nokia_Lumia_800.jpg": ["48884", "4889c", "48894"]},
+    "rgb": {"Apple_iPhone_4.jpg": ["5490c", "47c3f", "89c27"], "Nokia_Lumia_800.jpg": ["48884", "4889c", "48894"]},
+}
+#: variant -> photo -> calibrated chance that the truth lies within R km of the decided point
+WITHIN_KM = {
+    "fusion": {
+        "Apple_iPhone_4.jpg": {1: 0.0, 25: 0.0, 200: 0.01764705882352941, 750: 0.19036144578313252, 2500: 0.38910505836575876},
+        "Nokia_Lumia_800.jpg": {1: 0.0, 25: 0.0, 200: 0.0021645021645021645, 750: 0.19036144578313252, 2500: 0.38910505836575876},
+    },
+    "rgb": {
+        "Apple_iPhone_4.jpg": {1: 0.0, 25: 0.0, 200: 0.0196078431372549, 750: 0.20105820105820105, 2500: 0.34876989869753977},
+        "Nokia_Lumia_800.jpg": {1: 0.0, 25: 0.0, 200: 0.01675977653631285, 750: 0.15668202764976957, 2500: 0.34876989869753977},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return Predictor.from_pretrained(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return [str(files("geosurge.app") / "examples" / name) for name in PHOTOS]
+
+
+@pytest.fixture(scope="module")
+def decided(predictor, photos):
+    return predictor.predict_variants(photos, top_k=3)
+
+
+def test_embedded_checkpoint_runs_both_variants(predictor, decided):
+    assert predictor.fusion_available, predictor.fusion_unavailable_reason()
+    assert sorted(decided) == ["fusion", "rgb"]
+
+
+@pytest.mark.parametrize("variant", ["fusion", "rgb"])
+def test_golden_decided_point_cells_and_chances(decided, variant):
+    for name, pred in zip(PHOTOS, decided[variant]):
+        assert pred.decision == "within:750"
+        assert (pred.lat, pred.lon) == pytest.approx(DECIDED[variant][name], abs=1e-3), name
+        assert [c.token for c in pred.top_k] == TOP_CELLS[variant][name], name
+        assert pred.within_km == pytest.approx(WITHIN_KM[variant][name], abs=1e-3), name
+
+
+@pytest.mark.parametrize("variant", ["fusion", "rgb"])
+def test_golden_argmax_point(predictor, photos, variant):
+    preds = predictor.predict_variants(photos, top_k=3, decision="argmax")[variant]
+    for name, pred in zip(PHOTOS, preds):
+        assert (pred.lat, pred.lon) == pytest.approx(ARGMAX[variant][name], abs=1e-3), name
+        assert [c.token for c in pred.top_k] == TOP_CELLS[variant][name], name
