@@ -32,7 +32,7 @@ from ..model.encode import build_reference_index
 from ..model.geosurge import GeoSURGE
 from ..model.hierarchical import HierarchicalScorer
 from ..model.posterior import training_counts
-from .config import TrainConfig
+from .config import DataConfig, TrainConfig
 from .loss import geo_loss
 from .sources import ImageDataset, ImageSource, MsgpackSource, ShardSource, ViewSource
 from .state import load_state, save_state
@@ -158,6 +158,56 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[Path]:
 
 
 def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> Path:
+    """One model, top to bottom: data -> hierarchy -> model and label maps -> batch source -> fit -> export."""
+    ctx = _start_run(cfg, work_dir, resume)
+    data = _read_data(cfg, ctx.skipped)
+    hierarchy = _build_hierarchy(cfg, data, ctx)
+
+    torch.manual_seed(cfg.run.seed)
+    model = GeoSURGE(cfg.model, hierarchy.num_cells).to(ctx.device)
+    store, val_store = _label_stores(cfg, model, data, ctx)
+    source, validator, train_views = _make_source(cfg, model, data, hierarchy, store, val_store, ctx)
+
+    fit = _Fit(cfg, model, ctx)
+    if resume:
+        fit.resume()
+    fit.log_start(resume, train=len(data.lats), val=len(data.val_rec), cells=hierarchy.num_cells)
+    fit.run(source, validator, hierarchy)
+    ctx.skipped.merge(source.skipped)
+    ctx.dd.barrier()
+
+    if ctx.dd.main:
+        _export(cfg, output, data, hierarchy, store, train_views, fit.counters, ctx)
+    ctx.dd.barrier()
+    return output
+
+
+# ---------------------------------------------------------------------------------------- steps
+@dataclass
+class _Run:
+    """What every step of one training run shares: processes, device, work directory, log and skip report."""
+    dd: _Dist
+    device: torch.device
+    work_dir: Path
+    log: _Logger
+    say: Any
+    skipped: SkipReport
+    t0: float
+
+
+@dataclass
+class _Data:
+    """Training coordinates (and rows, or a streamed dataset) plus the validation rows."""
+    lats: np.ndarray
+    lons: np.ndarray
+    val_rec: GeoRecords | None  # filled in by _read_data
+    train_rec: GeoRecords | None = None  # None when training streams shards or msgpack
+    msgpack: Any = None
+    shards: tuple[list[str], int] | None = None  # (urls, number of photos)
+
+
+def _start_run(cfg: TrainConfig, work_dir: Path, resume: bool) -> _Run:
+    """Join the process group; a fresh (non-resumed) run starts from an empty log and no saved state."""
     t0 = time.time()
     dd, device = _init_distributed(cfg.run.device)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -165,13 +215,31 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
         for f in (work_dir / LOG, work_dir / "train_state.json", work_dir / "train_state.safetensors"):
             f.unlink(missing_ok=True)
     dd.barrier()
-    log = _Logger(work_dir, dd.main)
     say = print if dd.main else (lambda *a, **k: None)
-    data, optim, run = cfg.data, cfg.optim, cfg.run
-    skipped = SkipReport()
+    return _Run(dd, device, work_dir, _Logger(work_dir, dd.main), say, SkipReport(), t0)
 
-    # ---- data and hierarchy
-    shards = msgpack = None
+
+def _read_data(cfg: TrainConfig, skipped: SkipReport) -> _Data:
+    """The training rows from one of three sources (msgpack shards, WebDataset shards, a CSV) and the
+    validation rows (their own CSV, or a seeded split of the training CSV)."""
+    data = cfg.data
+    got = _read_training_rows(data, skipped)
+    if data.val_csv:
+        got.val_rec, rep = read_records(data.val_csv, data.val_images or data.images)
+        skipped.merge(rep)
+    else:
+        train_rec = got.train_rec
+        perm = np.random.default_rng(cfg.run.seed).permutation(len(train_rec))
+        n_val = max(1, int(round(data.val_fraction * len(train_rec))))
+        got.val_rec, got.train_rec = train_rec.subset(np.sort(perm[:n_val])), train_rec.subset(np.sort(perm[n_val:]))
+        got.lats, got.lons = got.train_rec.lats, got.train_rec.lons
+    if len(got.lats) == 0 or len(got.val_rec) == 0:
+        raise ValueError("no usable training or validation rows (" + skipped.summary() + ")")
+    return got
+
+
+def _read_training_rows(data: DataConfig, skipped: SkipReport) -> _Data:
+    """Training coordinates of the configured source; ``val_rec`` is filled in by the caller."""
     if data.msgpack:
         from ..data.msgpack_shards import MsgpackDataset
 
@@ -180,245 +248,295 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
         msgpack, rep = MsgpackDataset.open(data.msgpack, data.msgpack_meta)
         skipped.merge(rep)
         lats, lons = msgpack.coordinates()
-        train_rec = None
         if not data.val_csv:
             raise ValueError("training from msgpack shards needs data.val_csv for validation")
-    elif data.shards:
+        return _Data(lats, lons, val_rec=None, msgpack=msgpack)
+    if data.shards:
         from ..data.shards import read_shard_index
 
         urls, lats, lons = read_shard_index(data.shards)
-        train_rec = None
-        shards = (urls, len(lats))
         if not data.val_csv:
             raise ValueError("training from shards needs data.val_csv for validation")
-    else:
-        if not data.train_csv:
-            raise ValueError("set data.train_csv (image,lat,lon rows) or data.shards in the config")
-        train_rec, rep = read_records(data.train_csv, data.images)
-        skipped.merge(rep)
-        lats, lons = train_rec.lats, train_rec.lons
-    if data.val_csv:
-        val_rec, rep = read_records(data.val_csv, data.val_images or data.images)
-        skipped.merge(rep)
-    else:
-        perm = np.random.default_rng(run.seed).permutation(len(train_rec))
-        n_val = max(1, int(round(data.val_fraction * len(train_rec))))
-        val_rec, train_rec = train_rec.subset(np.sort(perm[:n_val])), train_rec.subset(np.sort(perm[n_val:]))
-        lats, lons = train_rec.lats, train_rec.lons
-    if len(lats) == 0 or len(val_rec) == 0:
-        raise ValueError("no usable training or validation rows (" + skipped.summary() + ")")
-    hierarchy = build_hierarchy(*_partition_points(cfg.model.geo.partition, lats, lons), cfg.model.geo.tau_min, cfg.model.geo.tau_maxes)
+        return _Data(lats, lons, val_rec=None, shards=(urls, len(lats)))
+    if not data.train_csv:
+        raise ValueError("set data.train_csv (image,lat,lon rows) or data.shards in the config")
+    train_rec, rep = read_records(data.train_csv, data.images)
+    skipped.merge(rep)
+    return _Data(train_rec.lats, train_rec.lons, val_rec=None, train_rec=train_rec)
+
+
+def _build_hierarchy(cfg: TrainConfig, data: _Data, ctx: _Run) -> Hierarchy:
+    geo = cfg.model.geo
+    hierarchy = build_hierarchy(*_partition_points(geo.partition, data.lats, data.lons), geo.tau_min, geo.tau_maxes)
     if min(hierarchy.num_cells) == 0:
-        raise ValueError(f"the hierarchy has an empty level ({hierarchy.num_cells} cells from {len(lats)} photos): "
-                         f"lower model.geo.tau_min ({cfg.model.geo.tau_min}) or add photos")
-    say(f"hierarchy: {hierarchy.num_cells} cells over {len(hierarchy.levels)} levels from {len(lats)} photos")
-    if skipped.total:
-        say(skipped.summary())
+        raise ValueError(f"the hierarchy has an empty level ({hierarchy.num_cells} cells from {len(data.lats)} photos): "
+                         f"lower model.geo.tau_min ({geo.tau_min}) or add photos")
+    ctx.say(f"hierarchy: {hierarchy.num_cells} cells over {len(hierarchy.levels)} levels from {len(data.lats)} photos")
+    if ctx.skipped.total:
+        ctx.say(ctx.skipped.summary())
+    return hierarchy
 
-    # ---- model
-    torch.manual_seed(run.seed)
-    model = GeoSURGE(cfg.model, hierarchy.num_cells).to(device)
+
+def _label_stores(cfg: TrainConfig, model: GeoSURGE, data: _Data, ctx: _Run) -> tuple[Any, Any]:
+    """(training, validation) label-map stores of a fusion model, segmenting missing photos when asked;
+    (None, None) for an RGB-only model."""
+    if not model.uses_fusion:
+        return None, None
+    if not cfg.data.labels:
+        raise ValueError("a fusion model trains on precomputed label maps: set data.labels (see `geosurge segment`)")
     side = label_side(model)
-    store = val_store = None
-    if model.uses_fusion:
-        if not data.labels:
-            raise ValueError("a fusion model trains on precomputed label maps: set data.labels (see `geosurge segment`)")
-        store = open_label_store(data.labels, cfg.model.segmenter, side)
-        # validation photos' maps: their own store (PNG per photo) keeps MP-16's chunk index out of memory
-        val_store = open_label_store(data.val_labels, cfg.model.segmenter, side) if data.val_labels else store
-        if data.segment_missing and dd.main:
-            from ..model.segmenters import create_segmenter
+    store = open_label_store(cfg.data.labels, cfg.model.segmenter, side)
+    # validation photos' maps: their own store (PNG per photo) keeps MP-16's chunk index out of memory
+    val_store = open_label_store(cfg.data.val_labels, cfg.model.segmenter, side) if cfg.data.val_labels else store
+    if cfg.data.segment_missing and ctx.dd.main:
+        from ..model.segmenters import create_segmenter
 
-            seg = None
-            for rec, st in ((train_rec, store), (val_rec, val_store)):
-                # chunk stores are written by `geosurge segment` only
-                if rec is not None and isinstance(st, LabelStore) and any(not st.has(i) for i in rec.ids):
-                    seg = seg or create_segmenter(cfg.model.segmenter)
-                    r = segment_records(rec, seg, st, progress=run.progress)
-                    say(r.summary())
-        dd.barrier()
+        seg = None
+        for rec, st in ((data.train_rec, store), (data.val_rec, val_store)):
+            # chunk stores are written by `geosurge segment` only
+            if rec is not None and isinstance(st, LabelStore) and any(not st.has(i) for i in rec.ids):
+                seg = seg or create_segmenter(cfg.model.segmenter)
+                r = segment_records(rec, seg, st, progress=cfg.run.progress)
+                ctx.say(r.summary())
+    ctx.dd.barrier()
+    return store, val_store
 
-    # ---- sources
-    if data.view_cache and shards is None and msgpack is None:
-        views = None
-        if dd.main:  # one process builds the cache, the others read it
-            views = load_or_build_views(model, train_rec, store, data.cache_dir, run.progress, skipped, data.views)
-            val_views = load_or_build_views(model, val_rec, val_store, data.cache_dir, run.progress, skipped, data.views)
-        dd.barrier()
-        if not dd.main:
-            views = load_or_build_views(model, train_rec, store, data.cache_dir, False, views=data.views)
-            val_views = load_or_build_views(model, val_rec, val_store, data.cache_dir, False, views=data.views)
-        source = ViewSource(views, hierarchy.assign(train_rec.lats, train_rec.lons), run.seed, dd.rank, dd.world)
-        val_true = np.stack([val_rec.lats[val_views.keep], val_rec.lons[val_views.keep]], 1)
-        val_feats = lambda m: view_features(m, val_views)  # noqa: E731
+
+def _make_source(cfg: TrainConfig, model: GeoSURGE, data: _Data, hierarchy: Hierarchy, store, val_store,
+                 ctx: _Run) -> tuple[Any, _Validator, ViewSet | None]:
+    """The batch source of the configured data and the matching validator; the cached training views
+    (``None`` unless ``data.view_cache`` applies: CSV training only)."""
+    run, dd, side = cfg.run, ctx.dd, label_side(model)
+    if cfg.data.view_cache and data.shards is None and data.msgpack is None:
+        views, val_views = _cached_views(cfg, model, data, store, val_store, ctx)
+        source = ViewSource(views, hierarchy.assign(data.train_rec.lats, data.train_rec.lons), run.seed, dd.rank, dd.world)
+        return source, _Validator(hierarchy, ctx.device, data.val_rec, val_views=val_views), views
+    if data.msgpack is not None:
+        source = MsgpackSource(data.msgpack, hierarchy, model.preprocess, store, side, run.seed, cfg.data.num_workers,
+                               dd.rank, dd.world)
+    elif data.shards is not None:
+        source = ShardSource(data.shards[0], data.shards[1], hierarchy, model.preprocess, side, run.seed,
+                             cfg.data.num_workers, dd.rank, dd.world)
     else:
-        val_views = None
-        if msgpack is not None:
-            source = MsgpackSource(msgpack, hierarchy, model.preprocess, store, side, run.seed, data.num_workers, dd.rank, dd.world)
-        elif shards is not None:
-            source = ShardSource(shards[0], shards[1], hierarchy, model.preprocess, side, run.seed, data.num_workers, dd.rank, dd.world)
-        else:
-            ds = ImageDataset(train_rec, hierarchy.assign(train_rec.lats, train_rec.lons), model.preprocess, store, side, run.seed)
-            source = ImageSource(ds, data.num_workers, run.seed, dd.rank, dd.world)
-        _cache: dict[str, Any] = {}
+        rec = data.train_rec
+        ds = ImageDataset(rec, hierarchy.assign(rec.lats, rec.lons), model.preprocess, store, side, run.seed)
+        source = ImageSource(ds, cfg.data.num_workers, run.seed, dd.rank, dd.world)
+    return source, _Validator(hierarchy, ctx.device, data.val_rec, val_store=val_store, skipped=ctx.skipped), None
 
-        def val_feats(m):
-            f, keep = image_features(m, val_rec, val_store, report=None if "keep" in _cache else skipped)
-            _cache["keep"] = keep
-            return f
 
-        val_true = None
+def _cached_views(cfg: TrainConfig, model: GeoSURGE, data: _Data, store, val_store, ctx: _Run) -> tuple[ViewSet, ViewSet]:
+    """(training, validation) view caches: the main process builds them, the others then read them."""
+    d = cfg.data
+    if ctx.dd.main:
+        views = load_or_build_views(model, data.train_rec, store, d.cache_dir, cfg.run.progress, ctx.skipped, d.views)
+        val_views = load_or_build_views(model, data.val_rec, val_store, d.cache_dir, cfg.run.progress, ctx.skipped, d.views)
+    ctx.dd.barrier()
+    if not ctx.dd.main:
+        views = load_or_build_views(model, data.train_rec, store, d.cache_dir, False, views=d.views)
+        val_views = load_or_build_views(model, data.val_rec, val_store, d.cache_dir, False, views=d.views)
+    return views, val_views
 
-    # ---- optimization
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
-    accum = optim.accumulation(dd.world)
-    core = model
-    if dd.world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
-    amp_dtype = run.amp_dtype() if device.type == "cuda" else None
-    # float16 needs loss scaling (its range underflows small gradients); bfloat16 does not
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    counters: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "history": []}
-    if resume:
-        got = load_state(work_dir, core, opt)
-        if got is None:
-            say(f"--resume: no training state in {work_dir}; starting from scratch")
-        else:
-            counters = got
-            if scaler is not None and counters.get("scaler"):
-                scaler.load_state_dict(counters["scaler"])
-            say(f"resuming at epoch {counters['epoch']}, batch {counters['batch']}, step {counters['step']}")
-    log(kind="start", config=cfg.to_dict(), world=dd.world, device=str(device), accum=accum,
-        effective_batch=optim.micro_batch * accum * dd.world, amp=str(amp_dtype) if amp_dtype else None,
-        train=len(lats), val=len(val_rec), cells=hierarchy.num_cells, resumed=resume)
 
-    def validate() -> dict[str, float]:
+class _Validator:
+    """Accuracy of the model on the validation photos: ten-crop features of cached views, or centre crops
+    of the images (whose unreadable photos are reported once, at the first validation)."""
+
+    def __init__(self, hierarchy: Hierarchy, device: torch.device, val_rec: GeoRecords, val_views: ViewSet | None = None,
+                 val_store=None, skipped: SkipReport | None = None):
+        self.hierarchy, self.device, self.val_rec = hierarchy, device, val_rec
+        self.val_views, self.val_store, self.skipped = val_views, val_store, skipped
+        self.reported = False
+
+    def __call__(self, core: GeoSURGE) -> dict[str, float]:
         core.eval()
-        feats = val_feats(core).to(device)
+        feats, keep = self._features(core)
+        feats = feats.to(self.device)
         core.train()
-        true = val_true if val_true is not None else np.stack([val_rec.lats[_cache["keep"]], val_rec.lons[_cache["keep"]]], 1)
-        pred = predict_points(HierarchicalScorer.for_model(core, hierarchy).to(device), feats)
+        true = np.stack([self.val_rec.lats[keep], self.val_rec.lons[keep]], 1)
+        pred = predict_points(HierarchicalScorer.for_model(core, self.hierarchy).to(self.device), feats)
         return accuracy_report(pred[:, 0], pred[:, 1], true[:, 0], true[:, 1]).as_dict()
 
-    def save_best(metrics: dict[str, float], epoch: int) -> None:
-        if dd.main:
-            publish_checkpoint(work_dir / BEST, core, hierarchy, extra={"epoch": epoch, "val": metrics}, keep=run.keep_exports)
+    def _features(self, core: GeoSURGE) -> tuple[torch.Tensor, np.ndarray]:
+        if self.val_views is not None:
+            return view_features(core, self.val_views), self.val_views.keep
+        feats, keep = image_features(core, self.val_rec, self.val_store, report=None if self.reported else self.skipped)
+        self.reported = True
+        return feats, keep
 
-    def save_state_now() -> None:
-        if scaler is not None:
-            counters["scaler"] = scaler.state_dict()
-        save_state(work_dir, core, opt, counters)
 
-    stop = False
-    for epoch in range(counters["epoch"], optim.epochs):
-        lr = optim.lr * optim.lr_gamma**epoch
-        for g in opt.param_groups:
+class _Fit:
+    """Optimizer, precision, DDP wrapper and the counters that make a run resumable; ``run`` is the epoch loop."""
+
+    def __init__(self, cfg: TrainConfig, model: GeoSURGE, ctx: _Run):
+        self.cfg, self.optim, self.ctx, self.core = cfg, cfg.optim, ctx, model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        self.accum = self.optim.accumulation(ctx.dd.world)
+        self.model = model
+        if ctx.dd.world > 1:
+            dev = ctx.device
+            self.model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        self.amp_dtype = cfg.run.amp_dtype() if ctx.device.type == "cuda" else None
+        # float16 needs loss scaling (its range underflows small gradients); bfloat16 does not
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.counters: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": -1,
+                                         "bad_epochs": 0, "history": []}
+
+    def resume(self) -> None:
+        got = load_state(self.ctx.work_dir, self.core, self.opt)
+        if got is None:
+            self.ctx.say(f"--resume: no training state in {self.ctx.work_dir}; starting from scratch")
+            return
+        self.counters = got
+        if self.scaler is not None and got.get("scaler"):
+            self.scaler.load_state_dict(got["scaler"])
+        self.ctx.say(f"resuming at epoch {got['epoch']}, batch {got['batch']}, step {got['step']}")
+
+    def log_start(self, resumed: bool, **sizes: Any) -> None:
+        ctx, amp = self.ctx, self.amp_dtype
+        ctx.log(kind="start", config=self.cfg.to_dict(), world=ctx.dd.world, device=str(ctx.device), accum=self.accum,
+                effective_batch=self.optim.micro_batch * self.accum * ctx.dd.world, amp=str(amp) if amp else None,
+                **sizes, resumed=resumed)
+
+    def save_state(self) -> None:
+        if self.scaler is not None:
+            self.counters["scaler"] = self.scaler.state_dict()
+        save_state(self.ctx.work_dir, self.core, self.opt, self.counters)
+
+    def run(self, source, validator: _Validator, hierarchy: Hierarchy) -> None:
+        """Epochs until ``optim.epochs``, ``optim.max_steps`` or ``optim.patience`` epochs without a gain."""
+        c, dd = self.counters, self.ctx.dd
+        for epoch in range(c["epoch"], self.optim.epochs):
+            lr = self.optim.lr * self.optim.lr_gamma**epoch
+            losses, stop = self._train_epoch(source, epoch, lr)
+            if stop and dd.main:
+                self.save_state()  # as if interrupted here: --resume continues this epoch
+            self._end_epoch(epoch, lr, losses, validator(self.core), hierarchy)
+            if stop:
+                break
+            c.update(epoch=epoch + 1, batch=0)
+            if dd.main:
+                self.save_state()
+            if c["bad_epochs"] >= self.optim.patience:
+                self.ctx.say(f"early stopping: no {self.cfg.run.val_metric} gain for {self.optim.patience} epochs "
+                             f"(best epoch {c['best_epoch']})")
+                break
+
+    def _train_epoch(self, source, epoch: int, lr: float) -> tuple[list[float], bool]:
+        """Micro-batches from ``counters["batch"]`` on; returns (their losses, whether max_steps was reached)."""
+        c, dd, device, optim = self.counters, self.ctx.dd, self.ctx.device, self.optim
+        for g in self.opt.param_groups:
             g["lr"] = lr
-        model.train()
+        self.model.train()
         nb = source.num_batches(epoch, optim.micro_batch)
         bar = None
-        if run.progress and dd.main:
+        if self.cfg.run.progress and dd.main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=nb, initial=counters["batch"], desc=f"epoch {epoch}", unit="batch")
-        micro_i = counters["batch"]
-        losses: list[float] = []
-        opt.zero_grad(set_to_none=True)
+            bar = tqdm(total=nb, initial=c["batch"], desc=f"epoch {epoch}", unit="batch")
+        micro_i, losses, stop = c["batch"], [], False
+        self.opt.zero_grad(set_to_none=True)
         uneven = dd.world > 1 and getattr(source, "uneven", False)
-        batches = source.batches(epoch, optim.micro_batch, start=counters["batch"])
+        batches = source.batches(epoch, optim.micro_batch, start=c["batch"])
         for inputs, labels, cells, from_hidden in (_lockstep(batches, device) if uneven else batches):
-            inputs, cells = inputs.to(device, non_blocking=True), cells.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True) if labels is not None else None
-            last = (micro_i + 1) % accum == 0 or (not uneven and micro_i + 1 >= nb)
-            sync = model.no_sync() if (dd.world > 1 and not last) else contextlib.nullcontext()
-            with sync:
-                with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-                    feats = model(inputs, labels, from_hidden=from_hidden, return_logits=False)
-                loss, per_level, accs = geo_loss(core, feats.float(), cells)
-                (scaler.scale(loss / accum) if scaler is not None else loss / accum).backward()
+            last = (micro_i + 1) % self.accum == 0 or (not uneven and micro_i + 1 >= nb)
+            loss, per_level, accs = self._backward(inputs, labels, cells, from_hidden, sync=last)
             micro_i += 1
             losses.append(loss.item())
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", step=counters["step"])
+                bar.set_postfix(loss=f"{loss.item():.3f}", step=c["step"])
             if not last:
                 continue
-            if scaler is not None:
-                scaler.unscale_(opt)
-            if optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, optim.grad_clip)
-            if scaler is not None:
-                scaler.step(opt)  # skipped when the scaled gradients overflowed
-                scaler.update()
-            else:
-                opt.step()
-            opt.zero_grad(set_to_none=True)
-            counters["step"] += 1
-            counters["batch"] = micro_i
-            if counters["step"] % run.log_every == 0 or counters["step"] == 1:
-                log(kind="step", step=counters["step"], epoch=epoch, batch=micro_i, lr=lr, loss=loss.item(),
-                    level_loss=per_level, level_acc=accs, temperatures=_temps(core))
-            if run.checkpoint_every and counters["step"] % run.checkpoint_every == 0 and dd.main:
-                save_state_now()
-            if optim.max_steps and counters["step"] >= optim.max_steps:
+            self._step()
+            c["batch"] = micro_i
+            if c["step"] % self.cfg.run.log_every == 0 or c["step"] == 1:
+                self.ctx.log(kind="step", step=c["step"], epoch=epoch, batch=micro_i, lr=lr, loss=loss.item(),
+                             level_loss=per_level, level_acc=accs, temperatures=_temps(self.core))
+            if self.cfg.run.checkpoint_every and c["step"] % self.cfg.run.checkpoint_every == 0 and dd.main:
+                self.save_state()
+            if optim.max_steps and c["step"] >= optim.max_steps:
                 stop = True
                 break
         if bar is not None:
             bar.close()
-        if stop and dd.main:
-            save_state_now()  # as if interrupted here: --resume continues this epoch
-        metrics = validate()
-        value = float(metrics[run.val_metric])
-        improved = _better(run.val_metric, value, counters["best"])
-        if improved:
-            counters.update(best=value, best_epoch=epoch, bad_epochs=0)
-            save_best(metrics, epoch)
-        else:
-            counters["bad_epochs"] += 1
-        if dd.main:
-            publish_checkpoint(work_dir / LATEST, core, hierarchy, extra={"epoch": epoch, "val": metrics}, keep=run.keep_exports)
-        counters["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None, **metrics})
-        log(kind="epoch", epoch=epoch, lr=lr, train_loss=counters["history"][-1]["train_loss"], val=metrics, improved=improved)
-        say(f"epoch {epoch}: train loss {counters['history'][-1]['train_loss'] or float('nan'):.4f}  val {run.val_metric} "
-            f"{value:.3f}  (acc 25/200/750/2500 km: {metrics['acc_25km']:.1f} / {metrics['acc_200km']:.1f} / "
-            f"{metrics['acc_750km']:.1f} / {metrics['acc_2500km']:.1f}){'  *best' if improved else ''}")
-        if stop:
-            break
-        counters.update(epoch=epoch + 1, batch=0)
-        if dd.main:
-            save_state_now()
-        if counters["bad_epochs"] >= optim.patience:
-            say(f"early stopping: no {run.val_metric} gain for {optim.patience} epochs (best epoch {counters['best_epoch']})")
-            break
-    skipped.merge(source.skipped)
-    dd.barrier()
+        return losses, stop
 
-    # ---- the deliverable: best weights + hierarchy + reference index
-    if dd.main:
-        best, _, _, best_cfg = load_checkpoint(work_dir / BEST, device)
-        reference = None
-        if run.reference_index and train_rec is not None:
-            if val_views is not None:
-                feats = view_features(best, views)
-                keep = views.keep
-            else:
-                feats, keep = image_features(best, train_rec, store, report=skipped, progress=run.progress)
-            reference = build_reference_index(feats, train_rec.lats[keep], train_rec.lons[keep],
-                                              [train_rec.ids[i] for i in keep], hierarchy)
-        elif run.reference_index and msgpack is not None:
-            reference = _stream_reference(best, msgpack, store, hierarchy, run.reference_max, skipped, run.progress)
-        extra = {
-            "best_epoch": counters["best_epoch"], "val": best_cfg.get("training", {}).get("val"),
-            "steps": counters["step"], "history": counters["history"], "seconds": round(time.time() - t0, 1),
-            "train_photos": int(len(lats)), "val_photos": int(len(val_rec)), "skipped": skipped.as_dict(),
-            "config": cfg.to_dict(),
-        }
-        save_checkpoint(output, best, hierarchy, reference, extra=extra, train_counts=training_counts(hierarchy, lats, lons))
-        log(kind="done", output=str(output), seconds=extra["seconds"], skipped=skipped.as_dict())
-        say(f"wrote {output} (best epoch {counters['best_epoch']}, {extra['seconds']:.0f} s); {skipped.summary()}")
-    dd.barrier()
-    return output
+    def _backward(self, inputs, labels, cells, from_hidden: bool, sync: bool):
+        """Forward and backward of one micro-batch; gradients are all-reduced only on the last of an accumulation."""
+        device, amp = self.ctx.device, self.amp_dtype
+        inputs, cells = inputs.to(device, non_blocking=True), cells.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True) if labels is not None else None
+        no_sync = self.model.no_sync() if (self.ctx.dd.world > 1 and not sync) else contextlib.nullcontext()
+        with no_sync:
+            with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                feats = self.model(inputs, labels, from_hidden=from_hidden, return_logits=False)
+            loss, per_level, accs = geo_loss(self.core, feats.float(), cells)
+            (self.scaler.scale(loss / self.accum) if self.scaler is not None else loss / self.accum).backward()
+        return loss, per_level, accs
+
+    def _step(self) -> None:
+        """One optimizer step (unscale, clip, step) on the accumulated gradients."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.opt)
+        if self.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, self.optim.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.opt)  # skipped when the scaled gradients overflowed
+            self.scaler.update()
+        else:
+            self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.counters["step"] += 1
+
+    def _end_epoch(self, epoch: int, lr: float, losses: list[float], metrics: dict[str, float], hierarchy: Hierarchy) -> None:
+        """Track the best epoch, publish the best and latest exports, log and print the epoch."""
+        c, ctx, run = self.counters, self.ctx, self.cfg.run
+        value = float(metrics[run.val_metric])
+        improved = _better(run.val_metric, value, c["best"])
+        if improved:
+            c.update(best=value, best_epoch=epoch, bad_epochs=0)
+            if ctx.dd.main:
+                publish_checkpoint(ctx.work_dir / BEST, self.core, hierarchy, extra={"epoch": epoch, "val": metrics},
+                                   keep=run.keep_exports)
+        else:
+            c["bad_epochs"] += 1
+        if ctx.dd.main:
+            publish_checkpoint(ctx.work_dir / LATEST, self.core, hierarchy, extra={"epoch": epoch, "val": metrics},
+                               keep=run.keep_exports)
+        c["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None, **metrics})
+        train_loss = c["history"][-1]["train_loss"]
+        ctx.log(kind="epoch", epoch=epoch, lr=lr, train_loss=train_loss, val=metrics, improved=improved)
+        ctx.say(f"epoch {epoch}: train loss {train_loss or float('nan'):.4f}  val {run.val_metric} "
+                f"{value:.3f}  (acc 25/200/750/2500 km: {metrics['acc_25km']:.1f} / {metrics['acc_200km']:.1f} / "
+                f"{metrics['acc_750km']:.1f} / {metrics['acc_2500km']:.1f}){'  *best' if improved else ''}")
+
+
+def _export(cfg: TrainConfig, output: Path, data: _Data, hierarchy: Hierarchy, store, train_views: ViewSet | None,
+            counters: dict[str, Any], ctx: _Run) -> None:
+    """The deliverable (main process): the best epoch's weights + hierarchy + reference index + training metadata."""
+    run, skipped = cfg.run, ctx.skipped
+    best, _, _, best_cfg = load_checkpoint(ctx.work_dir / BEST, ctx.device)
+    reference = None
+    if run.reference_index and data.train_rec is not None:
+        rec = data.train_rec
+        if train_views is not None:
+            feats, keep = view_features(best, train_views), train_views.keep
+        else:
+            feats, keep = image_features(best, rec, store, report=skipped, progress=run.progress)
+        reference = build_reference_index(feats, rec.lats[keep], rec.lons[keep], [rec.ids[i] for i in keep], hierarchy)
+    elif run.reference_index and data.msgpack is not None:
+        reference = _stream_reference(best, data.msgpack, store, hierarchy, run.reference_max, skipped, run.progress)
+    extra = {
+        "best_epoch": counters["best_epoch"], "val": best_cfg.get("training", {}).get("val"),
+        "steps": counters["step"], "history": counters["history"], "seconds": round(time.time() - ctx.t0, 1),
+        "train_photos": int(len(data.lats)), "val_photos": int(len(data.val_rec)), "skipped": skipped.as_dict(),
+        "config": cfg.to_dict(),
+    }
+    counts = training_counts(hierarchy, data.lats, data.lons)
+    save_checkpoint(output, best, hierarchy, reference, extra=extra, train_counts=counts)
+    ctx.log(kind="done", output=str(output), seconds=extra["seconds"], skipped=skipped.as_dict())
+    ctx.say(f"wrote {output} (best epoch {counters['best_epoch']}, {extra['seconds']:.0f} s); {skipped.summary()}")
 
 
 def _partition_points(partition: str | None, lats: np.ndarray, lons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
