@@ -1,4 +1,4 @@
-"""Shared fixtures: where ``../shared`` lives, and skipping cleanly when it is absent."""
+"""Shared fixtures: where ``../shared`` lives (skipping cleanly when it is absent), and a running demo."""
 from __future__ import annotations
 
 import os
@@ -18,3 +18,21 @@ def shared_dir() -> Path:
             pytest.fail(f"CI must provide the shared data at {SHARED}")
         pytest.skip(f"shared data not found at {SHARED}")
     return SHARED
+
+
+@pytest.fixture(scope="module")
+def server():
+    """``app.py`` on the embedded checkpoint, started once per test module and stopped after it."""
+    from geosurge.app.testing import AppServer
+
+    s = AppServer()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    """A ``gradio_client.Client`` connected to :func:`server`."""
+    from gradio_client import Client
+
+    return Client(server.url, verbose=False)

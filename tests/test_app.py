@@ -25,20 +25,6 @@ COORDS = re.compile(r"### (-?\d+\.\d+), (-?\d+\.\d+)")
 
 
 @pytest.fixture(scope="module")
-def server():
-    s = AppServer()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    from gradio_client import Client
-
-    return Client(server.url, verbose=False)
-
-
-@pytest.fixture(scope="module")
 def photos():
     from geosurge.app.settings import EXAMPLES
 

@@ -10,23 +10,9 @@ import pytest
 from PIL import Image
 
 from geosurge.app.settings import EXAMPLES
-from geosurge.app.testing import AppServer, hostile_corpus, send_case
+from geosurge.app.testing import hostile_corpus, send_case
 
 CORPUS = {c.name: c for c in hostile_corpus(EXAMPLES / "Apple_iPhone_4.jpg")}
-
-
-@pytest.fixture(scope="module")
-def server():
-    s = AppServer()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    from gradio_client import Client
-
-    return Client(server.url, verbose=False)
 
 
 @pytest.mark.parametrize("name", list(CORPUS))
