@@ -61,6 +61,7 @@ def test_ci_training_run_checkpoint_predictor_and_evaluate(shared_dir, tmp_path)
         cfg = json.loads((out / v / "config.json").read_text())
         assert cfg["model"]["fusion"]["enabled"] == (v == "fusion")
         assert cfg["training"]["steps"] == 6 and len(cfg["training"]["history"]) == 2
+        assert cfg["training"]["images"] == str((shared_dir / "data/im2gps3k-dev/images").resolve())  # the app's reference photos
         log = [json.loads(l) for l in (tmp_path / "ckpt.work" / v / "log.jsonl").read_text().splitlines()]
         assert {r["kind"] for r in log} >= {"start", "step", "epoch", "done"}
         assert all(np.isfinite(r["loss"]) for r in log if r["kind"] == "step")

@@ -16,6 +16,7 @@ from ..data.images import ImageLoadError, load_image
 from ..geo.distance import haversine_km
 from ..geo.geocode import place_names
 from ..model.segmenters.palette import overlay
+from ..model.variants import VARIANTS
 from ..predictor import Predictor
 from .exif import ExifGps, read_exif_gps
 from .geomap import prediction_map
@@ -134,7 +135,7 @@ class Locator:
     def _summary(self, preds, primary, other, gps: ExifGps | None, fusion_asked, seconds, stages) -> str:
         pred = preds[primary]
         place = place_names([pred.lat], [pred.lon])[0]
-        name = {"fusion": "with semantic fusion", "rgb": "RGB only (no fusion)"}
+        name = {v: spec.description for v, spec in VARIANTS.items()}
         lines = [f"### {pred.lat:.4f}, {pred.lon:.4f} — {place}", chances_headline(pred),
                  f"Model: **{name[primary]}** · answer chosen by {decision_words(pred.decision)}"]
         if "fusion" not in preds:

@@ -26,6 +26,7 @@ from ..model.checkpoint import CONFIG, WEIGHTS, load_checkpoint
 from ..model.geosurge import GeoSURGE
 from ..model.hierarchical import HierarchicalScorer
 from ..model.posterior import Posterior, load_posterior
+from ..model.variants import variant_dir, variant_name
 
 DEFAULT_LABELS = ".cache/labels"
 
@@ -40,17 +41,6 @@ class EvalResult:
     @property
     def distances(self) -> np.ndarray:
         return haversine_km(self.pred[:, 0], self.pred[:, 1], self.true[:, 0], self.true[:, 1])
-
-
-def resolve_variant(path: str | Path, fusion: bool) -> Path:
-    """A checkpoint directory, or the ``fusion``/``rgb`` member of a pair directory."""
-    path = Path(path)
-    if (path / CONFIG).is_file():
-        return path
-    sub = path / ("fusion" if fusion else "rgb")
-    if (sub / CONFIG).is_file():
-        return sub
-    raise FileNotFoundError(f"{path} is not a checkpoint (no {CONFIG}) nor a pair with a {sub.name}/ checkpoint")
 
 
 def _weights_hash(directory: Path) -> str:
@@ -94,7 +84,7 @@ def checkpoint_features(
     from ..train.trainer import image_features, view_features
     from ..train.views import load_or_build_views
 
-    directory = resolve_variant(checkpoint, fusion)
+    directory = variant_dir(checkpoint, variant_name(fusion))
     model, hierarchy, _, _ = load_checkpoint(directory, device, model_overrides)
     store = None
     if model.uses_fusion:

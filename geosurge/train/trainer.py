@@ -32,6 +32,7 @@ from ..model.encode import build_reference_index
 from ..model.geosurge import GeoSURGE
 from ..model.hierarchical import HierarchicalScorer
 from ..model.posterior import training_counts
+from ..model.variants import VARIANTS, training_metadata
 from .config import DataConfig, TrainConfig
 from .loss import geo_loss
 from .sources import ImageDataset, ImageSource, MsgpackSource, ShardSource, ViewSource
@@ -147,13 +148,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[Path]:
     if not cfg.run.variants:
         return [_train_one(cfg, out, Path(cfg.run.work_dir or f"{out}.work"), resume)]
     done = []
-    for v in cfg.run.variants:
-        if v not in ("fusion", "rgb"):
-            raise ValueError(f"run.variants entries must be 'fusion' or 'rgb', not {v!r}")
+    for name in cfg.run.variants:
+        if name not in VARIANTS:
+            raise ValueError(f"run.variants entries must be {' or '.join(map(repr, VARIANTS))}, not {name!r}")
+        variant = VARIANTS[name]
         c = copy.deepcopy(cfg)
-        c.model.fusion.enabled = v == "fusion"
-        work = Path(cfg.run.work_dir or f"{out}.work") / v
-        done.append(_train_one(c, out / v, work, resume))
+        c.model.fusion.enabled = variant.fusion
+        work = Path(cfg.run.work_dir or f"{out}.work") / variant.name
+        done.append(_train_one(c, out / variant.name, work, resume))
     return done
 
 
@@ -531,7 +533,7 @@ def _export(cfg: TrainConfig, output: Path, data: _Data, hierarchy: Hierarchy, s
         "best_epoch": counters["best_epoch"], "val": best_cfg.get("training", {}).get("val"),
         "steps": counters["step"], "history": counters["history"], "seconds": round(time.time() - ctx.t0, 1),
         "train_photos": int(len(data.lats)), "val_photos": int(len(data.val_rec)), "skipped": skipped.as_dict(),
-        "config": cfg.to_dict(),
+        "config": cfg.to_dict(), **training_metadata(data.train_rec.root if data.train_rec is not None else None),
     }
     counts = training_counts(hierarchy, data.lats, data.lons)
     save_checkpoint(output, best, hierarchy, reference, extra=extra, train_counts=counts)
