@@ -6,18 +6,17 @@ batches it would have seen.
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..data.images import ImageLoadError, load_image
+from ..data.label_chunks import decode_labels
 from ..data.labels import LabelStore
 from ..data.records import GeoRecords, SkipReport
-from ..data.transforms import Preprocess
-from .views import ViewSet, resample_labels
+from ..data.transforms import Preprocess, resample_labels
+from .views import ViewSet
 
 Batch = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, bool]
 
@@ -162,7 +161,7 @@ class _ShardStream(torch.utils.data.IterableDataset):
                 if "seg.png" not in sample:
                     bad.append(("no label map", key))
                     continue
-                lab = np.asarray(Image.open(io.BytesIO(sample["seg.png"])).resize(img.size, Image.NEAREST))
+                lab = decode_labels(sample["seg.png"], img.size)
             kseed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
             x, y = src.pre(img, lab, crops="random", rng=np.random.default_rng([src.seed, self.epoch, kseed]))
             xs.append(x[0])

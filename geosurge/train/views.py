@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ..data.images import ImageLoadError, load_image
 from ..data.labels import LabelStore
 from ..data.records import GeoRecords, SkipReport
+from ..data.transforms import resample_labels
 from ..files import atomic_write
 from ..model.geosurge import GeoSURGE
 
@@ -45,13 +45,6 @@ def label_side(model: GeoSURGE) -> int | None:
         return None
     tok = model.fusion.tokenizer
     return tok.grid * tok.cells
-
-
-def resample_labels(labels: torch.Tensor, side: int) -> torch.Tensor:
-    """Nearest-neighbour resampling exactly as the tokenizer does it (so caching changes nothing)."""
-    if labels.shape[-2:] == (side, side):
-        return labels
-    return F.interpolate(labels[:, None].float(), size=(side, side), mode="nearest")[:, 0].long()
 
 
 def _key(**parts) -> str:
