@@ -23,10 +23,12 @@ from ..geo.hierarchy import Hierarchy
 from ..geo.metrics import THRESHOLDS_KM, accuracy_report
 from ..files import atomic_write
 from ..model.checkpoint import CONFIG, WEIGHTS, load_checkpoint
+from ..model.encode import image_features, view_features
 from ..model.geosurge import GeoSURGE
 from ..model.hierarchical import HierarchicalScorer
 from ..model.posterior import Posterior, load_posterior
 from ..model.variants import variant_dir, variant_name
+from ..model.views import load_or_build_views
 
 DEFAULT_LABELS = ".cache/labels"
 
@@ -81,9 +83,6 @@ def checkpoint_features(
 ) -> tuple[GeoSURGE, Hierarchy, torch.Tensor, np.ndarray, Path]:
     """A checkpoint's features of ``records`` (cached by weight hash): model, hierarchy, features (n, d),
     ``keep`` (which records could be read: features are theirs, in order) and the variant's directory."""
-    from ..train.trainer import image_features, view_features
-    from ..train.views import load_or_build_views
-
     directory = variant_dir(checkpoint, variant_name(fusion))
     model, hierarchy, _, _ = load_checkpoint(directory, device, model_overrides)
     store = None

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.transforms import resample_labels
 from .config import FusionConfig
 
 
@@ -40,8 +41,7 @@ class SemanticTokenizer(nn.Module):
         b, h, w = labels.shape
         side = self.grid * self.cells
         if (h, w) != (side, side):
-            # Nearest-neighbour resampling keeps labels categorical; a no-op when cells == patch size.
-            labels = F.interpolate(labels[:, None].float(), size=(side, side), mode="nearest")[:, 0].long()
+            labels = resample_labels(labels, side)  # a no-op when cells == patch size
         if labels.min() < 0 or labels.max() >= self.num_classes:
             raise ValueError(f"labels must be in [0, {self.num_classes}); got [{int(labels.min())}, {int(labels.max())}]")
         g, c = self.grid, self.cells

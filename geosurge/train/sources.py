@@ -6,18 +6,18 @@ batches it would have seen.
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 
+from ..data.examples import Skipped, load_example
 from ..data.images import ImageLoadError, load_image
+from ..data.label_chunks import decode_labels
 from ..data.labels import LabelStore
 from ..data.records import GeoRecords, SkipReport
-from ..data.transforms import Preprocess
-from .views import ViewSet, resample_labels
+from ..data.transforms import Preprocess, resample_labels
+from ..model.views import ViewSet
 
 Batch = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, bool]
 
@@ -53,7 +53,7 @@ class ViewSource:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Images with random-resized-crop augmentation; an unreadable image yields None (skipped, counted)."""
+    """Images with random-resized-crop augmentation; an unreadable photo yields its :class:`Skipped` (counted by the source)."""
 
     def __init__(self, records: GeoRecords, cells: np.ndarray, preprocess: Preprocess, store: LabelStore | None,
                  label_side: int | None, seed: int):
@@ -64,16 +64,10 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int):
-        rid = self.records.ids[i]
-        try:
-            img = load_image(self.records.path(i))
-        except ImageLoadError as e:
-            return ("unreadable image", f"{rid} ({e})")
-        lab = None
-        if self.side is not None:
-            if not self.store.has(rid):
-                return ("no label map", rid)
-            lab = self.store.load(rid, img.size)
+        got = load_example(self.records, i, self.store if self.side is not None else None)
+        if isinstance(got, Skipped):
+            return got
+        img, lab = got
         # Per-sample generator from (seed, epoch, index): augmentations do not depend on worker count.
         x, y = self.pre(img, lab, crops="random", rng=np.random.default_rng([self.seed, self.epoch, int(i)]))
         if y is not None:
@@ -162,7 +156,7 @@ class _ShardStream(torch.utils.data.IterableDataset):
                 if "seg.png" not in sample:
                     bad.append(("no label map", key))
                     continue
-                lab = np.asarray(Image.open(io.BytesIO(sample["seg.png"])).resize(img.size, Image.NEAREST))
+                lab = decode_labels(sample["seg.png"], img.size)
             kseed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
             x, y = src.pre(img, lab, crops="random", rng=np.random.default_rng([src.seed, self.epoch, kseed]))
             xs.append(x[0])

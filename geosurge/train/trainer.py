@@ -19,25 +19,23 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
-from ..data.images import ImageLoadError, load_image
 from ..data.labels import LabelStore, open_label_store, segment_records
 from ..data.records import GeoRecords, SkipReport, read_records
 from ..geo.hierarchy import Hierarchy, build_hierarchy
 from ..geo.metrics import accuracy_report
 from ..geo.prior import read_photo_density
 from ..model.checkpoint import load_checkpoint, publish_checkpoint, save_checkpoint
-from ..model.encode import build_reference_index
+from ..model.encode import build_reference_index, image_features, view_features
 from ..model.geosurge import GeoSURGE
 from ..model.hierarchical import HierarchicalScorer
 from ..model.posterior import training_counts
 from ..model.variants import VARIANTS, training_metadata
+from ..model.views import ViewSet, label_side, load_or_build_views
 from .config import DataConfig, TrainConfig
 from .loss import geo_loss
 from .sources import ImageDataset, ImageSource, MsgpackSource, ShardSource, ViewSource
 from .state import load_state, save_state
-from .views import ViewSet, label_side, load_or_build_views
 
 LOG = "log.jsonl"
 BEST = "best"
@@ -93,52 +91,6 @@ def _better(metric: str, new: float, old: float | None) -> bool:
 def predict_points(scorer: HierarchicalScorer, feats: torch.Tensor) -> np.ndarray:
     """(n, 2) predicted lat/lon: centroid of the best finest cell by hierarchical product score."""
     return scorer.locate(feats)[0]
-
-
-@torch.no_grad()
-def view_features(model: GeoSURGE, views: ViewSet, batch_images: int = 32) -> torch.Tensor:
-    """Ten-crop features (renormalized mean of the views) of cached views."""
-    device = next(model.parameters()).device
-    out = []
-    for s in range(0, len(views), batch_images):
-        h = views.hidden[s : s + batch_images]
-        n, v = h.shape[:2]
-        lab = views.labels[s : s + batch_images].flatten(0, 1).long().to(device) if views.labels is not None else None
-        f = model.encode_hidden(h.flatten(0, 1).float().to(device), lab).view(n, v, -1).mean(1)
-        out.append(F.normalize(f, dim=-1).cpu())
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def image_features(model: GeoSURGE, records: GeoRecords, store: LabelStore | None, batch: int = 64,
-                   report: SkipReport | None = None, progress: bool = False) -> tuple[torch.Tensor, np.ndarray]:
-    """Centre-crop features of readable images; returns (features, kept row indices)."""
-    from ..model.encode import encode_images
-
-    feats, keep = [], []
-    starts = range(0, len(records), batch)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="encoding", unit="batch", leave=False)
-    for s in starts:
-        imgs, maps, rows = [], [], []
-        for i in range(s, min(s + batch, len(records))):
-            try:
-                img = load_image(records.path(i))
-                lab = store.load(records.ids[i], img.size) if model.uses_fusion else None
-            except (ImageLoadError, FileNotFoundError) as e:
-                if report is not None:
-                    report.add("unreadable image or label map", f"{records.ids[i]} ({e})")
-                continue
-            imgs.append(img)
-            maps.append(lab)
-            rows.append(i)
-        if imgs:
-            feats.append(encode_images(model, imgs, maps if model.uses_fusion else None, batch_size=batch))
-            keep.extend(rows)
-    dim = model.cfg.geo.embed_dim
-    return (torch.cat(feats) if feats else torch.zeros(0, dim)), np.asarray(keep, dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------- entry
