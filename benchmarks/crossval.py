@@ -42,7 +42,6 @@ from geosurge.model.config import PosteriorConfig  # noqa: E402
 from geosurge.model.geosurge import GeoSURGE  # noqa: E402
 from geosurge.model.posterior import Posterior, calibrate, combine, likelihood_ratios, training_counts  # noqa: E402
 from geosurge.train.config import load_train_config  # noqa: E402
-from geosurge.train.loss import geo_loss  # noqa: E402
 from geosurge.train.sources import ViewSource  # noqa: E402
 from geosurge.train.trainer import view_features  # noqa: E402
 from geosurge.train.views import ViewSet, load_or_build_views  # noqa: E402
@@ -102,7 +101,7 @@ def train_fold(cfg, hierarchy: Hierarchy, backbone, views: ViewSet, cells: np.nd
         for g in opt.param_groups:
             g["lr"] = cfg.optim.lr * cfg.optim.lr_gamma**epoch
         for hidden, labels, c, _ in source.batches(epoch, cfg.optim.micro_batch):
-            loss, _, _ = geo_loss(model, model(hidden, labels, from_hidden=True, return_logits=False), c)
+            loss, _, _ = model.geo.loss(model(hidden, labels, from_hidden=True, return_logits=False), c)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip:

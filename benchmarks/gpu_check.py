@@ -97,7 +97,6 @@ def model_config(work: Path, dry: bool):
 
 def training_step(chk: Check, cfg, hierarchy, micro: int, dtype: torch.dtype, steps: int = 3) -> None:
     from geosurge.model import GeoSURGE
-    from geosurge.train.loss import geo_loss
 
     chk.reset_memory()
     dev = chk.device
@@ -119,7 +118,7 @@ def training_step(chk: Check, cfg, hierarchy, micro: int, dtype: torch.dtype, st
             feats = model(x, y, return_logits=False)
             if dev.type == "cuda":
                 assert feats.dtype == torch.float32  # encode() normalizes in float32; the tokens ran in `dtype`
-        loss, _, _ = geo_loss(model, feats.float(), cells)
+        loss, _, _ = model.geo.loss(feats.float(), cells)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} under {dtype}")
         (scaler.scale(loss) if scaler else loss).backward()

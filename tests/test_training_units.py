@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from geosurge.data.labels import LabelStore
 from geosurge.data.records import read_records
-from geosurge.model.geo_embedding import GeoEmbeddings
+from geosurge.model.config import GeoConfig
+from geosurge.model.geo_heads import GeoEmbeddings
 from geosurge.train.config import TrainConfig, load_train_config
-from geosurge.train.loss import hierarchical_infonce
 from geosurge.train.sources import epoch_order
 
 
@@ -52,10 +52,10 @@ def test_label_store_round_trip_and_resize(tmp_path):
 
 def test_infonce_same_cell_samples_are_not_negatives():
     torch.manual_seed(0)
-    geo = GeoEmbeddings([3, 5], 8)
+    geo = GeoEmbeddings(GeoConfig(embed_dim=8), [3, 5])
     feats = F.normalize(torch.randn(4, 8), dim=-1)
     cells = torch.tensor([[0, 1], [0, 1], [2, 4], [1, -1]])
-    loss, per_level, _ = hierarchical_infonce(feats, cells, geo)
+    loss, per_level, _ = geo.loss(feats, cells)
     # by hand, level 0: candidates are the batch's distinct cells {0, 1, 2}; samples 0 and 1 share cell 0
     s = geo.scales()
     e0 = F.normalize(geo.tables[0][[0, 1, 2]], dim=-1)

@@ -13,7 +13,7 @@ from torch import nn
 from .backbones import Backbone, create_backbone
 from .config import ModelConfig
 from .fusion import RGBHead, SemanticFusion
-from .geo_embedding import create_geo_head
+from .geo_heads import create_geo_head
 
 
 class GeoSURGE(nn.Module):
@@ -28,7 +28,7 @@ class GeoSURGE(nn.Module):
         else:
             self.fusion = None
             self.rgb_head = RGBHead(d, cfg.geo.embed_dim)
-        self.geo = create_geo_head(cfg.geo.head, num_cells, cfg.geo.embed_dim, cfg.geo.init_temperature)
+        self.geo = create_geo_head(cfg.geo, num_cells)
 
     @property
     def uses_fusion(self) -> bool:

@@ -17,6 +17,9 @@ class HierarchicalScorer:
     Per level: cosine similarity / temperature, then a softmax over that level's cells (never a product
     of raw cosines: they are not probabilities and their scale differs per level). A cell's score is the
     product of its own probability and those of all its ancestors, kept as a sum of logs.
+
+    ``tables`` are L2-normalized here (raw embedding tables) unless ``normalize=False``, which takes them as
+    given: :meth:`for_model` passes a head's :class:`~geosurge.model.geo_heads.HeadScoring`, ready to use.
     """
 
     def __init__(
@@ -53,9 +56,8 @@ class HierarchicalScorer:
     @classmethod
     def for_model(cls, model, hierarchy: Hierarchy) -> "HierarchicalScorer":
         """The scorer of a :class:`~geosurge.model.GeoSURGE` model's geographic head."""
-        tables, scales, biases = model.geo.scoring()
-        g = model.cfg.geo
-        return cls(tables, scales, hierarchy, biases, g.prior_weight, normalize=biases is None, decision=g.decision)
+        s, g = model.geo.scoring(), model.cfg.geo
+        return cls(s.tables, s.scales, hierarchy, s.biases, g.prior_weight, normalize=False, decision=g.decision)
 
     def to(self, device: torch.device | str) -> "HierarchicalScorer":
         self.tables = [t.to(device) for t in self.tables]

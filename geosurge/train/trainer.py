@@ -33,7 +33,6 @@ from ..model.geosurge import GeoSURGE
 from ..model.hierarchical import HierarchicalScorer
 from ..model.posterior import training_counts
 from .config import DataConfig, TrainConfig
-from .loss import geo_loss
 from .sources import ImageDataset, ImageSource, MsgpackSource, ShardSource, ViewSource
 from .state import load_state, save_state
 from .views import ViewSet, label_side, load_or_build_views
@@ -471,7 +470,7 @@ class _Fit:
         with no_sync:
             with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
                 feats = self.model(inputs, labels, from_hidden=from_hidden, return_logits=False)
-            loss, per_level, accs = geo_loss(self.core, feats.float(), cells)
+            loss, per_level, accs = self.core.geo.loss(feats.float(), cells)
             (self.scaler.scale(loss / self.accum) if self.scaler is not None else loss / self.accum).backward()
         return loss, per_level, accs
 
@@ -601,5 +600,5 @@ def _lockstep(batches, device: torch.device):
 
 
 def _temps(model: GeoSURGE) -> list[float] | None:
-    geo = model.geo
-    return [round(float(t), 4) for t in geo.temperatures().detach()] if hasattr(geo, "temperatures") else None
+    temps = model.geo.temperatures()
+    return [round(float(t), 4) for t in temps.detach()] if temps is not None else None
