@@ -7,6 +7,8 @@ from typing import Any
 from ..geo.hierarchy import PAPER_TAU_MAXES, PAPER_TAU_MIN
 
 FORMAT_VERSION = 1
+#: ``GeoConfig.decision``: how :class:`~geosurge.model.hierarchical.HierarchicalScorer` turns scores into a point
+SCORER_DECISIONS = ("map", "median")
 
 
 @dataclass
@@ -56,6 +58,15 @@ class GeoConfig:
     #: MP-16 cell statistics (``cells_50_*.csv``) whose 4.7 M photos define the cells, so the hierarchy covers
     #: where Flickr photos are (None: the training photos, as the paper on MP-16); the taus then count MP-16 photos
     partition: str | None = None
+
+    def __post_init__(self) -> None:
+        # imported here: the heads' modules import this one (they take a GeoConfig)
+        from .geo_heads import list_geo_heads
+
+        if self.head not in list_geo_heads():
+            raise ValueError(f"geo.head must be a registered geo head, one of {list_geo_heads()}; not {self.head!r}")
+        if self.decision not in SCORER_DECISIONS:
+            raise ValueError(f"geo.decision must be one of {list(SCORER_DECISIONS)}, not {self.decision!r}")
 
 
 @dataclass

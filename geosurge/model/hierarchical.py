@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from ..geo.distance import spherical_median
 from ..geo.hierarchy import Hierarchy
+from .config import SCORER_DECISIONS
 
 
 class HierarchicalScorer:
@@ -32,8 +33,8 @@ class HierarchicalScorer:
         normalize: bool = True,
         decision: str = "map",
     ):
-        if decision not in ("map", "median"):
-            raise ValueError(f"decision must be 'map' or 'median', not {decision!r}")
+        if decision not in SCORER_DECISIONS:
+            raise ValueError(f"decision must be one of {list(SCORER_DECISIONS)}, not {decision!r}")
         self.decision = decision
         self.centroids = torch.from_numpy(hierarchy.levels[-1].centroids).double()
         if [len(t) for t in tables] != hierarchy.num_cells:
