@@ -100,8 +100,8 @@ def train_fold(cfg, hierarchy: Hierarchy, backbone, views: ViewSet, cells: np.nd
     for epoch in range(epochs):
         for g in opt.param_groups:
             g["lr"] = cfg.optim.lr * cfg.optim.lr_gamma**epoch
-        for hidden, labels, c, _ in source.batches(epoch, cfg.optim.micro_batch):
-            loss, _, _ = model.geo.loss(model(hidden, labels, from_hidden=True, return_logits=False), c)
+        for hidden, labels, c in source.batches(epoch, cfg.optim.micro_batch):
+            loss, _, _ = model.geo.loss(model.encode_hidden(hidden, labels), c)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip:

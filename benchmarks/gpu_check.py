@@ -115,7 +115,7 @@ def training_step(chk: Check, cfg, hierarchy, micro: int, dtype: torch.dtype, st
     for i in range(steps + 1):
         t = time.perf_counter()
         with torch.autocast(dev.type, dtype=dtype):
-            feats = model(x, y, return_logits=False)
+            feats = model.encode(x, y)
             if dev.type == "cuda":
                 assert feats.dtype == torch.float32  # encode() normalizes in float32; the tokens ran in `dtype`
         loss, _, _ = model.geo.loss(feats.float(), cells)

@@ -96,7 +96,7 @@ def train_step_flops(model, pixels: torch.Tensor, labels: torch.Tensor | None, c
     """FLOPs per photo of one training step (frozen forward, trainable forward and backward, loss)."""
 
     def step():
-        feats = model(pixels, labels, return_logits=False)
+        feats = model.encode(pixels, labels)
         loss, _, _ = model.geo.loss(feats.float(), cells)
         loss.backward()
 

@@ -243,7 +243,7 @@ def loader_throughput(work: Path, data: dict, workers: list[int], batches: int =
         src = MsgpackSource(ds, h, pre, store, side, 0, w)
         n, t = 0, time.perf_counter()
         for epoch in range(batches):
-            for x, _, _, _ in src.batches(epoch, 8):
+            for x, _, _ in src.batches(epoch, 8):
                 n += x.shape[0]
         out[w] = n / (time.perf_counter() - t)
     return out

@@ -64,16 +64,13 @@ class GeoSURGE(nn.Module):
             feats = self.rgb_head(tokens)
         return F.normalize(feats.float(), dim=-1)
 
-    def forward(
-        self, pixels: torch.Tensor, labels: torch.Tensor | None = None, from_hidden: bool = False, return_logits: bool = True
-    ) -> tuple[torch.Tensor, list[torch.Tensor]] | torch.Tensor:
-        """Features and, per hierarchy level, logits against every cell (cosine / temperature).
+    def forward(self, pixels: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Features (B, embed_dim) and, per hierarchy level, logits against every cell (see :meth:`logits`).
 
-        ``from_hidden``: ``pixels`` is the frozen backbone part's output (cached views). With
-        ``return_logits=False`` only the features are returned (training computes its own logits).
-        """
-        feats = self.encode_hidden(pixels, labels) if from_hidden else self.encode(pixels, labels)
-        return (feats, self.logits(feats)) if return_logits else feats
+        Training calls :meth:`encode` or :meth:`encode_hidden` (its objective computes its own logits)."""
+        feats = self.encode(pixels, labels)
+        return feats, self.logits(feats)
 
     def logits(self, feats: torch.Tensor) -> list[torch.Tensor]:
+        """Per hierarchy level, the geographic head's logits of normalized features against every cell: list of (B, n_l)."""
         return [self.geo.logits(feats, k) for k in range(self.geo.num_levels)]

@@ -167,7 +167,7 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
     store, val_store = _label_stores(cfg, model, data, ctx)
     source, validator, train_views = _make_source(cfg, model, data, hierarchy, store, val_store, ctx)
 
-    fit = _Fit(cfg, model, ctx)
+    fit = _Fit(cfg, model, ctx, source.encode)
     if resume:
         fit.resume()
     fit.log_start(resume, train=len(data.lats), val=len(data.val_rec), cells=hierarchy.num_cells)
@@ -363,18 +363,30 @@ class _Validator:
         return feats, keep
 
 
+class _Encoder(torch.nn.Module):
+    """The batch source's encoding step (``GeoSURGE.encode`` or ``encode_hidden``) as a module's forward: DDP
+    synchronizes the gradients of calls through its own forward only."""
+
+    def __init__(self, model: GeoSURGE, encode):
+        super().__init__()
+        self.model, self.encode = model, encode
+
+    def forward(self, inputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.encode(self.model, inputs, labels)
+
+
 class _Fit:
     """Optimizer, precision, DDP wrapper and the counters that make a run resumable; ``run`` is the epoch loop."""
 
-    def __init__(self, cfg: TrainConfig, model: GeoSURGE, ctx: _Run):
+    def __init__(self, cfg: TrainConfig, model: GeoSURGE, ctx: _Run, encode):
         self.cfg, self.optim, self.ctx, self.core = cfg, cfg.optim, ctx, model
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
         self.accum = self.optim.accumulation(ctx.dd.world)
-        self.model = model
+        self.encoder = _Encoder(model, encode)
         if ctx.dd.world > 1:
             dev = ctx.device
-            self.model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+            self.encoder = torch.nn.parallel.DistributedDataParallel(self.encoder, device_ids=[dev.index] if dev.type == "cuda" else None)
         self.amp_dtype = cfg.run.amp_dtype() if ctx.device.type == "cuda" else None
         # float16 needs loss scaling (its range underflows small gradients); bfloat16 does not
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
@@ -426,7 +438,7 @@ class _Fit:
         c, dd, device, optim = self.counters, self.ctx.dd, self.ctx.device, self.optim
         for g in self.opt.param_groups:
             g["lr"] = lr
-        self.model.train()
+        self.encoder.train()
         nb = source.num_batches(epoch, optim.micro_batch)
         bar = None
         if self.cfg.run.progress and dd.main:
@@ -437,9 +449,9 @@ class _Fit:
         self.opt.zero_grad(set_to_none=True)
         uneven = dd.world > 1 and getattr(source, "uneven", False)
         batches = source.batches(epoch, optim.micro_batch, start=c["batch"])
-        for inputs, labels, cells, from_hidden in (_lockstep(batches, device) if uneven else batches):
+        for inputs, labels, cells in (_lockstep(batches, device) if uneven else batches):
             last = (micro_i + 1) % self.accum == 0 or (not uneven and micro_i + 1 >= nb)
-            loss, per_level, accs = self._backward(inputs, labels, cells, from_hidden, sync=last)
+            loss, per_level, accs = self._backward(inputs, labels, cells, sync=last)
             micro_i += 1
             losses.append(loss.item())
             if bar is not None:
@@ -461,15 +473,15 @@ class _Fit:
             bar.close()
         return losses, stop
 
-    def _backward(self, inputs, labels, cells, from_hidden: bool, sync: bool):
+    def _backward(self, inputs, labels, cells, sync: bool):
         """Forward and backward of one micro-batch; gradients are all-reduced only on the last of an accumulation."""
         device, amp = self.ctx.device, self.amp_dtype
         inputs, cells = inputs.to(device, non_blocking=True), cells.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True) if labels is not None else None
-        no_sync = self.model.no_sync() if (self.ctx.dd.world > 1 and not sync) else contextlib.nullcontext()
+        no_sync = self.encoder.no_sync() if (self.ctx.dd.world > 1 and not sync) else contextlib.nullcontext()
         with no_sync:
             with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-                feats = self.model(inputs, labels, from_hidden=from_hidden, return_logits=False)
+                feats = self.encoder(inputs, labels)
             loss, per_level, accs = self.core.geo.loss(feats.float(), cells)
             (self.scaler.scale(loss / self.accum) if self.scaler is not None else loss / self.accum).backward()
         return loss, per_level, accs
