@@ -105,7 +105,7 @@ def training_step(chk: Check, cfg, hierarchy, micro: int, dtype: torch.dtype, st
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4)
     scaler = torch.amp.GradScaler(dev.type) if dtype == torch.float16 else None
     s = model.backbone.preprocess.image_size
-    side = model.fusion.tokenizer.grid * model.fusion.tokenizer.cells
+    side = model.fusion.tokenizer.label_side
     x = torch.randn(micro, 3, s, s, device=dev)
     y = torch.randint(0, 151, (micro, side, side), device=dev)
     rng = np.random.default_rng(0)

@@ -210,7 +210,7 @@ def flops_per_photo(work: Path, tiny: bool) -> dict:
                       GeoConfig(embed_dim=768 if not tiny else 32, tau_min=1, tau_maxes=[16, 8, 4]))
     model = GeoSURGE(cfg, h.num_cells)
     s = model.backbone.preprocess.image_size
-    side = model.fusion.tokenizer.grid * model.fusion.tokenizer.cells
+    side = model.fusion.tokenizer.label_side
     x = torch.randn(2, 3, s, s)
     y = torch.randint(0, 151, (2, side, side))
     cells = torch.from_numpy(h.assign(lat[:2], lon[:2])).long()
