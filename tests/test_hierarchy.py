@@ -36,7 +36,7 @@ def test_api_shape(hier):
     assert len(hier.levels) == 4
     assert hier.tau_maxes == [5000, 1000, 300, 100]
     for k, p in enumerate(hier.levels):
-        assert len(p.tokens) == len(p) == p.counts.shape[0] == p.centroids.shape[0] == p.parents.shape[0]
+        assert len(p.s2_tokens) == len(p) == p.counts.shape[0] == p.centroids.shape[0] == p.parents.shape[0]
         assert p.centroids.shape[1] == 2
         if k == 0:
             assert (p.parents == -1).all()
@@ -118,7 +118,7 @@ def test_round_trip(tmp_path, hier, data):
         np.testing.assert_array_equal(a.counts, b.counts)
         np.testing.assert_array_equal(a.centroids, b.centroids)
         np.testing.assert_array_equal(a.parents, b.parents)
-        assert a.tokens == b.tokens
+        assert a.s2_tokens == b.s2_tokens
     np.testing.assert_array_equal(back.assign(*data), hier.assign(*data))
 
 

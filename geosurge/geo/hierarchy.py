@@ -52,8 +52,8 @@ class Partition:
         return int(self.ids.size)
 
     @property
-    def tokens(self) -> list[str]:
-        """S2 tokens of the cells."""
+    def s2_tokens(self) -> list[str]:
+        """S2 tokens (hex ids) of the cells."""
         return s2.ids_to_tokens(self.ids)
 
     @property

@@ -59,16 +59,16 @@ class SemanticTokenizer(nn.Module):
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         idx = self.patch_indices(labels)
         b, n, k = idx.shape
-        tokens = F.embedding_bag(idx.reshape(b * n, k), self.proj.weight, mode="sum").view(b, n, self.dim) + self.bias
-        return torch.cat([self.cls.expand(b, -1, -1), tokens], dim=1) + self.pos
+        semantic = F.embedding_bag(idx.reshape(b * n, k), self.proj.weight, mode="sum").view(b, n, self.dim) + self.bias
+        return torch.cat([self.cls.expand(b, -1, -1), semantic], dim=1) + self.pos
 
     def naive(self, labels: torch.Tensor) -> torch.Tensor:
         """Same as ``forward`` through an explicit one-hot tensor; for tests only (memory hungry)."""
         idx = self.patch_indices(labels) - self.offsets  # class per position
         onehot = F.one_hot(idx, self.num_classes).float().flatten(2)  # (B, N, s*s*C)
         w = self.proj.weight  # (s*s*C, dim): row order matches the flattening above
-        tokens = onehot @ w + self.bias
-        return torch.cat([self.cls.expand(labels.shape[0], -1, -1), tokens], dim=1) + self.pos
+        semantic = onehot @ w + self.bias
+        return torch.cat([self.cls.expand(labels.shape[0], -1, -1), semantic], dim=1) + self.pos
 
 
 class LatentCrossAttention(nn.Module):

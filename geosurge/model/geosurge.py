@@ -55,13 +55,13 @@ class GeoSURGE(nn.Module):
 
     def encode_hidden(self, hidden: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """As :meth:`encode`, from the frozen backbone part's output (training from cached views)."""
-        tokens = self.backbone.forward_trainable(hidden)
+        rgb_tokens = self.backbone.forward_trainable(hidden)
         if self.fusion is not None:
             if labels is None:
                 raise ValueError("this model fuses semantics: pass the segmentation label map (labels)")
-            feats = self.fusion(tokens, labels)
+            feats = self.fusion(rgb_tokens, labels)
         else:
-            feats = self.rgb_head(tokens)
+            feats = self.rgb_head(rgb_tokens)
         return F.normalize(feats.float(), dim=-1)
 
     def forward(self, pixels: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
