@@ -250,7 +250,7 @@ class Predictor:
 
     def _decode(self, v: _Variant, feats: torch.Tensor, top_k: int, level_top: int, fused: bool, note: str | None, label_maps,
                 decision: str | None = None) -> list[Prediction]:
-        latlon, scores = v.scorer.locate(feats)
+        latlon, scores = v.scorer.predict_latlon(feats)
         levels = v.hierarchy.levels
         per_level = []
         for k, s in enumerate(scores):

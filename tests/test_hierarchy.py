@@ -58,7 +58,7 @@ def test_counts_are_true_counts_and_centroids_inside(data, hier):
     for k, p in enumerate(hier.levels):
         np.testing.assert_array_equal(np.bincount(assign[assign[:, k] >= 0, k], minlength=len(p)), p.counts)
         # a spherical mean of points inside a cell lies inside the cell
-        inside = p.locate(s2.latlon_to_cell_id(p.centroids[:, 0], p.centroids[:, 1]))
+        inside = p.containing_cell_index(s2.latlon_to_cell_id(p.centroids[:, 0], p.centroids[:, 1]))
         np.testing.assert_array_equal(inside, np.arange(len(p)))
 
 
@@ -67,7 +67,7 @@ def test_nesting_unique_parents(data, hier):
     assert anc.shape == (len(hier.finest), 4)
     leaf = s2.range_min(hier.finest.ids)
     for k, p in enumerate(hier.levels):
-        np.testing.assert_array_equal(p.locate(leaf), anc[:, k])
+        np.testing.assert_array_equal(p.containing_cell_index(leaf), anc[:, k])
     # every point kept at the finest level is kept at every coarser level, in its ancestor cell
     a = hier.assign(*data)
     kept = a[:, -1] >= 0

@@ -55,7 +55,7 @@ class GeoConfig:
     #: 0.0 is the paper's plain product of per-level softmaxes.
     prior_weight: float = 0.0
     #: the predicted point: "map" = centroid of the best finest cell (paper); "median" = the point of least
-    #: expected distance under the normalized finest-cell scores (see HierarchicalScorer.locate)
+    #: expected distance under the normalized finest-cell scores (see HierarchicalScorer.predict_latlon)
     decision: str = "map"
     #: MP-16 cell statistics (``cells_50_*.csv``) whose 4.7 M photos define the cells, so the hierarchy covers
     #: where Flickr photos are (None: the training photos, as the paper on MP-16); the taus then count MP-16 photos

@@ -89,7 +89,7 @@ class HierarchicalScorer:
             chain.append(logp[k] + chain[-1][:, self.parents[k]])
         return [c + p if p is not None else c for c, p in zip(chain, self.priors)]
 
-    def locate(self, features: torch.Tensor, top: int = 256) -> tuple[np.ndarray, list[torch.Tensor]]:
+    def predict_latlon(self, features: torch.Tensor, top: int = 256) -> tuple[np.ndarray, list[torch.Tensor]]:
         """Predicted (lat, lon) per image, (B, 2), and the cumulative scores they come from.
 
         ``map``: the centroid of the best finest cell (paper). ``median``: the point that minimizes the

@@ -92,7 +92,7 @@ def _better(metric: str, new: float, old: float | None) -> bool:
 
 def predict_points(scorer: HierarchicalScorer, feats: torch.Tensor) -> np.ndarray:
     """(n, 2) predicted lat/lon: centroid of the best finest cell by hierarchical product score."""
-    return scorer.locate(feats)[0]
+    return scorer.predict_latlon(feats)[0]
 
 
 @torch.no_grad()
