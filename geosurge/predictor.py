@@ -81,7 +81,7 @@ class _Variant:
                  posterior: Posterior | None = None):
         self.model, self.hierarchy, self.reference = model, hierarchy, reference
         self.scorer = HierarchicalScorer.for_model(model, hierarchy).to(device)
-        self.tokens = [lvl.tokens for lvl in hierarchy.levels]
+        self.s2_tokens = [lvl.s2_tokens for lvl in hierarchy.levels]
         self.posterior = posterior
 
 
@@ -240,7 +240,7 @@ class Predictor:
 
     def _decode(self, v: _Variant, feats: torch.Tensor, top_k: int, level_top: int, fused: bool, note: str | None, label_maps,
                 decision: str | None = None) -> list[Prediction]:
-        latlon, scores = v.scorer.locate(feats)
+        latlon, scores = v.scorer.predict_latlon(feats)
         levels = v.hierarchy.levels
         per_level = []
         for k, s in enumerate(scores):
@@ -257,7 +257,7 @@ class Predictor:
         out = []
         for b in range(feats.shape[0]):
             lvls = [
-                [CellScore(k + 1, int(i), v.tokens[k][i], *map(float, levels[k].centroids[i]), float(p)) for p, i in zip(ps[b], ix[b])]
+                [CellScore(k + 1, int(i), v.s2_tokens[k][i], *map(float, levels[k].centroids[i]), float(p)) for p, i in zip(ps[b], ix[b])]
                 for k, (ps, ix) in enumerate(per_level)
             ]
             lat, lon = float(latlon[b, 0]), float(latlon[b, 1])
@@ -289,7 +289,7 @@ def _answers(v: _Variant, feats: torch.Tensor, scores: list[torch.Tensor], decis
 def _explain(pred: Prediction, v: _Variant, answers: dict[str, Any] | None, scores: list[torch.Tensor], b: int, level_top: int) -> None:
     """Fill the answer's chain of cells, the runners-up, the credible regions and the calibrated chances."""
     levels = v.hierarchy.levels
-    cell = lambda k, i, p: CellScore(k + 1, int(i), v.tokens[k][i], *map(float, levels[k].centroids[i]), float(p))  # noqa: E731
+    cell = lambda k, i, p: CellScore(k + 1, int(i), v.s2_tokens[k][i], *map(float, levels[k].centroids[i]), float(p))  # noqa: E731
     if answers is None:  # the paper's rule: the chain of the best finest cell, by product score
         fin = int(pred.levels[-1][0].index)
         chain = v.hierarchy.ancestors()[fin]

@@ -36,7 +36,7 @@ def _config(shared: Path, tmp: Path, n_train: int = 24, n_val: int = 6, **sectio
     d = {
         "model": {
             "backbone": {"name": "efficientnet-lite0", "image_size": 96, "trainable_blocks": 1},
-            "fusion": {"width": 32, "num_heads": 4, "seg_cells": 4, "num_blocks": 2},
+            "fusion": {"width": 32, "num_heads": 4, "label_samples": 4, "num_blocks": 2},
             "geo": {"embed_dim": 32, "tau_min": 2, "tau_maxes": [20, 8, 4]},
             "segmenter": {"path": str(shared / "models/deeplabv3-mobilenetv2-ade20k/model.tflite")},
         },

@@ -58,7 +58,7 @@ def score_features(model: GeoSURGE, hierarchy: Hierarchy, feats: torch.Tensor, t
 
     With the checkpoint's ``posterior`` the points are its decision's, as the predictor's; else the paper's rule."""
     scorer = HierarchicalScorer.for_model(model, hierarchy)
-    pred, scores = scorer.locate(feats.float())
+    pred, scores = scorer.predict_latlon(feats.float())
     if posterior is not None:
         pred = posterior.centroids[posterior(scorer.level_logits(feats.float())).answer]
     best = [s.argmax(dim=1).numpy() for s in scores]

@@ -44,8 +44,7 @@ def label_side(model: GeoSURGE) -> int | None:
     """Side of the label lattice the fusion tokenizer samples (None without fusion)."""
     if model.fusion is None:
         return None
-    tok = model.fusion.tokenizer
-    return tok.grid * tok.cells
+    return model.fusion.tokenizer.label_side
 
 
 def _key(**parts) -> str:

@@ -1,8 +1,9 @@
 """Where training batches come from: cached views, images listed in a CSV, webdataset or msgpack shards.
 
-Every source yields micro-batches ``(inputs, labels, cells, from_hidden)`` in an order that is a pure
-function of (seed, epoch, rank), so a resumed run skips the batches it has done and sees exactly the
-batches it would have seen.
+Every source yields micro-batches ``(inputs, labels, cells)`` in an order that is a pure function of
+(seed, epoch, rank), so a resumed run skips the batches it has done and sees exactly the batches it would
+have seen. Its ``encode`` is the model method that turns its ``inputs`` into features: ``GeoSURGE.encode``
+for pixels, ``GeoSURGE.encode_hidden`` for cached frozen-backbone outputs.
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from ..data.label_chunks import decode_labels
 from ..data.labels import LabelStore
 from ..data.records import GeoRecords, SkipReport
 from ..data.transforms import Preprocess, resample_labels
+from ..model.geosurge import GeoSURGE
 from ..model.views import ViewSet
 
-Batch = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, bool]
+Batch = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]
 
 
 def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int, micro: int) -> list[np.ndarray]:
@@ -32,6 +34,8 @@ def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int, micro: int
 
 class ViewSource:
     """One random cached view per image per epoch."""
+
+    encode = staticmethod(GeoSURGE.encode_hidden)
 
     def __init__(self, views: ViewSet, cells: np.ndarray, seed: int, rank: int = 0, world: int = 1):
         self.views, self.cells = views, torch.from_numpy(cells[views.keep]).long()
@@ -49,7 +53,7 @@ class ViewSource:
             v = torch.from_numpy(pick[idx])
             hidden = self.views.hidden[t, v].float()
             labels = self.views.labels[t, v].long() if self.views.labels is not None else None
-            yield hidden, labels, self.cells[t], True
+            yield hidden, labels, self.cells[t]
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -89,6 +93,8 @@ def collate(items):
 class ImageSource:
     """Decode, segment-map and augment images on the fly with DataLoader workers (MP-16 style training)."""
 
+    encode = staticmethod(GeoSURGE.encode)
+
     def __init__(self, dataset: ImageDataset, num_workers: int, seed: int, rank: int = 0, world: int = 1):
         self.ds, self.num_workers, self.seed, self.rank, self.world = dataset, num_workers, seed, rank, world
         self.skipped = SkipReport()
@@ -107,7 +113,7 @@ class ImageSource:
             for reason, example in bad:
                 self.skipped.add(reason, example)
             if x is not None:
-                yield x, y, cells, False
+                yield x, y, cells
 
 
 class _ShardStream(torch.utils.data.IterableDataset):
@@ -173,6 +179,7 @@ class ShardSource:
     """webdataset tar shards (``geosurge shards`` writes them): ``jpg`` + ``json`` (+ ``seg.png``) per sample."""
 
     uneven = True  # see MsgpackSource
+    encode = staticmethod(GeoSURGE.encode)
 
     def __init__(self, urls: list[str], num_samples: int, hierarchy, preprocess: Preprocess, label_side: int | None,
                  seed: int, num_workers: int, rank: int = 0, world: int = 1):
@@ -192,7 +199,7 @@ class ShardSource:
         for x, y, cells, bad in loader:
             for reason, example in bad:
                 self.skipped.add(reason, example)
-            yield x, y, cells, False
+            yield x, y, cells
 
 
 def _identity(urls):
@@ -277,6 +284,7 @@ class MsgpackSource:
     #: processes may run out of batches at different times (shards differ in size): the trainer stops
     #: every process at the first one's end of data
     uneven = True
+    encode = staticmethod(GeoSURGE.encode)
 
     def __init__(self, dataset, hierarchy, preprocess: Preprocess, store, label_side: int | None, seed: int,
                  num_workers: int, rank: int = 0, world: int = 1):
@@ -296,4 +304,4 @@ class MsgpackSource:
         for x, y, cells, report in loader:
             self.skipped.merge(SkipReport.from_dict(report))
             if x is not None:
-                yield x, y, cells, False
+                yield x, y, cells
