@@ -1,13 +1,12 @@
 """Backbone registry: one family per module, each registering its names."""
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
 from ...data.transforms import Preprocess
 from ..config import BackboneConfig
+from ..registry import Registry
 
 
 class Backbone(nn.Module):
@@ -68,28 +67,14 @@ class Backbone(nn.Module):
         return self
 
 
-_REGISTRY: dict[str, Callable[[BackboneConfig, bool], Backbone]] = {}
-
-
-def register_backbone(*names: str) -> Callable:
-    """Class decorator: ``@register_backbone("efficientnet-lite0", ...)``; the class takes ``(cfg, pretrained)``."""
-
-    def deco(cls):
-        for n in names:
-            _REGISTRY[n] = cls
-        return cls
-
-    return deco
-
-
-def list_backbones() -> list[str]:
-    return sorted(_REGISTRY)
+BACKBONES: Registry[Backbone] = Registry("backbone")
+#: class decorator: ``@register_backbone("efficientnet-lite0", ...)``; the class takes ``(cfg, pretrained)``
+register_backbone = BACKBONES.register
+list_backbones = BACKBONES.names
 
 
 def create_backbone(cfg: BackboneConfig, pretrained: bool = True) -> Backbone:
     """Build the backbone named by ``cfg`` (``pretrained=False``: random weights, same architecture)."""
-    if cfg.name not in _REGISTRY:
-        raise ValueError(f"unknown backbone {cfg.name!r}; available: {list_backbones()}")
-    bb = _REGISTRY[cfg.name](cfg, pretrained)
+    bb = BACKBONES.get(cfg.name)(cfg, pretrained)
     bb.freeze(cfg.trainable_blocks)
     return bb

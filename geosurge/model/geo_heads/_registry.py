@@ -1,13 +1,14 @@
 """Geographic-head registry: one family per module, each registering its names (``GeoConfig.head``)."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..config import GeoConfig
+from ..registry import Registry
 
 
 @dataclass
@@ -54,26 +55,12 @@ class GeoHead(nn.Module):
         return None
 
 
-_REGISTRY: dict[str, Callable[[GeoConfig, Sequence[int]], GeoHead]] = {}
-
-
-def register_geo_head(*names: str) -> Callable:
-    """Class decorator: ``@register_geo_head("embeddings")``; the class takes ``(cfg: GeoConfig, num_cells)``."""
-
-    def deco(cls):
-        for n in names:
-            _REGISTRY[n] = cls
-        return cls
-
-    return deco
-
-
-def list_geo_heads() -> list[str]:
-    return sorted(_REGISTRY)
+GEO_HEADS: Registry[GeoHead] = Registry("geo head")
+#: class decorator: ``@register_geo_head("embeddings")``; the class takes ``(cfg: GeoConfig, num_cells)``
+register_geo_head = GEO_HEADS.register
+list_geo_heads = GEO_HEADS.names
 
 
 def create_geo_head(cfg: GeoConfig, num_cells: Sequence[int]) -> GeoHead:
     """Build the head named by ``cfg.head`` over ``num_cells`` cells per level (coarse to fine)."""
-    if cfg.head not in _REGISTRY:
-        raise ValueError(f"unknown geo head {cfg.head!r}; available: {list_geo_heads()}")
-    return _REGISTRY[cfg.head](cfg, num_cells)
+    return GEO_HEADS.get(cfg.head)(cfg, num_cells)

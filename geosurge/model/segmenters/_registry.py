@@ -1,12 +1,11 @@
 """Segmenter registry: each produces an ADE20K label map (0 = other, k = class k) at image resolution."""
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 from PIL import Image
 
 from ..config import SegmenterConfig
+from ..registry import Registry
 
 
 class SegmenterUnavailable(RuntimeError):
@@ -23,32 +22,20 @@ class Segmenter:
         raise NotImplementedError
 
 
-_REGISTRY: dict[str, Callable[[SegmenterConfig], Segmenter]] = {}
-
-
-def register_segmenter(*names: str) -> Callable:
-    def deco(cls):
-        for n in names:
-            _REGISTRY[n] = cls
-        return cls
-
-    return deco
-
-
-def list_segmenters() -> list[str]:
-    return sorted(_REGISTRY)
+SEGMENTERS: Registry[Segmenter] = Registry("segmenter")
+#: class decorator: ``@register_segmenter("deeplab-ade20k")``; the class takes ``(cfg: SegmenterConfig)``
+register_segmenter = SEGMENTERS.register
+list_segmenters = SEGMENTERS.names
 
 
 def path_from_env(name: str) -> str | None:
     """The model path the named segmenter's environment variable gives (e.g. ``$GEOSURGE_DEEPLAB``), or None."""
     import os
 
-    var = getattr(_REGISTRY.get(name), "env_var", None)
+    var = getattr(SEGMENTERS.find(name), "env_var", None)
     return os.environ.get(var) or None if var else None
 
 
 def create_segmenter(cfg: SegmenterConfig) -> Segmenter:
     """Build the named segmenter; raises :class:`SegmenterUnavailable` with the reason when it cannot run."""
-    if cfg.name not in _REGISTRY:
-        raise ValueError(f"unknown segmenter {cfg.name!r}; available: {list_segmenters()}")
-    return _REGISTRY[cfg.name](cfg)
+    return SEGMENTERS.get(cfg.name)(cfg)
