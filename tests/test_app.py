@@ -461,3 +461,19 @@ def test_sweep_keeps_the_examples(tmp_path, monkeypatch):
     kept = kept_by_gradio(demo)
     names = {p.name for p in settings.examples}
     assert len(kept) >= 20 and names <= {Path(p).name for p in kept}
+
+
+def test_a_single_variant_checkpoint_answers_whichever_the_toggle_asks():
+    """A fusion-only checkpoint with the toggle off, or without its segmenter: an answer or a clear message,
+    never a KeyError from looking up the missing variant."""
+    from geosurge.app.settings import parse_settings
+    from geosurge.app.ui import Locator
+    from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT
+    from geosurge.predictor import Predictor
+
+    settings = parse_settings([])
+    photo = settings.examples[0]
+    answer = Locator(Predictor.from_pretrained(EMBEDDED_CHECKPOINT / "fusion"), settings)(photo, fusion=False)
+    assert "with semantic fusion" in answer.summary and set(answer.predictions) == {"fusion"}
+    blind = Locator(Predictor.from_pretrained(EMBEDDED_CHECKPOINT / "fusion", segmenter=None), settings)(photo, fusion=True)
+    assert "no model that can run here" in blind.summary and not blind.predictions

@@ -11,7 +11,7 @@ import pytest
 from geosurge.geo import build_hierarchy
 from geosurge.model import GeoSURGE
 from geosurge.model.checkpoint import CONFIG, EMBEDDED_CHECKPOINT, CheckpointError, save_checkpoint
-from geosurge.model.variants import (FUSION, RGB, TRAINING_IMAGES, VARIANTS, get_variant, training_images,
+from geosurge.model.variants import (FUSION, RGB, TRAINING_IMAGES, VARIANTS, get_variant, pick_variants, training_images,
                                      training_metadata, variant_dir, variant_dirs, variant_name)
 
 from .helpers import small_config
@@ -138,3 +138,12 @@ def test_embedded_checkpoint_finds_the_shared_training_photos(shared_dir):
     # its config predates the recorded field: the relative train_csv is read against the repository
     assert TRAINING_IMAGES not in json.loads((EMBEDDED_CHECKPOINT / "fusion" / CONFIG).read_text())["training"]
     assert training_images(EMBEDDED_CHECKPOINT).resolve() == (shared_dir / "data/im2gps3k-dev/images").resolve()
+
+
+def test_pick_variants_answers_with_what_is_available():
+    assert pick_variants([FUSION, RGB], True) == (FUSION, RGB)
+    assert pick_variants([RGB, FUSION], False) == (RGB, FUSION)
+    assert pick_variants([RGB], True) == (RGB, None)  # fusion asked for but unavailable: the RGB-only answer
+    assert pick_variants([FUSION], False) == (FUSION, None)  # a fusion-only checkpoint still answers
+    with pytest.raises(ValueError, match="no variant"):
+        pick_variants([], True)

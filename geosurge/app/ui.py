@@ -16,7 +16,7 @@ from ..data.images import ImageLoadError, load_image
 from ..geo.distance import haversine_km
 from ..geo.geocode import place_names
 from ..model.segmenters.palette import overlay
-from ..model.variants import VARIANTS
+from ..model.variants import FUSION, VARIANTS, pick_variants
 from ..predictor import Predictor
 from .exif import ExifGps, read_exif_gps
 from .geomap import prediction_map
@@ -121,8 +121,9 @@ class Locator:
         maps = None if labels is None else [labels]
         preds = {k: v[0] for k, v in self.predictor.predict_variants(img, level_top=5, label_maps=maps).items()}
         stages["models"], t = time.perf_counter() - t, time.perf_counter()
-        primary = "fusion" if fusion and "fusion" in preds else "rgb"
-        other = next((k for k in preds if k != primary), None)
+        if not preds:
+            return message("This checkpoint has no model that can run here: its fusion model needs the segmenter.")
+        primary, other = pick_variants(preds, fusion)
         pred = preds[primary]
         hierarchy = self.predictor.variants[primary].hierarchy
         html = prediction_map(pred, hierarchy, primary, preds.get(other), other, truth)
@@ -139,13 +140,13 @@ class Locator:
         name = {v: spec.description for v, spec in VARIANTS.items()}
         lines = [f"### {pred.lat:.4f}, {pred.lon:.4f} — {place}", chances_headline(pred),
                  f"Model: **{name[primary]}** · answer chosen by {decision_words(pred.decision)}"]
-        if "fusion" not in preds:
+        if FUSION not in preds:
             lines.append(FUSION_OFF)
         if other is not None:
             o = preds[other]
             d = float(haversine_km(pred.lat, pred.lon, o.lat, o.lon))
             lines.append(f"{name[other][0].upper() + name[other][1:]}: {o.lat:.4f}, {o.lon:.4f} ({place_names([o.lat], [o.lon])[0]}), "
-                         f"**{d:,.0f} km** from the {primary} prediction (both on the map).")
+                         f"**{d:,.0f} km** from the {VARIANTS[primary].label} prediction (both on the map).")
         if gps is not None and gps.point is not None:
             err = float(haversine_km(pred.lat, pred.lon, *gps.point))
             lines.append(f"EXIF GPS of the upload: {gps.lat:.4f}, {gps.lon:.4f} — error **{err:,.0f} km** "

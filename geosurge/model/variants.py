@@ -8,6 +8,7 @@ and where its training photos were.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,17 @@ def get_variant(name: str) -> VariantSpec:
 def variant_name(fusion: bool) -> str:
     """The name of the variant with (``True``) or without semantic fusion."""
     return FUSION if fusion else RGB
+
+
+def pick_variants(available: Iterable[str], want_fusion: bool) -> tuple[str, str | None]:
+    """(the variant to answer with, another available one or None): the one asked for (with or without
+    fusion) when it is available, else the first available in display order. ``ValueError`` when none is."""
+    names = [n for n in VARIANTS if n in set(available)]
+    if not names:
+        raise ValueError("no variant of this checkpoint can run here")
+    want = variant_name(want_fusion)
+    primary = want if want in names else names[0]
+    return primary, next((n for n in names if n != primary), None)
 
 
 def variant_dirs(checkpoint: str | Path) -> dict[str, Path]:
