@@ -13,7 +13,7 @@ def setup():
     lon = np.r_[rng.normal(5, 3, 3000), rng.normal(-100, 5, 2000), rng.uniform(-180, 180, 1000)]
     h = build_hierarchy(lat, lon, tau_min=10, tau_maxes=[2000, 500, 150, 60])
     torch.manual_seed(0)
-    tables = [torch.randn(n, 16) for n in h.num_cells]
+    tables = [torch.nn.functional.normalize(torch.randn(n, 16), dim=-1) for n in h.num_cells]  # as a head's scoring()
     scales = torch.tensor([14.0, 10.0, 20.0, 5.0])
     return h, HierarchicalScorer(tables, scales, h), tables, scales
 

@@ -19,8 +19,8 @@ class HierarchicalScorer:
     of raw cosines: they are not probabilities and their scale differs per level). A cell's score is the
     product of its own probability and those of all its ancestors, kept as a sum of logs.
 
-    ``tables`` are L2-normalized here (raw embedding tables) unless ``normalize=False``, which takes them as
-    given: :meth:`for_model` passes a head's :class:`~geosurge.model.geo_heads.HeadScoring`, ready to use.
+    ``tables``, ``scales`` and ``biases`` are used as given: a head's
+    :class:`~geosurge.model.geo_heads.HeadScoring` (:meth:`for_model`), rows L2-normalized for cosines.
     """
 
     def __init__(
@@ -30,7 +30,6 @@ class HierarchicalScorer:
         hierarchy: Hierarchy,
         biases: list[torch.Tensor] | None = None,
         prior_weight: float = 0.0,
-        normalize: bool = True,
         decision: str = "map",
     ):
         if decision not in SCORER_DECISIONS:
@@ -39,7 +38,7 @@ class HierarchicalScorer:
         self.centroids = torch.from_numpy(hierarchy.levels[-1].centroids).double()
         if [len(t) for t in tables] != hierarchy.num_cells:
             raise ValueError(f"embedding tables {[len(t) for t in tables]} do not match the hierarchy {hierarchy.num_cells}")
-        self.tables = [F.normalize(t.detach().float(), dim=-1) if normalize else t.detach().float() for t in tables]
+        self.tables = [t.detach().float() for t in tables]
         self.scales = scales.detach().float()
         self.parents = [torch.from_numpy(p.parents) for p in hierarchy.levels]
         # A classifier's bias goes inside its level's softmax. The log training frequency of a cell is
@@ -58,7 +57,7 @@ class HierarchicalScorer:
     def for_model(cls, model, hierarchy: Hierarchy) -> "HierarchicalScorer":
         """The scorer of a :class:`~geosurge.model.GeoSURGE` model's geographic head."""
         s, g = model.geo.scoring(), model.cfg.geo
-        return cls(s.tables, s.scales, hierarchy, s.biases, g.prior_weight, normalize=False, decision=g.decision)
+        return cls(s.tables, s.scales, hierarchy, s.biases, g.prior_weight, decision=g.decision)
 
     def to(self, device: torch.device | str) -> "HierarchicalScorer":
         self.tables = [t.to(device) for t in self.tables]
