@@ -43,7 +43,7 @@ class LabelStore:
                                  f"point to another directory (e.g. .cache/labels/{segmenter.cache_name()})")
         else:
             self.root.mkdir(parents=True, exist_ok=True)
-            record.write_text(json.dumps(want) + "\n")
+            atomic_write(record, json.dumps(want) + "\n")
 
     def path(self, image_id: str) -> Path:
         return self.root / Path(image_id).with_suffix(".png")

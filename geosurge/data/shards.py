@@ -6,12 +6,14 @@ samples counted without reading the images.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write
 from .labels import LabelStore
 from .records import GeoRecords, SkipReport
 
@@ -55,10 +57,11 @@ def write_shards(
                 sample["seg.png"] = labels.path(rid).read_bytes()
             sink.write(sample)
             rows.append((sample["__key__"], records.lats[i], records.lons[i]))
-    with (out / INDEX).open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["key", "lat", "lon"])
-        w.writerows(rows)
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["key", "lat", "lon"])
+    w.writerows(rows)
+    atomic_write(out / INDEX, text.getvalue())
     return sorted(out.glob("*.tar")), report
 
 

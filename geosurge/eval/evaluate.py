@@ -180,7 +180,7 @@ def plot_accuracy(results: list[EvalResult], path: str | Path, title: str = "") 
     ax.set_title(title or "geolocation accuracy")
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
 
 

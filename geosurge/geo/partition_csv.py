@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write
 from . import s2
 from .hierarchy import Partition
 
@@ -63,8 +65,9 @@ def load_partition_csv(path: str | Path, on_bad_token: str = "raise") -> Partiti
 
 def write_partition_csv(partition: Partition, path: str | Path) -> None:
     """Write one level in GeoEstimation's layout, so their tools can read our partitions."""
-    with Path(path).open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["class_label", "hex_id", "imgs_per_cell", "latitude_mean", "longitude_mean"])
-        for k, (tok, cnt, (lat, lon)) in enumerate(zip(partition.s2_tokens, partition.counts, partition.centroids)):
-            w.writerow([k, tok, int(cnt), f"{lat:.6f}", f"{lon:.6f}"])
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["class_label", "hex_id", "imgs_per_cell", "latitude_mean", "longitude_mean"])
+    for k, (tok, cnt, (lat, lon)) in enumerate(zip(partition.s2_tokens, partition.counts, partition.centroids)):
+        w.writerow([k, tok, int(cnt), f"{lat:.6f}", f"{lon:.6f}"])
+    atomic_write(path, text.getvalue())
