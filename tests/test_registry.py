@@ -24,3 +24,11 @@ def test_package_registries_are_filled_on_import():
     assert "efficientnet-lite0" in list_backbones() and "clip" in list_backbones()
     assert {"deeplab-ade20k", "oneformer"} <= set(list_segmenters())
     assert {"embeddings", "linear"} <= set(list_geo_heads())
+
+
+def test_config_check_names_the_field_and_the_choices():
+    reg: Registry[object] = Registry("widget")
+    reg.register("a-widget")(type("A", (), {}))
+    reg.check("a-widget", "part.widget")
+    with pytest.raises(ValueError, match=r"unknown widget 'z': part.widget must be one of \['a-widget'\], not 'z'"):
+        reg.check("z", "part.widget")

@@ -93,6 +93,8 @@ def test_config_defaults_are_the_papers_and_overrides(tmp_path):
     ("run.val_metric=acc_100km", "geoscore.*median_km.*acc_25km"),
     ("run.variants=[fusion, depth]", "fusion.*rgb"),
     ("run.amp=fp8", "bf16.*fp16.*off"),
+    ("model.backbone.name=resnet-9000", "clip.*efficientnet-lite0"),
+    ("model.segmenter.name=segformer", "deeplab-ade20k.*oneformer"),
 ])
 def test_string_options_are_checked_when_the_config_is_read(tmp_path, override, allowed):
     p = tmp_path / "c.yaml"

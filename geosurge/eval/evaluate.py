@@ -22,11 +22,13 @@ from ..geo.distance import haversine_km
 from ..geo.hierarchy import Hierarchy
 from ..geo.metrics import THRESHOLDS_KM, accuracy_report
 from ..files import atomic_write
-from ..model.checkpoint import CONFIG, WEIGHTS, load_checkpoint
+from ..model.checkpoint import CONFIG, WEIGHTS, load_checkpoint, segmenter_source
+from ..model.config import SegmenterConfig
 from ..model.encode import image_features, view_features
 from ..model.geosurge import GeoSURGE
 from ..model.hierarchical import HierarchicalScorer
 from ..model.posterior import Posterior, load_posterior
+from ..model.segmenters import create_segmenter
 from ..model.variants import variant_dir, variant_name
 from ..model.views import load_or_build_views
 
@@ -89,13 +91,8 @@ def checkpoint_features(
     if model.uses_fusion:
         store = LabelStore(labels or Path(DEFAULT_LABELS) / model.cfg.segmenter.cache_name(), model.cfg.segmenter)
         if any(not store.has(i) for i in records.ids):
-            from ..model.segmenters import create_segmenter
-
             # Its failures are not reported: an image the segmenter cannot read fails feature extraction
             # below too, and is counted there (once, not twice).
-            from ..model.checkpoint import segmenter_source
-            from ..model.config import SegmenterConfig
-
             seg = model.cfg.segmenter
             seg = SegmenterConfig(seg.name, segmenter_source(seg, None, directory), seg.input_size)
             segment_records(records, create_segmenter(seg), store, progress=progress)

@@ -132,7 +132,7 @@ class Hierarchy:
 
     # ------------------------------------------------------------------ serialization
     def save(self, directory: str | Path) -> None:
-        """Write ``hierarchy.json`` (metadata, tokens) and ``hierarchy.npz`` (arrays) into ``directory``."""
+        """Write ``hierarchy.json`` (metadata) and ``hierarchy.npz`` (arrays) into ``directory``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {

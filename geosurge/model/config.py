@@ -22,6 +22,11 @@ class BackboneConfig:
     image_size: int | None = None  # None = the backbone's native size
     trainable_blocks: int = 1  # encoder blocks / stages left trainable, counted from the top
 
+    def __post_init__(self) -> None:
+        from .backbones._registry import BACKBONES  # imported here: the backbones' modules import this one
+
+        BACKBONES.check(self.name, "backbone.name")
+
 
 @dataclass
 class FusionConfig:
@@ -41,7 +46,7 @@ class FusionConfig:
 
 @dataclass
 class GeoConfig:
-    """Geographic representation: one embedding table per hierarchy level."""
+    """Geographic representation: the cells (hierarchy levels) and the head that scores them."""
 
     embed_dim: int = 768
     init_temperature: float = 0.07
@@ -62,11 +67,9 @@ class GeoConfig:
     partition: str | None = None
 
     def __post_init__(self) -> None:
-        # imported here: the heads' modules import this one (they take a GeoConfig)
-        from .geo_heads import list_geo_heads
+        from .geo_heads._registry import GEO_HEADS  # imported here: the heads' modules import this one
 
-        if self.head not in list_geo_heads():
-            raise ValueError(f"geo.head must be a registered geo head, one of {list_geo_heads()}; not {self.head!r}")
+        GEO_HEADS.check(self.head, "geo.head")
         if self.decision not in SCORER_DECISIONS:
             raise ValueError(f"geo.decision must be one of {list(SCORER_DECISIONS)}, not {self.decision!r}")
 
@@ -134,6 +137,11 @@ class SegmenterConfig:
     #: square of the side; labels follow the side, so training and inference must share it (it is part of
     #: the checkpoint, and of the label cache's name: see :meth:`cache_name`).
     input_size: int | None = None
+
+    def __post_init__(self) -> None:
+        from .segmenters._registry import SEGMENTERS  # imported here: the segmenters' modules import this one
+
+        SEGMENTERS.check(self.name, "segmenter.name")
 
     def cache_name(self) -> str:
         """Folder name for label maps made with this setting (``deeplab-ade20k``, ``deeplab-ade20k-385``)."""

@@ -17,6 +17,10 @@ from .geo_heads import create_geo_head
 
 
 class GeoSURGE(nn.Module):
+    """Backbone, semantic fusion (or the RGB-only head) and the geographic head: photo (+ label map) ->
+    normalized feature -> per-level cell logits: ``encode`` (pixels) or ``encode_hidden`` (the frozen backbone
+    part's cached output) give the feature, ``logits`` the cells' scores, ``forward`` both."""
+
     def __init__(self, cfg: ModelConfig, num_cells: Sequence[int], pretrained_backbone: bool = True, backbone: Backbone | None = None):
         super().__init__()
         self.cfg = cfg

@@ -30,6 +30,11 @@ class Registry(Generic[T]):
     def find(self, name: str) -> Callable[..., T] | None:
         return self._entries.get(name)
 
+    def check(self, name: str, field: str) -> None:
+        """For config validation: an unknown ``name`` in config ``field`` is an error listing the known ones."""
+        if name not in self._entries:
+            raise ValueError(f"unknown {self.kind} {name!r}: {field} must be one of {self.names()}, not {name!r}")
+
     def get(self, name: str) -> Callable[..., T]:
         """The registered class; an unknown name is an error that lists the known ones."""
         if name not in self._entries:

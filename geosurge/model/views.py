@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from ..data.examples import example_batches
 from ..data.labels import LabelStore
 from ..data.records import GeoRecords, SkipReport
-from ..data.transforms import resample_labels
+from ..data.transforms import Preprocess, resample_labels
 from ..files import atomic_write
 from .geosurge import GeoSURGE
 
@@ -55,8 +55,9 @@ def _hidden_key(model: GeoSURGE, records: GeoRecords, views: str) -> str:
     return _key(frozen=model.frozen_signature(), root=str(records.root), ids=records.ids, views=views)
 
 
-def _labels_key(records: GeoRecords, side: int, labels_dir: str, image_size: int, views: str) -> str:
-    return _key(side=side, labels=labels_dir, size=image_size, root=str(records.root), ids=records.ids, views=views)
+def _labels_key(records: GeoRecords, side: int, labels_dir: str, preprocess: Preprocess, views: str) -> str:
+    # The whole preprocessing, not hand-picked fields: a crop-geometry field added later changes the key.
+    return _key(side=side, labels=labels_dir, preprocess=asdict(preprocess), root=str(records.root), ids=records.ids, views=views)
 
 
 @torch.no_grad()
@@ -122,7 +123,7 @@ def load_or_build_views(
     hpath = cache_dir / f"views-{_hidden_key(model, records, views)}.safetensors"
     lpath = None
     if side is not None:
-        lpath = cache_dir / f"labels-{_labels_key(records, side, str(store.root), model.backbone.image_size, views)}.safetensors"
+        lpath = cache_dir / f"labels-{_labels_key(records, side, str(store.root), model.preprocess, views)}.safetensors"
     local = SkipReport()
     if hpath.is_file():
         t = load_file(str(hpath))

@@ -61,16 +61,16 @@ class _Processes:
 
 def _init_distributed(device: str | None) -> tuple[_Processes, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    d = _Processes(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    processes = _Processes(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
     cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     if cuda:
-        dev = torch.device(f"cuda:{d.local}") if world > 1 or device in (None, "cuda") else torch.device(device)
+        dev = torch.device(f"cuda:{processes.local}") if world > 1 or device in (None, "cuda") else torch.device(device)
         torch.cuda.set_device(dev)
     else:
         dev = torch.device(device or "cpu")
-    return d, dev
+    return processes, dev
 
 
 class _Logger:
@@ -87,11 +87,6 @@ def _better(metric: str, new: float, old: float | None) -> bool:
     if old is None or not math.isfinite(old):
         return math.isfinite(new)
     return new < old if metric in LOWER_IS_BETTER else new > old
-
-
-def predict_points(scorer: HierarchicalScorer, feats: torch.Tensor) -> np.ndarray:
-    """(n, 2) predicted lat/lon: centroid of the best finest cell by hierarchical product score."""
-    return scorer.predict_latlon(feats)[0]
 
 
 # ---------------------------------------------------------------------------------------- entry
@@ -307,7 +302,7 @@ class _Validator:
         feats = feats.to(self.device)
         model.train()
         true = np.stack([self.val_rec.lats[keep], self.val_rec.lons[keep]], 1)
-        pred = predict_points(HierarchicalScorer.for_model(model, self.hierarchy).to(self.device), feats)
+        pred, _ = HierarchicalScorer.for_model(model, self.hierarchy).to(self.device).predict_latlon(feats)
         return accuracy_report(pred[:, 0], pred[:, 1], true[:, 0], true[:, 1]).as_dict()
 
     def _features(self, model: GeoSURGE) -> tuple[torch.Tensor, np.ndarray]:

@@ -79,7 +79,7 @@ def overlay(image: Image.Image, labels: np.ndarray, alpha: float = 0.55, legend:
     scale = side / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     photo = image.resize(size, Image.BILINEAR)
-    colours = Image.fromarray(colorize(labels)).resize(size, Image.NEAREST)
+    colours = Image.fromarray(colorize(resize_label_map(labels, size)))
     blend = Image.blend(photo, colours, alpha)
     if not legend:
         return blend
