@@ -40,11 +40,12 @@ def segmenter_alone_ms(photos: list[Path]) -> float | None:
     from geosurge.model.config import ModelConfig
     from geosurge.model.segmenters import SegmenterUnavailable, create_segmenter
 
-    from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT
+    from geosurge.model.checkpoint import CONFIG, EMBEDDED_CHECKPOINT
+    from geosurge.model.variants import FUSION, variant_dir
     from geosurge.model.checkpoint import segmenter_source as _segmenter_source
 
-    cfg = ModelConfig.from_dict(json.loads((EMBEDDED_CHECKPOINT / "fusion/config.json").read_text())["model"])
-    cfg.segmenter.path = _segmenter_source(cfg.segmenter, None, EMBEDDED_CHECKPOINT / "fusion")  # what the app runs
+    cfg = ModelConfig.from_dict(json.loads((variant_dir(EMBEDDED_CHECKPOINT, FUSION) / CONFIG).read_text())["model"])
+    cfg.segmenter.path = _segmenter_source(cfg.segmenter, None, variant_dir(EMBEDDED_CHECKPOINT, FUSION))  # what the app runs
     try:
         seg = create_segmenter(cfg.segmenter)
     except SegmenterUnavailable:

@@ -29,12 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from geosurge.model.config import SegmenterConfig  # noqa: E402
-from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT, bundled_segmenter  # noqa: E402
+from geosurge.model.checkpoint import CONFIG, EMBEDDED_CHECKPOINT, bundled_segmenter  # noqa: E402
+from geosurge.model.variants import FUSION, variant_dir  # noqa: E402
 from geosurge.model.segmenters.deeplab import ENV_VAR, DeepLabADE20K, default_path  # noqa: E402
 
 
 def demo_size() -> int | None:
-    cfg = EMBEDDED_CHECKPOINT / "fusion" / "config.json"
+    cfg = variant_dir(EMBEDDED_CHECKPOINT, FUSION) / CONFIG
     if not cfg.is_file():
         return None
     return json.loads(cfg.read_text())["model"]["segmenter"].get("input_size")
