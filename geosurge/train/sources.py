@@ -7,7 +7,8 @@ for pixels, ``GeoSURGE.encode_hidden`` for cached frozen-backbone outputs.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -24,6 +25,21 @@ from ..model.views import ViewSet
 Batch = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]
 
 
+class BatchSource(Protocol):
+    """What the training loop needs of a source (every class below is one)."""
+
+    #: the model method turning this source's ``inputs`` into features
+    encode: ClassVar[Callable[..., torch.Tensor]]
+    #: streamed sources may give processes unequal batch counts: the loop then steps them in lockstep
+    uneven: ClassVar[bool]
+    #: what was skipped and why, filled while batches are read
+    skipped: SkipReport
+
+    def num_batches(self, epoch: int, micro: int) -> int: ...
+
+    def batches(self, epoch: int, micro: int, start: int = 0) -> Iterator[Batch]: ...
+
+
 def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int, micro: int) -> list[np.ndarray]:
     """This process's micro-batches of sample indices for an epoch (equal count on every process)."""
     perm = np.random.default_rng([seed, epoch]).permutation(n)
@@ -35,6 +51,7 @@ def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int, micro: int
 class ViewSource:
     """One random cached view per image per epoch."""
 
+    uneven = False
     encode = staticmethod(GeoSURGE.encode_hidden)
 
     def __init__(self, views: ViewSet, cells: np.ndarray, seed: int, rank: int = 0, world: int = 1):
@@ -93,6 +110,7 @@ def collate(items):
 class ImageSource:
     """Decode, segment-map and augment images on the fly with DataLoader workers (MP-16 style training)."""
 
+    uneven = False
     encode = staticmethod(GeoSURGE.encode)
 
     def __init__(self, dataset: ImageDataset, num_workers: int, seed: int, rank: int = 0, world: int = 1):

@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from ..model.posterior import training_counts
 from ..model.variants import VARIANTS, training_metadata
 from ..model.views import ViewSet, label_side, load_or_build_views
 from .config import LOWER_IS_BETTER, DataConfig, TrainConfig
-from .sources import ImageDataset, ImageSource, MsgpackSource, ShardSource, ViewSource
+from .sources import BatchSource, ImageDataset, ImageSource, MsgpackSource, ShardSource, ViewSource
 from .state import load_state, save_state
 
 LOG = "log.jsonl"
@@ -138,7 +139,7 @@ class _Run:
     device: torch.device
     work_dir: Path
     log: _Logger
-    say: Any
+    say: Callable[..., None]  # print on the main process, nothing elsewhere
     skipped: SkipReport
     t0: float
 
@@ -251,7 +252,7 @@ def _label_stores(cfg: TrainConfig, model: GeoSURGE, data: _Data, ctx: _Run) -> 
 
 
 def _make_source(cfg: TrainConfig, model: GeoSURGE, data: _Data, hierarchy: Hierarchy, store, val_store,
-                 ctx: _Run) -> tuple[Any, _Validator, ViewSet | None]:
+                 ctx: _Run) -> tuple[BatchSource, _Validator, ViewSet | None]:
     """The batch source of the configured data and the matching validator; the cached training views
     (``None`` unless ``data.view_cache`` applies: CSV training only)."""
     run, processes, side = cfg.run, ctx.processes, label_side(model)
@@ -398,7 +399,7 @@ class _Fit:
             bar = tqdm(total=nb, initial=c["batch"], desc=f"epoch {epoch}", unit="batch")
         micro_i, losses, stop = c["batch"], [], False
         self.opt.zero_grad(set_to_none=True)
-        uneven = processes.world > 1 and getattr(source, "uneven", False)
+        uneven = processes.world > 1 and source.uneven
         batches = source.batches(epoch, optim.micro_batch, start=c["batch"])
         for inputs, labels, cells in (_lockstep(batches, device) if uneven else batches):
             last = (micro_i + 1) % self.accum == 0 or (not uneven and micro_i + 1 >= nb)
