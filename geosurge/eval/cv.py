@@ -89,6 +89,27 @@ def fit_isotonic(raw: np.ndarray, hit: np.ndarray, max_knots: int = 64) -> list[
     return [xs.tolist(), np.maximum.accumulate(ys).tolist()]
 
 
+def fit_logistic(raw: np.ndarray, hit: np.ndarray, knots: int = 65) -> list[list[float]]:
+    """Monotone map raw -> P(hit) as ``sigmoid(a * logit(raw) + b)`` with a >= 0 (Platt scaling on the log-odds),
+    as piecewise-linear knots ``[[x...], [y...]]`` like :func:`fit_isotonic`. Two parameters instead of one
+    step per block: less variance when the map is fitted on a few dozen photographers."""
+    eps = 1e-4
+    z = np.log(np.clip(raw, eps, 1 - eps) / (1 - np.clip(raw, eps, 1 - eps)))
+    y = np.asarray(hit, np.float64)
+
+    def nll(ab: np.ndarray) -> tuple[float, np.ndarray]:
+        t = ab[0] * z + ab[1]
+        p = 1 / (1 + np.exp(-t))
+        loss = np.mean(np.logaddexp(0, t) - y * t)
+        return float(loss), np.array([np.mean((p - y) * z), np.mean(p - y)])
+
+    a, b = minimize(nll, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B", bounds=[(0.0, None), (None, None)]).x
+    xs = np.linspace(0.0, 1.0, knots)
+    zs = np.log(np.clip(xs, eps, 1 - eps) / (1 - np.clip(xs, eps, 1 - eps)))
+    ys = 1 / (1 + np.exp(-(a * zs + b)))
+    return [xs.tolist(), np.maximum.accumulate(ys).tolist()]
+
+
 def expected_calibration_error(prob: np.ndarray, hit: np.ndarray, bins: int = 10) -> float:
     """ECE in points: the photo-weighted mean |confidence - frequency| over equal-width bins."""
     prob, hit = np.asarray(prob, np.float64), np.asarray(hit, np.float64)

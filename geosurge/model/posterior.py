@@ -140,8 +140,12 @@ class Posterior:
         return combine(self.log_prior, ratios, self.ancestors, self.weights, self.cfg.prior_weight)
 
     def decide(self, log_post: torch.Tensor, decision: str | None = None) -> np.ndarray:
-        """Finest cell of the answer: the most probable one, or the one with the most mass within R km."""
-        radius = parse_decision(decision or self.cfg.decision)
+        """Finest cell of the answer: the most probable one (``argmax``), the one of least expected great-circle
+        distance to the truth (``median``), or the one with the most mass within R km (``within:R``)."""
+        rule = decision or self.cfg.decision
+        radius = parse_decision(rule)
+        if rule == "median":
+            return (log_post.exp() @ torch.from_numpy(self.distances.astype(np.float64))).argmin(dim=1).numpy()
         if radius is None:
             return log_post.argmax(dim=1).numpy()
         near = torch.from_numpy((self.distances <= radius).astype(np.float64))
