@@ -27,9 +27,9 @@ from geosurge.eval.baselines import backbone_view_features, geographic_median, k
 from geosurge.eval.evaluate import EvalResult, evaluate_checkpoint, markdown_table, plot_accuracy  # noqa: E402
 from geosurge.geo.metrics import accuracy_report  # noqa: E402
 from geosurge.model.checkpoint import load_checkpoint  # noqa: E402
+from geosurge.model.views import load_or_build_views  # noqa: E402
 from geosurge.train.config import load_train_config  # noqa: E402
 from geosurge.train.trainer import train  # noqa: E402
-from geosurge.train.views import load_or_build_views  # noqa: E402
 
 BEGIN, END = "<!-- generated:begin -->", "<!-- generated:end -->"
 

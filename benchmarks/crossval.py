@@ -39,13 +39,12 @@ from geosurge.geo.distance import haversine_km, spherical_median  # noqa: E402
 from geosurge.geo.hierarchy import Hierarchy, build_hierarchy  # noqa: E402
 from geosurge.geo.prior import read_photo_density  # noqa: E402
 from geosurge.model.config import PosteriorConfig  # noqa: E402
+from geosurge.model.encode import view_features  # noqa: E402
 from geosurge.model.geosurge import GeoSURGE  # noqa: E402
 from geosurge.model.posterior import Posterior, calibrate, combine, likelihood_ratios, training_counts  # noqa: E402
+from geosurge.model.views import ViewSet, load_or_build_views  # noqa: E402
 from geosurge.train.config import load_train_config  # noqa: E402
-from geosurge.train.loss import geo_loss  # noqa: E402
 from geosurge.train.sources import ViewSource  # noqa: E402
-from geosurge.train.trainer import view_features  # noqa: E402
-from geosurge.train.views import ViewSet, load_or_build_views  # noqa: E402
 
 DEV = ROOT.parent / "shared" / "data" / "im2gps3k-dev"
 PEER = ROOT.parent / "shared" / "data" / "peers" / "geoestimation-im2gps3k" / "ISNs_M-fstar-S3.csv"
@@ -104,8 +103,8 @@ def train_fold(cfg, hierarchy: Hierarchy, backbone, views: ViewSet, cells: np.nd
     for epoch in range(epochs):
         for g in opt.param_groups:
             g["lr"] = cfg.optim.lr * cfg.optim.lr_gamma**epoch
-        for hidden, labels, c, _ in source.batches(epoch, cfg.optim.micro_batch):
-            loss, _, _ = geo_loss(model, model(hidden, labels, from_hidden=True, return_logits=False), c)
+        for hidden, labels, c in source.batches(epoch, cfg.optim.micro_batch):
+            loss, _, _ = model.geo.loss(model.encode_hidden(hidden, labels), c)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.optim.grad_clip:

@@ -97,7 +97,6 @@ def model_config(work: Path, dry: bool):
 
 def training_step(chk: Check, cfg, hierarchy, micro: int, dtype: torch.dtype, steps: int = 3) -> None:
     from geosurge.model import GeoSURGE
-    from geosurge.train.loss import geo_loss
 
     chk.reset_memory()
     dev = chk.device
@@ -106,7 +105,7 @@ def training_step(chk: Check, cfg, hierarchy, micro: int, dtype: torch.dtype, st
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4)
     scaler = torch.amp.GradScaler(dev.type) if dtype == torch.float16 else None
     s = model.backbone.preprocess.image_size
-    side = model.fusion.tokenizer.grid * model.fusion.tokenizer.cells
+    side = model.fusion.tokenizer.label_side
     x = torch.randn(micro, 3, s, s, device=dev)
     y = torch.randint(0, 151, (micro, side, side), device=dev)
     rng = np.random.default_rng(0)
@@ -116,10 +115,10 @@ def training_step(chk: Check, cfg, hierarchy, micro: int, dtype: torch.dtype, st
     for i in range(steps + 1):
         t = time.perf_counter()
         with torch.autocast(dev.type, dtype=dtype):
-            feats = model(x, y, return_logits=False)
+            feats = model.encode(x, y)
             if dev.type == "cuda":
                 assert feats.dtype == torch.float32  # encode() normalizes in float32; the tokens ran in `dtype`
-        loss, _, _ = geo_loss(model, feats.float(), cells)
+        loss, _, _ = model.geo.loss(feats.float(), cells)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} under {dtype}")
         (scaler.scale(loss) if scaler else loss).backward()

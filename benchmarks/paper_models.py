@@ -94,11 +94,10 @@ def count_flops(fn) -> int:
 
 def train_step_flops(model, pixels: torch.Tensor, labels: torch.Tensor | None, cells: torch.Tensor) -> int:
     """FLOPs per photo of one training step (frozen forward, trainable forward and backward, loss)."""
-    from geosurge.train.loss import geo_loss
 
     def step():
-        feats = model(pixels, labels, return_logits=False)
-        loss, _, _ = geo_loss(model, feats.float(), cells)
+        feats = model.encode(pixels, labels)
+        loss, _, _ = model.geo.loss(feats.float(), cells)
         loss.backward()
 
     model.train()

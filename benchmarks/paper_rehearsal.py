@@ -210,7 +210,7 @@ def flops_per_photo(work: Path, tiny: bool) -> dict:
                       GeoConfig(embed_dim=768 if not tiny else 32, tau_min=1, tau_maxes=[16, 8, 4]))
     model = GeoSURGE(cfg, h.num_cells)
     s = model.backbone.preprocess.image_size
-    side = model.fusion.tokenizer.grid * model.fusion.tokenizer.cells
+    side = model.fusion.tokenizer.label_side
     x = torch.randn(2, 3, s, s)
     y = torch.randint(0, 151, (2, side, side))
     cells = torch.from_numpy(h.assign(lat[:2], lon[:2])).long()
@@ -243,7 +243,7 @@ def loader_throughput(work: Path, data: dict, workers: list[int], batches: int =
         src = MsgpackSource(ds, h, pre, store, side, 0, w)
         n, t = 0, time.perf_counter()
         for epoch in range(batches):
-            for x, _, _, _ in src.batches(epoch, 8):
+            for x, _, _ in src.batches(epoch, 8):
                 n += x.shape[0]
         out[w] = n / (time.perf_counter() - t)
     return out

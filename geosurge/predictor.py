@@ -13,16 +13,14 @@ import torch
 from .data.images import load_image
 from .geo.distance import haversine_km
 from .geo.hierarchy import Hierarchy
-from .model.checkpoint import CONFIG, EMBEDDED_CHECKPOINT, load_checkpoint, resolve_checkpoint, segmenter_source
+from .model.checkpoint import EMBEDDED_CHECKPOINT, load_checkpoint, resolve_checkpoint, segmenter_source
 from .model.encode import encode_images, encode_images_multi
 from .model.geosurge import GeoSURGE
 from .model.hierarchical import HierarchicalScorer, ReferenceIndex
 from .model.posterior import Posterior, credible_set, load_posterior
 from .model.segmenters import Segmenter, SegmenterUnavailable, create_segmenter
 from .model.config import SegmenterConfig
-
-#: Sub-directories of a paired checkpoint: the two variants the app's fusion toggle compares.
-VARIANTS = ("fusion", "rgb")
+from .model.variants import FUSION, RGB, variant_dirs, variant_name
 
 
 @dataclass
@@ -83,7 +81,7 @@ class _Variant:
                  posterior: Posterior | None = None):
         self.model, self.hierarchy, self.reference = model, hierarchy, reference
         self.scorer = HierarchicalScorer.for_model(model, hierarchy).to(device)
-        self.tokens = [lvl.tokens for lvl in hierarchy.levels]
+        self.s2_tokens = [lvl.s2_tokens for lvl in hierarchy.levels]
         self.posterior = posterior
 
 
@@ -125,19 +123,11 @@ class Predictor:
         """
         path = resolve_checkpoint(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dirs = {}
-        if (path / CONFIG).is_file():
-            dirs["single"] = path
-        else:
-            dirs = {v: path / v for v in VARIANTS if (path / v / CONFIG).is_file()}
-            if not dirs:
-                raise FileNotFoundError(f"{path} holds no GeoSURGE checkpoint ({CONFIG}, or {'/ or '.join(VARIANTS)}/ sub-directories)")
         variants: dict[str, _Variant] = {}
         seg_cfg, seg_home = None, path
-        for d in dirs.values():
+        for name, d in variant_dirs(path).items():
             model, hierarchy, reference, _ = load_checkpoint(d, dev)
-            key = "fusion" if model.uses_fusion else "rgb"
-            variants[key] = _Variant(model, hierarchy, reference, dev, load_posterior(d, model.cfg.posterior, hierarchy))
+            variants[name] = _Variant(model, hierarchy, reference, dev, load_posterior(d, model.cfg.posterior, hierarchy))
             if model.uses_fusion:
                 seg_cfg, seg_home = model.cfg.segmenter, d
         seg, err = None, None
@@ -158,11 +148,11 @@ class Predictor:
 
     @property
     def fusion_available(self) -> bool:
-        return "fusion" in self.variants and self.segmenter is not None
+        return FUSION in self.variants and self.segmenter is not None
 
     def fusion_unavailable_reason(self) -> str | None:
         """Why fusion cannot be used right now (None when it can)."""
-        if "fusion" not in self.variants:
+        if FUSION not in self.variants:
             return "this checkpoint has no semantic-fusion model"
         if self.segmenter is None:
             return f"semantic fusion is off: {self.segmenter_error or 'no segmenter'}"
@@ -201,13 +191,13 @@ class Predictor:
         use_fusion = fusion
         if fusion and not self.fusion_available:
             note = self.fusion_unavailable_reason()
-            if "rgb" not in self.variants:
+            if RGB not in self.variants:
                 raise SegmenterUnavailable(f"{note}, and the checkpoint has no RGB-only model to fall back on")
             warnings.warn(f"{note}; predicting without fusion", stacklevel=2)
             use_fusion = False
-        if not use_fusion and "rgb" not in self.variants:
+        if not use_fusion and RGB not in self.variants:
             raise ValueError("this checkpoint has only a semantic-fusion model; predict with fusion=True")
-        variant = self.variants["fusion" if use_fusion else "rgb"]
+        variant = self.variants[variant_name(use_fusion)]
         pil = [load_image(im) for im in images]
         if not use_fusion:
             label_maps = [None] * len(pil)
@@ -234,9 +224,9 @@ class Predictor:
         preprocessing and, when their backbone configs are equal, the frozen backbone forward."""
         if isinstance(images, (str, Path, bytes)) or not isinstance(images, Sequence):
             images = [images]
-        names = [n for n in self.variants if n != "fusion" or self.fusion_available]
+        names = [n for n in self.variants if n != FUSION or self.fusion_available]
         pil = [load_image(im) for im in images]
-        if "fusion" in names:
+        if FUSION in names:
             if label_maps is None:
                 label_maps = [self.segmenter(im) for im in pil]
             elif len(label_maps) != len(pil):
@@ -245,12 +235,12 @@ class Predictor:
             label_maps = None
         feats = encode_images_multi([self.variants[n].model for n in names], pil, label_maps, ten_crop=ten_crop, batch_size=batch_size)
         none = [None] * len(pil)
-        return {n: self._decode(self.variants[n], f.to(self.device), top_k, level_top, n == "fusion", None,
-                                label_maps if n == "fusion" else none, decision) for n, f in zip(names, feats)}
+        return {n: self._decode(self.variants[n], f.to(self.device), top_k, level_top, n == FUSION, None,
+                                label_maps if n == FUSION else none, decision) for n, f in zip(names, feats)}
 
     def _decode(self, v: _Variant, feats: torch.Tensor, top_k: int, level_top: int, fused: bool, note: str | None, label_maps,
                 decision: str | None = None) -> list[Prediction]:
-        latlon, scores = v.scorer.locate(feats)
+        latlon, scores = v.scorer.predict_latlon(feats)
         levels = v.hierarchy.levels
         per_level = []
         for k, s in enumerate(scores):
@@ -267,7 +257,7 @@ class Predictor:
         out = []
         for b in range(feats.shape[0]):
             lvls = [
-                [CellScore(k + 1, int(i), v.tokens[k][i], *map(float, levels[k].centroids[i]), float(p)) for p, i in zip(ps[b], ix[b])]
+                [CellScore(k + 1, int(i), v.s2_tokens[k][i], *map(float, levels[k].centroids[i]), float(p)) for p, i in zip(ps[b], ix[b])]
                 for k, (ps, ix) in enumerate(per_level)
             ]
             lat, lon = float(latlon[b, 0]), float(latlon[b, 1])
@@ -299,7 +289,7 @@ def _answers(v: _Variant, feats: torch.Tensor, scores: list[torch.Tensor], decis
 def _explain(pred: Prediction, v: _Variant, answers: dict[str, Any] | None, scores: list[torch.Tensor], b: int, level_top: int) -> None:
     """Fill the answer's chain of cells, the runners-up, the credible regions and the calibrated chances."""
     levels = v.hierarchy.levels
-    cell = lambda k, i, p: CellScore(k + 1, int(i), v.tokens[k][i], *map(float, levels[k].centroids[i]), float(p))  # noqa: E731
+    cell = lambda k, i, p: CellScore(k + 1, int(i), v.s2_tokens[k][i], *map(float, levels[k].centroids[i]), float(p))  # noqa: E731
     if answers is None:  # the paper's rule: the chain of the best finest cell, by product score
         fin = int(pred.levels[-1][0].index)
         chain = v.hierarchy.ancestors()[fin]

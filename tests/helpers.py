@@ -18,7 +18,7 @@ from geosurge.model.encode import build_reference_index, encode_images
 def small_config(fusion: bool, shared: Path) -> ModelConfig:
     return ModelConfig(
         backbone=BackboneConfig("efficientnet-lite0"),
-        fusion=FusionConfig(enabled=fusion, width=128, num_heads=4, seg_cells=4, num_blocks=2),
+        fusion=FusionConfig(enabled=fusion, width=128, num_heads=4, label_samples=4, num_blocks=2),
         geo=GeoConfig(embed_dim=64, tau_min=5, tau_maxes=[400, 100, 30]),
         segmenter=SegmenterConfig("deeplab-ade20k", str(shared / "models/deeplabv3-mobilenetv2-ade20k/model.tflite")),
     )

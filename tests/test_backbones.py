@@ -23,6 +23,43 @@ def tiny_clip_dir(tmp_path_factory):
     return d
 
 
+def _small(name: str, tiny_clip_dir) -> BackboneConfig:
+    """An offline, CPU-sized configuration of each registered family."""
+    if name == "clip":
+        return BackboneConfig(name, pretrained=str(tiny_clip_dir))
+    return BackboneConfig(name, image_size=96)
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_every_backbone_splits_freezes_and_feeds_the_model(name, tiny_clip_dir, monkeypatch):
+    """For each registered backbone: token shape, frozen + trainable == full forward, nothing trainable below the
+    split, and a fusion GeoSURGE on top gives normalized features and per-level logits."""
+    from geosurge.model import GeoSURGE, ModelConfig
+    from geosurge.model.config import FusionConfig, GeoConfig
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = _small(name, tiny_clip_dir)
+    torch.manual_seed(0)
+    bb = create_backbone(cfg, pretrained=False).eval()
+    assert bb.trainable_blocks == cfg.trainable_blocks and bb.preprocess.image_size == bb.image_size
+    x = torch.randn(2, 3, bb.image_size, bb.image_size)
+    tokens = bb(x)
+    assert tokens.shape == (2, 1 + bb.grid_size**2, bb.hidden_size)
+    hidden = bb.forward_frozen(x)
+    assert not hidden.requires_grad  # the frozen part has no trainable parameter
+    torch.testing.assert_close(bb.forward_trainable(hidden), tokens)
+    trainable = [p.requires_grad for p in bb.parameters()]
+    assert any(trainable) and not all(trainable)
+
+    mcfg = ModelConfig(backbone=cfg, fusion=FusionConfig(width=32, num_heads=4, label_samples=2, num_blocks=1),
+                       geo=GeoConfig(embed_dim=16))
+    model = GeoSURGE(mcfg, [3, 5], backbone=bb).eval()
+    side = model.fusion.tokenizer.label_side
+    feats, logits = model(x, torch.randint(0, 151, (2, side, side)))
+    torch.testing.assert_close(feats.norm(dim=-1), torch.ones(2))
+    assert [z.shape for z in logits] == [(2, 3), (2, 5)]
+
+
 def test_tiny_clip_through_real_loader(tiny_clip_dir, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     bb = create_backbone(BackboneConfig("clip", pretrained=str(tiny_clip_dir)))

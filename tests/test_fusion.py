@@ -5,10 +5,10 @@ from geosurge.model.config import FusionConfig
 from geosurge.model.fusion import LatentCrossAttention, RGBHead, SemanticFusion, SemanticTokenizer
 
 
-@pytest.mark.parametrize("grid,cells,side", [(3, 4, 12), (2, 5, 10), (4, 2, 32)])
-def test_tokenizer_equals_naive_one_hot_projection(grid, cells, side):
+@pytest.mark.parametrize("grid,label_samples,side", [(3, 4, 12), (2, 5, 10), (4, 2, 32)])
+def test_tokenizer_equals_naive_one_hot_projection(grid, label_samples, side):
     torch.manual_seed(0)
-    tok = SemanticTokenizer(grid, cells, num_classes=151, dim=16)
+    tok = SemanticTokenizer(grid, label_samples, num_classes=151, dim=16)
     labels = torch.randint(0, 151, (2, side, side))
     torch.testing.assert_close(tok(labels), tok.naive(labels), rtol=1e-5, atol=1e-6)
     assert tok(labels).shape == (2, 1 + grid * grid, 16)
@@ -47,7 +47,7 @@ def test_fusion_depends_on_both_inputs():
 
 
 def test_fusion_width_projection_and_gradients():
-    fusion = SemanticFusion(1280, 7, 32, 768, FusionConfig(width=256, num_heads=8, seg_cells=8))
+    fusion = SemanticFusion(1280, 7, 32, 768, FusionConfig(width=256, num_heads=8, label_samples=8))
     assert fusion.rgb_proj.in_features == 1280 and fusion.rgb_proj.out_features == 256
     out = fusion(torch.randn(2, 50, 1280), torch.randint(0, 151, (2, 224, 224)))
     out.sum().backward()
@@ -70,3 +70,17 @@ def test_cls_only_last_block_matches_full_computation():
 
 def test_rgb_head():
     assert RGBHead(1280, 768)(torch.randn(2, 50, 1280)).shape == (2, 768)
+
+
+def test_label_samples_config_reads_its_old_name():
+    """``fusion.label_samples`` was ``seg_cells``: configs written before (the embedded checkpoint's) still load."""
+    from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT, read_config
+    from geosurge.model.config import ModelConfig
+
+    old = read_config(EMBEDDED_CHECKPOINT / "fusion")["model"]
+    assert "seg_cells" in old["fusion"]
+    cfg = ModelConfig.from_dict(old)
+    assert cfg.fusion.label_samples == old["fusion"]["seg_cells"]
+    assert "seg_cells" not in cfg.to_dict()["fusion"] and ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="seg_cells is the old name of fusion.label_samples"):
+        ModelConfig.from_dict({"fusion": {"seg_cells": 4, "label_samples": 4}})

@@ -82,15 +82,15 @@ def test_median_decision(setup):
     h, _, tables, scales = setup
     feats = torch.randn(5, 16)
     m = HierarchicalScorer(tables, scales, h, decision="map")
-    pts, scores = m.locate(feats)
+    pts, scores = m.predict_latlon(feats)
     np.testing.assert_allclose(pts, h.levels[-1].centroids[scores[-1].argmax(1).numpy()])
     # very sharp scores: the weighted median is the best cell itself
     sharp = HierarchicalScorer(tables, scales * 50, h, decision="median")
-    p2, s2 = sharp.locate(feats)
+    p2, s2 = sharp.predict_latlon(feats)
     np.testing.assert_allclose(p2, h.levels[-1].centroids[s2[-1].argmax(1).numpy()], atol=1e-3)
     # flat scores: the median of the (top) cell centroids, i.e. a central point, not any one cell
     flat = HierarchicalScorer(tables, scales * 0, h, decision="median")
-    p3, _ = flat.locate(feats[:1], top=len(h.levels[-1]))
+    p3, _ = flat.predict_latlon(feats[:1], top=len(h.levels[-1]))
     from geosurge.eval.baselines import geographic_median
 
     c = h.levels[-1].centroids

@@ -36,7 +36,7 @@ def test_api_shape(hier):
     assert len(hier.levels) == 4
     assert hier.tau_maxes == [5000, 1000, 300, 100]
     for k, p in enumerate(hier.levels):
-        assert len(p.tokens) == len(p) == p.counts.shape[0] == p.centroids.shape[0] == p.parents.shape[0]
+        assert len(p.s2_tokens) == len(p) == p.counts.shape[0] == p.centroids.shape[0] == p.parents.shape[0]
         assert p.centroids.shape[1] == 2
         if k == 0:
             assert (p.parents == -1).all()
@@ -58,7 +58,7 @@ def test_counts_are_true_counts_and_centroids_inside(data, hier):
     for k, p in enumerate(hier.levels):
         np.testing.assert_array_equal(np.bincount(assign[assign[:, k] >= 0, k], minlength=len(p)), p.counts)
         # a spherical mean of points inside a cell lies inside the cell
-        inside = p.locate(s2.latlon_to_cell_id(p.centroids[:, 0], p.centroids[:, 1]))
+        inside = p.containing_cell_index(s2.latlon_to_cell_id(p.centroids[:, 0], p.centroids[:, 1]))
         np.testing.assert_array_equal(inside, np.arange(len(p)))
 
 
@@ -67,7 +67,7 @@ def test_nesting_unique_parents(data, hier):
     assert anc.shape == (len(hier.finest), 4)
     leaf = s2.range_min(hier.finest.ids)
     for k, p in enumerate(hier.levels):
-        np.testing.assert_array_equal(p.locate(leaf), anc[:, k])
+        np.testing.assert_array_equal(p.containing_cell_index(leaf), anc[:, k])
     # every point kept at the finest level is kept at every coarser level, in its ancestor cell
     a = hier.assign(*data)
     kept = a[:, -1] >= 0
@@ -118,7 +118,7 @@ def test_round_trip(tmp_path, hier, data):
         np.testing.assert_array_equal(a.counts, b.counts)
         np.testing.assert_array_equal(a.centroids, b.centroids)
         np.testing.assert_array_equal(a.parents, b.parents)
-        assert a.tokens == b.tokens
+        assert a.s2_tokens == b.s2_tokens
     np.testing.assert_array_equal(back.assign(*data), hier.assign(*data))
 
 

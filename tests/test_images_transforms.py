@@ -2,9 +2,11 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from geosurge.data import ImageLoadError, Preprocess, load_image
+from geosurge.data.transforms import resample_labels, resize_label_map
 
 
 def _bytes(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -75,3 +77,27 @@ def test_preprocess_keeps_labels_aligned():
     assert x.shape[0] == 10 and (y[5:] == y[:5].flip(-1)).all()
     with pytest.raises(ValueError, match="does not match"):
         pre(Image.fromarray(arr), labels[:10])
+
+
+def test_label_maps_resize_nearest_and_keep_their_classes():
+    labels = np.random.default_rng(0).integers(0, 151, (37, 53)).astype(np.uint8)
+    assert resize_label_map(labels, (53, 37)) is labels  # already that size: untouched
+    big = resize_label_map(labels, (159, 111))  # x3: every label becomes a 3x3 block
+    assert big.shape == (111, 159) and big.dtype == np.uint8
+    assert (big[::3, ::3] == labels).all() and (big[1::3, 2::3] == labels).all()
+    small = resize_label_map(big, (53, 37))
+    assert (small == labels).all()  # nearest: no label is ever blended into another class
+    part = resize_label_map(labels, (20, 10), box=(10, 5, 30, 15))
+    assert (part == labels[5:15, 10:30]).all()
+
+
+def test_label_lattice_is_what_the_fusion_tokenizer_samples():
+    from geosurge.model.fusion import SemanticTokenizer
+
+    tok = SemanticTokenizer(grid=4, cells=2, num_classes=151, dim=8)
+    labels = torch.randint(0, 151, (3, 224, 224))
+    lattice = resample_labels(labels, 8)
+    assert lattice.shape == (3, 8, 8) and lattice.dtype == torch.int64
+    assert resample_labels(lattice, 8) is lattice
+    assert torch.equal(tok.patch_indices(labels), tok.patch_indices(lattice))  # caching the lattice changes nothing
+    assert torch.equal(lattice, labels[:, ::28, ::28])  # nearest neighbour: the top-left sample of each 28-px cell

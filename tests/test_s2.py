@@ -64,10 +64,10 @@ def test_sampled_points_fall_in_their_cells():
     np.testing.assert_array_equal(back, np.repeat(cells, 25))
 
 
-def test_locate():
+def test_containing_cell_index():
     cells = np.sort(s2.latlon_to_cell_id(np.array([0.0, 50.0]), np.array([0.0, 10.0]), level=5))
     leaves = s2.latlon_to_cell_id(np.array([0.0, 50.0, -40.0]), np.array([0.0, 10.0, 100.0]))
-    got = s2.locate(cells, leaves)
+    got = s2.containing_cell_index(cells, leaves)
     assert got[2] == -1
     assert sorted(got[:2].tolist()) == [0, 1]
 

@@ -178,3 +178,29 @@ def test_oneformer_unavailable_is_explained(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SegmenterUnavailable, match="could not load OneFormer"):
         create_segmenter(SegmenterConfig("oneformer", str(tmp_path / "nothing")))
+
+
+def _small_segmenter(name: str, tmp_path) -> SegmenterConfig:
+    """An offline configuration of each registered segmenter: a tiny random OneFormer, the packaged DeepLab."""
+    if name == "oneformer":
+        _tiny_oneformer(tmp_path)
+        return SegmenterConfig(name, str(tmp_path))
+    from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT, bundled_segmenter
+
+    return SegmenterConfig(name, str(bundled_segmenter(EMBEDDED_CHECKPOINT)))
+
+
+@pytest.mark.parametrize("name", list_segmenters())
+def test_every_segmenter_labels_at_image_size_or_says_why_not(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    seg = create_segmenter(_small_segmenter(name, tmp_path))
+    img = Image.fromarray((np.random.default_rng(0).random((48, 80, 3)) * 255).astype(np.uint8))
+    lab = seg(img)
+    assert lab.shape == (48, 80) and lab.dtype == np.uint8 and lab.max() <= 150
+    with pytest.raises(SegmenterUnavailable):
+        create_segmenter(SegmenterConfig(name, str(tmp_path / "missing" / "model.tflite")))
+
+
+def test_unknown_segmenter_lists_the_registry():
+    with pytest.raises(ValueError, match="unknown segmenter 'segformer'.*deeplab-ade20k.*oneformer"):
+        create_segmenter(SegmenterConfig("segformer"))

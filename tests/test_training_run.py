@@ -36,7 +36,7 @@ def _config(shared: Path, tmp: Path, n_train: int = 24, n_val: int = 6, **sectio
     d = {
         "model": {
             "backbone": {"name": "efficientnet-lite0", "image_size": 96, "trainable_blocks": 1},
-            "fusion": {"width": 32, "num_heads": 4, "seg_cells": 4, "num_blocks": 2},
+            "fusion": {"width": 32, "num_heads": 4, "label_samples": 4, "num_blocks": 2},
             "geo": {"embed_dim": 32, "tau_min": 2, "tau_maxes": [20, 8, 4]},
             "segmenter": {"path": str(shared / "models/deeplabv3-mobilenetv2-ade20k/model.tflite")},
         },
@@ -61,6 +61,7 @@ def test_ci_training_run_checkpoint_predictor_and_evaluate(shared_dir, tmp_path)
         cfg = json.loads((out / v / "config.json").read_text())
         assert cfg["model"]["fusion"]["enabled"] == (v == "fusion")
         assert cfg["training"]["steps"] == 6 and len(cfg["training"]["history"]) == 2
+        assert cfg["training"]["images"] == str((shared_dir / "data/im2gps3k-dev/images").resolve())  # the app's reference photos
         log = [json.loads(l) for l in (tmp_path / "ckpt.work" / v / "log.jsonl").read_text().splitlines()]
         assert {r["kind"] for r in log} >= {"start", "step", "epoch", "done"}
         assert all(np.isfinite(r["loss"]) for r in log if r["kind"] == "step")

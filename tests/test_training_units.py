@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from geosurge.data.labels import LabelStore
 from geosurge.data.records import read_records
-from geosurge.model.geo_embedding import GeoEmbeddings
+from geosurge.model.config import GeoConfig
+from geosurge.model.geo_heads import GeoEmbeddings, list_geo_heads
 from geosurge.train.config import TrainConfig, load_train_config
-from geosurge.train.loss import hierarchical_infonce
 from geosurge.train.sources import epoch_order
 
 
@@ -52,10 +52,10 @@ def test_label_store_round_trip_and_resize(tmp_path):
 
 def test_infonce_same_cell_samples_are_not_negatives():
     torch.manual_seed(0)
-    geo = GeoEmbeddings([3, 5], 8)
+    geo = GeoEmbeddings(GeoConfig(embed_dim=8), [3, 5])
     feats = F.normalize(torch.randn(4, 8), dim=-1)
     cells = torch.tensor([[0, 1], [0, 1], [2, 4], [1, -1]])
-    loss, per_level, _ = hierarchical_infonce(feats, cells, geo)
+    loss, per_level, _ = geo.loss(feats, cells)
     # by hand, level 0: candidates are the batch's distinct cells {0, 1, 2}; samples 0 and 1 share cell 0
     s = geo.scales()
     e0 = F.normalize(geo.tables[0][[0, 1, 2]], dim=-1)
@@ -84,6 +84,22 @@ def test_config_defaults_are_the_papers_and_overrides(tmp_path):
     p.write_text("optim:\n  learning_rate: 0.5\n")
     with pytest.raises(ValueError, match="learning_rate"):
         load_train_config(p)
+
+
+@pytest.mark.parametrize("override, allowed", [
+    ("model.geo.head=mlp", "embeddings.*linear"),  # the geo-head registry's names
+    ("model.geo.decision=mean", "map.*median"),
+    ("data.views=six", "five.*ten"),
+    ("run.val_metric=acc_100km", "geoscore.*median_km.*acc_25km"),
+])
+def test_string_options_are_checked_when_the_config_is_read(tmp_path, override, allowed):
+    p = tmp_path / "c.yaml"
+    p.write_text("optim:\n  epochs: 1\n")
+    key, value = override.split("=")
+    with pytest.raises(ValueError, match=f"{key.split('.', 1)[1] if key.startswith('model.') else key}.*{allowed}.*{value}"):
+        load_train_config(p, [override])
+    for name in list_geo_heads():
+        assert load_train_config(p, [f"model.geo.head={name}"]).model.geo.head == name
 
 
 def test_epoch_order_is_deterministic_and_splits_ranks():

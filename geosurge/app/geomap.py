@@ -17,12 +17,13 @@ from jinja2 import Template
 
 from ..geo.distance import haversine_km
 from ..geo.hierarchy import Hierarchy
+from ..model.variants import FUSION, RGB, VARIANTS
 from ..predictor import Prediction
 
 LEAFLET = Path(__file__).resolve().parent / "assets" / "vendor" / "leaflet-1.9.4"
 #: coarse -> fine; distinct hues that stay readable over a map
 LEVEL_COLOURS = ["#4e79a7", "#59a14f", "#edc948", "#f28e2b", "#e15759", "#b07aa1", "#76005f"]
-PRED_COLOURS = {"fusion": "#d62728", "rgb": "#1f77b4"}
+PRED_COLOURS = {FUSION: "#d62728", RGB: "#1f77b4"}
 TRUTH_COLOUR = "#2ca02c"
 
 
@@ -174,13 +175,15 @@ class FitView(MacroElement):
 #: button across the top, the legend on the right.
 FIT_TOP_LEFT, FIT_BOTTOM_RIGHT = (20, 64), (150, 20)
 
-_VARIANT_NAMES = {"fusion": "fusion prediction", "rgb": "RGB-only prediction"}
+
+def _legend_name(variant: str) -> str:
+    return f"{VARIANTS[variant].label} prediction" if variant in VARIANTS else variant
 
 
 def legend_entries(primary_name: str, other_name: str | None, truth: bool, levels: int) -> list[tuple[str, str, str]]:
-    entries = [("point", PRED_COLOURS.get(primary_name, "#d62728"), _VARIANT_NAMES.get(primary_name, primary_name))]
+    entries = [("point", PRED_COLOURS.get(primary_name, "#d62728"), _legend_name(primary_name))]
     if other_name:
-        entries.append(("point", PRED_COLOURS.get(other_name, "#1f77b4"), _VARIANT_NAMES.get(other_name, other_name)))
+        entries.append(("point", PRED_COLOURS.get(other_name, "#1f77b4"), _legend_name(other_name)))
     if truth:
         entries.append(("point", TRUTH_COLOUR, "true location (EXIF GPS)"))
     entries += [("cell", _colour(k), f"level {k + 1} cells" + (" (coarsest)" if k == 0 else " (finest)" if k == levels - 1 else ""))

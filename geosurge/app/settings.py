@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..model.checkpoint import EMBEDDED_CHECKPOINT
+from ..model.variants import training_images
 
-ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CHECKPOINT = EMBEDDED_CHECKPOINT
 #: The 20 EXIF-GPS photos shipped with the package (README.md there: source and licence).
 EXAMPLES = Path(__file__).resolve().parent / "examples"
@@ -57,23 +56,6 @@ def examples_from(folder: Path, n: int = 20) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in exts)[:n] if folder.is_dir() else []
 
 
-def training_image_root(checkpoint: Path) -> Path | None:
-    """Where the checkpoint's training photos live, read from its config (for the nearest-reference image)."""
-    for cfg in (checkpoint / "config.json", checkpoint / "fusion" / "config.json", checkpoint / "rgb" / "config.json"):
-        if cfg.is_file():
-            data = json.loads(cfg.read_text()).get("training", {}).get("config", {}).get("data", {})
-            if data.get("images"):
-                root = Path(data["images"])
-            elif data.get("train_csv"):
-                csv_path = Path(data["train_csv"])
-                root = csv_path.parent / "images" if (csv_path.parent / "images").is_dir() else csv_path.parent
-            else:
-                continue
-            root = root if root.is_absolute() else ROOT / root
-            return root if root.is_dir() else None
-    return None
-
-
 def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     """The demo's flags (``python app.py``, ``geosurge app``); each has an environment variable, flags win."""
     on_space = bool(_env("SPACE_ID"))
@@ -101,7 +83,7 @@ def settings_from_args(a: argparse.Namespace) -> AppSettings:
     """Checked settings from parsed flags (``ValueError`` with the reason)."""
     on_space = bool(_env("SPACE_ID"))
     examples = examples_from(Path(a.examples)) if a.examples else default_examples()
-    refs = Path(a.reference_images) if a.reference_images else training_image_root(a.checkpoint)
+    refs = Path(a.reference_images) if a.reference_images else training_images(a.checkpoint)
     if not 60 <= a.delete_after <= 86400:
         raise ValueError(f"--delete-after must be between 60 and 86400 seconds, not {a.delete_after}")
     if a.max_upload_mb < 1:

@@ -16,6 +16,7 @@ from ..data.images import ImageLoadError, load_image
 from ..geo.distance import haversine_km
 from ..geo.geocode import place_names
 from ..model.segmenters.palette import overlay
+from ..model.variants import VARIANTS
 from ..predictor import Predictor
 from .exif import ExifGps, read_exif_gps
 from .geomap import prediction_map
@@ -60,7 +61,7 @@ class Locator:
     the fusion toggle re-renders without segmenting again."""
 
     def __init__(self, predictor: Predictor, settings: AppSettings, cache_size: int = 32):
-        self.p, self.s = predictor, settings
+        self.predictor, self.settings = predictor, settings
         self._seg: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self.cache_size = cache_size
@@ -82,16 +83,16 @@ class Locator:
 
     @property
     def fusion_note(self) -> str | None:
-        return self.p.fusion_unavailable_reason()
+        return self.predictor.fusion_unavailable_reason()
 
     def _labels(self, key: str, img: Image.Image) -> np.ndarray | None:
-        if self.p.segmenter is None:
+        if self.predictor.segmenter is None:
             return None
         with self._lock:
             if key in self._seg:
                 self._seg.move_to_end(key)
                 return self._seg[key]
-        lab = self.p.segmenter(img)
+        lab = self.predictor.segmenter(img)
         with self._lock:
             self._seg[key] = lab
             while len(self._seg) > self.cache_size:
@@ -117,12 +118,13 @@ class Locator:
         t = time.perf_counter()
         labels = self._labels(key, img)
         stages["segmentation"], t = time.perf_counter() - t, time.perf_counter()
-        preds = {k: v[0] for k, v in self.p.predict_variants(img, level_top=5, label_maps=None if labels is None else [labels]).items()}
+        maps = None if labels is None else [labels]
+        preds = {k: v[0] for k, v in self.predictor.predict_variants(img, level_top=5, label_maps=maps).items()}
         stages["models"], t = time.perf_counter() - t, time.perf_counter()
         primary = "fusion" if fusion and "fusion" in preds else "rgb"
         other = next((k for k in preds if k != primary), None)
         pred = preds[primary]
-        hierarchy = self.p.variants[primary].hierarchy
+        hierarchy = self.predictor.variants[primary].hierarchy
         html = prediction_map(pred, hierarchy, primary, preds.get(other), other, truth)
         stages["map"], t = time.perf_counter() - t, time.perf_counter()
         ov = overlay(img, labels) if labels is not None else None
@@ -134,7 +136,7 @@ class Locator:
     def _summary(self, preds, primary, other, gps: ExifGps | None, fusion_asked, seconds, stages) -> str:
         pred = preds[primary]
         place = place_names([pred.lat], [pred.lon])[0]
-        name = {"fusion": "with semantic fusion", "rgb": "RGB only (no fusion)"}
+        name = {v: spec.description for v, spec in VARIANTS.items()}
         lines = [f"### {pred.lat:.4f}, {pred.lon:.4f} — {place}", chances_headline(pred),
                  f"Model: **{name[primary]}** · answer chosen by {decision_words(pred.decision)}"]
         if "fusion" not in preds:
@@ -163,7 +165,7 @@ class Locator:
         where = "in the predicted cell" if ref.in_predicted_cell else "overall (no training photo in the predicted cell)"
         caption = (f"Nearest training photo {where}: `{ref.id}` at {ref.lat:.4f}, {ref.lon:.4f}, "
                    f"{ref.distance_km:,.0f} km from the prediction (visual similarity {ref.similarity:.2f}).")
-        root = self.s.reference_images
+        root = self.settings.reference_images
         if root is None or not (root / ref.id).is_file():
             return None, caption + " (reference images are not available here)"
         try:
@@ -209,23 +211,24 @@ def build_demo(locator: Locator, store=None):
     from .components import PhotoInput, ResultImage
     from .uploads import UploadStore
 
-    s = locator.s
+    settings = locator.settings
     available = locator.fusion_note is None
-    sweep = max(10, min(300, s.delete_after_s // 4))
-    with gr.Blocks(title="GeoSURGE", delete_cache=(sweep, s.delete_after_s)) as demo:
-        gr.Markdown(f"# {TITLE}\n{INTRO}\n\n<small>{PRIVACY.format(minutes=round(s.delete_after_s / 60))}</small>")
+    sweep = max(10, min(300, settings.delete_after_s // 4))
+    with gr.Blocks(title="GeoSURGE", delete_cache=(sweep, settings.delete_after_s)) as demo:
+        gr.Markdown(f"# {TITLE}\n{INTRO}\n\n<small>{PRIVACY.format(minutes=round(settings.delete_after_s / 60))}</small>")
         with gr.Row():
             with gr.Column(scale=2):
                 photo = PhotoInput(type="filepath", image_mode=None, label="Photo", sources=["upload", "clipboard"], elem_id="photo")
-                PhotoInput.store = store or UploadStore(s.max_upload_bytes, s.delete_after_s, public=list(s.examples))
+                PhotoInput.store = store or UploadStore(settings.max_upload_bytes, settings.delete_after_s,
+                                                        public=list(settings.examples))
                 fusion = gr.Checkbox(value=available, interactive=available,
                                      label="Semantic fusion",
                                      info=("Use the model that fuses the ADE20K segmentation with appearance; "
                                            "the other model's prediction is drawn too.") if available else None,
                                      elem_id="fusion")
                 button = gr.Button("Locate", variant="primary", elem_id="locate")
-                if s.examples:
-                    gr.Examples([[str(p)] for p in s.examples], inputs=[photo], examples_per_page=10,
+                if settings.examples:
+                    gr.Examples([[str(p)] for p in settings.examples], inputs=[photo], examples_per_page=10,
                                 label="Example photos with EXIF GPS (metadata-extractor-images; the true point is drawn)")
                 overlay_img = ResultImage(label="ADE20K segmentation (main classes)", interactive=False, elem_id="overlay", format="jpeg")
             with gr.Column(scale=3):
@@ -234,7 +237,7 @@ def build_demo(locator: Locator, store=None):
                 # Without the training photos on this machine (they cannot ship: only their ids and places do)
                 # the box would stay empty; the caption still names the nearest one and where it was taken.
                 ref_img = ResultImage(label="Nearest training photo", interactive=False, elem_id="reference", format="jpeg",
-                                      visible=s.reference_images is not None)
+                                      visible=settings.reference_images is not None)
                 ref_caption = gr.Markdown(elem_id="reference-caption")
 
         def run(upload, use_fusion):

@@ -96,9 +96,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_line(path: Path, r, place: str) -> None:
+    from ..model.variants import variant_name
+
     ref = r.nearest_reference
     ref_txt = f"  nearest reference {ref.id} ({ref.distance_km:.0f} km away)" if ref else ""
-    print(f"{path}: {r.lat:.5f}, {r.lon:.5f}  {place}  [{'fusion' if r.fusion_used else 'rgb'}, {r.decision}]{ref_txt}")
+    print(f"{path}: {r.lat:.5f}, {r.lon:.5f}  {place}  [{variant_name(r.fusion_used)}, {r.decision}]{ref_txt}")
     print("    " + chances_text(r))
     for c, others in zip(r.chain, r.runners_up or [[]] * len(r.chain)):
         alt = "; ".join(f"{o.token} {o.score:.2g}" for o in others[:2])

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..model.variants import variant_name
 from ..predictor import Prediction
 
 
@@ -27,7 +28,7 @@ COLUMNS: list[tuple[str, Callable[[Prediction], Any]]] = [
     ("lon", lambda r: round(r.lon, 6)),
     ("confidence", lambda r: round(r.levels[0][0].score, 4)),
     ("score", lambda r: float(f"{r.score:.4g}")),
-    ("model", lambda r: "fusion" if r.fusion_used else "rgb"),
+    ("model", lambda r: variant_name(r.fusion_used)),
     ("top_cells", _top_cells),
     ("nearest_reference", lambda r: r.nearest_reference.id if r.nearest_reference else ""),
     ("decision", lambda r: r.decision),

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="png: one PNG per photo, mirroring the ids (default for --csv); chunks: chunk files at the fusion "
                         "resolution with a done-index (default for --msgpack; what MP-16-scale runs use)")
     p.add_argument("--label-side", type=int, default=PAPER_LABEL_SIDE,
-                   help="chunks: samples per side the fusion module takes from a crop (backbone grid x seg_cells; "
+                   help="chunks: samples per side the fusion module takes from a crop (backbone grid x label_samples; "
                         f"paper {PAPER_LABEL_SIDE}); maps are stored with their shorter side at this / 0.875")
     p.add_argument("--chunk-size", type=int, default=256, help="chunks: photos per chunk file (the unit of resumption)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

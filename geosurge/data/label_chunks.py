@@ -30,6 +30,7 @@ from PIL import Image
 from ..files import atomic_write
 from .images import ImageLoadError, load_image
 from .records import GeoRecords, SkipReport
+from .transforms import resize_label_map
 
 MANIFEST = "labels.json"
 CHUNKS = "chunks"
@@ -53,20 +54,22 @@ def encode_labels(labels: np.ndarray, short_side: int) -> bytes:
     """(H, W) uint8 labels -> PNG bytes with the shorter side at ``short_side`` (nearest neighbour)."""
     if labels.max(initial=0) > 255:
         raise ValueError("label maps are stored as 8-bit PNG: labels must be < 256")
-    img = Image.fromarray(labels.astype(np.uint8), mode="L")
-    s = short_side / min(img.size)
+    labels = labels.astype(np.uint8)
+    h, w = labels.shape
+    s = short_side / min(w, h)
     if s < 1:
-        img = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.NEAREST)
+        labels = resize_label_map(labels, (max(1, round(w * s)), max(1, round(h * s))))
+    img = Image.fromarray(labels, mode="L")
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False, compress_level=6)
     return buf.getvalue()
 
 
 def decode_labels(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
+    """PNG bytes -> (H, W) uint8 labels, resized (nearest) to ``size`` = (width, height) when given."""
     with Image.open(io.BytesIO(data)) as img:
-        if size is not None and img.size != tuple(size):
-            img = img.resize(tuple(size), Image.NEAREST)
-        return np.asarray(img, dtype=np.uint8)
+        labels = np.asarray(img, dtype=np.uint8)
+    return labels if size is None else resize_label_map(labels, size)
 
 
 class ChunkStore:

@@ -11,6 +11,7 @@ from PIL import Image
 from ..files import atomic_write
 from .images import ImageLoadError, load_image
 from .records import GeoRecords, SkipReport
+from .transforms import resize_label_map
 
 #: Label maps are stored with their longer side at most this many pixels (the DeepLab output is
 #: 513 px, so larger maps would only repeat pixels) and resized to the image, nearest-neighbour, at use.
@@ -53,10 +54,12 @@ class LabelStore:
     def save(self, image_id: str, labels: np.ndarray) -> None:
         if labels.max(initial=0) > 255:
             raise ValueError("label maps are stored as 8-bit PNG: labels must be < 256")
-        img = Image.fromarray(labels.astype(np.uint8), mode="L")
-        if max(img.size) > MAX_SIDE:
-            s = MAX_SIDE / max(img.size)
-            img = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.NEAREST)
+        labels = labels.astype(np.uint8)
+        h, w = labels.shape
+        if max(w, h) > MAX_SIDE:
+            s = MAX_SIDE / max(w, h)
+            labels = resize_label_map(labels, (max(1, round(w * s)), max(1, round(h * s))))
+        img = Image.fromarray(labels, mode="L")
         path = self.path(image_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Atomic: an interrupted run leaves no truncated PNG, so resuming can trust every file present.
@@ -68,9 +71,8 @@ class LabelStore:
         ``unit`` is accepted for the chunk store's interface; a PNG per photo needs no hint.
         """
         with Image.open(self.path(image_id)) as img:
-            if size is not None and img.size != tuple(size):
-                img = img.resize(tuple(size), Image.NEAREST)
-            return np.asarray(img, dtype=np.uint8)
+            labels = np.asarray(img, dtype=np.uint8)
+        return labels if size is None else resize_label_map(labels, size)
 
 
 def open_label_store(root: str | Path, segmenter=None, label_side: int | None = None):

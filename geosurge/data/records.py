@@ -78,6 +78,13 @@ class GeoRecords:
         return GeoRecords([self.ids[i] for i in index], self.lats[index], self.lons[index], self.root)
 
 
+def default_image_root(csv_path: str | Path) -> Path:
+    """Where a CSV's images are when no folder is named: the usual layouts, an ``images/`` folder beside
+    the CSV, else the CSV's own folder."""
+    folder = Path(csv_path).parent
+    return folder / "images" if (folder / "images").is_dir() else folder
+
+
 def read_records(csv_path: str | Path, images: str | Path | None = None, check_files: bool = True) -> tuple[GeoRecords, SkipReport]:
     """Read an ``image,lat,lon`` CSV; columns are found by name (lat/lon are never taken by position).
 
@@ -85,9 +92,8 @@ def read_records(csv_path: str | Path, images: str | Path | None = None, check_f
     missing file are skipped and counted in the returned report.
     """
     csv_path = Path(csv_path)
-    if images is None:  # the usual layouts: images beside the CSV, or in an images/ folder beside it
-        images = csv_path.parent / "images" if (csv_path.parent / "images").is_dir() else csv_path.parent
-    root = Path(images).resolve()  # absolute: cache keys must not depend on the working directory
+    # absolute: cache keys must not depend on the working directory
+    root = Path(images if images is not None else default_image_root(csv_path)).resolve()
     if not csv_path.is_file():
         raise FileNotFoundError(f"no such CSV file: {csv_path}")
     if check_files and not root.is_dir():

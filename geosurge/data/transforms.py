@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 #: Ten-crop resizes the shorter side to ``size / TEN_CROP_FRACTION`` first (the 224-of-256 convention).
@@ -81,9 +82,7 @@ class Preprocess:
         scale = short / min(w, h)
         nw, nh = max(short, int(round(w * scale))), max(short, int(round(h * scale)))
         img = image.resize((nw, nh), self.interpolation)
-        lab = None
-        if labels is not None:
-            lab = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((nw, nh), Image.NEAREST))
+        lab = resize_label_map(labels, (nw, nh)) if labels is not None else None
         return img, lab
 
     def _random(self, image: Image.Image, labels: np.ndarray | None, rng: np.random.Generator):
@@ -103,7 +102,7 @@ class Preprocess:
         p = np.asarray(img)
         q = None
         if labels is not None:
-            q = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((s, s), Image.NEAREST, box=(x, y, x + cw, y + ch)))
+            q = resize_label_map(labels, (s, s), box=(x, y, x + cw, y + ch))
         if rng.random() < 0.5:
             p = p[:, ::-1]
             q = q[:, ::-1] if q is not None else None
@@ -116,6 +115,30 @@ class Preprocess:
         x = (x - mean) / std
         y = torch.from_numpy(np.ascontiguousarray(np.stack(labs)).astype(np.int64)) if labs is not None else None
         return x, y
+
+
+def resize_label_map(labels: np.ndarray, size: tuple[int, int], box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """(H, W) label map resized to ``size`` = (width, height), uint8, nearest neighbour: labels are
+    categories, never blended. ``box`` (left, upper, right, lower) takes that region of the map only.
+
+    Every resize of a label map at image geometry goes through here (stores, crops, segmenters), so the
+    maps a model trains on and the ones it is served are sampled alike.
+    """
+    if box is None and labels.shape[:2] == (size[1], size[0]):
+        return labels
+    img = Image.fromarray(labels.astype(np.uint8, copy=False))
+    return np.asarray(img.resize(tuple(size), Image.NEAREST, box=box))
+
+
+def resample_labels(labels: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, H, W) label maps sampled on the fusion tokenizer's ``side`` x ``side`` lattice (nearest neighbour).
+
+    The tokenizer and the view cache both sample through here, so a cached lattice is exactly what the
+    tokenizer would have sampled from the full crop.
+    """
+    if labels.shape[-2:] == (side, side):
+        return labels
+    return F.interpolate(labels[:, None].float(), size=(side, side), mode="nearest")[:, 0].long()
 
 
 def _cap_aspect(image: Image.Image, labels: np.ndarray | None) -> tuple[Image.Image, np.ndarray | None]:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ..geo.distance import haversine_km, spherical_median
 from ..model.geosurge import GeoSURGE
-from ..train.views import ViewSet
+from ..model.views import ViewSet
 
 
 def geographic_median(lats: np.ndarray, lons: np.ndarray, iterations: int = 200) -> tuple[float, float]:

@@ -23,9 +23,12 @@ from ..geo.hierarchy import Hierarchy
 from ..geo.metrics import THRESHOLDS_KM, accuracy_report
 from ..files import atomic_write
 from ..model.checkpoint import CONFIG, WEIGHTS, load_checkpoint
+from ..model.encode import image_features, view_features
 from ..model.geosurge import GeoSURGE
 from ..model.hierarchical import HierarchicalScorer
 from ..model.posterior import Posterior, load_posterior
+from ..model.variants import variant_dir, variant_name
+from ..model.views import load_or_build_views
 
 DEFAULT_LABELS = ".cache/labels"
 
@@ -42,17 +45,6 @@ class EvalResult:
         return haversine_km(self.pred[:, 0], self.pred[:, 1], self.true[:, 0], self.true[:, 1])
 
 
-def resolve_variant(path: str | Path, fusion: bool) -> Path:
-    """A checkpoint directory, or the ``fusion``/``rgb`` member of a pair directory."""
-    path = Path(path)
-    if (path / CONFIG).is_file():
-        return path
-    sub = path / ("fusion" if fusion else "rgb")
-    if (sub / CONFIG).is_file():
-        return sub
-    raise FileNotFoundError(f"{path} is not a checkpoint (no {CONFIG}) nor a pair with a {sub.name}/ checkpoint")
-
-
 def _weights_hash(directory: Path) -> str:
     h = hashlib.sha256()
     for name in (CONFIG, WEIGHTS):
@@ -66,7 +58,7 @@ def score_features(model: GeoSURGE, hierarchy: Hierarchy, feats: torch.Tensor, t
 
     With the checkpoint's ``posterior`` the points are its decision's, as the predictor's; else the paper's rule."""
     scorer = HierarchicalScorer.for_model(model, hierarchy)
-    pred, scores = scorer.locate(feats.float())
+    pred, scores = scorer.predict_latlon(feats.float())
     if posterior is not None:
         pred = posterior.centroids[posterior(scorer.level_logits(feats.float())).answer]
     best = [s.argmax(dim=1).numpy() for s in scores]
@@ -91,10 +83,7 @@ def checkpoint_features(
 ) -> tuple[GeoSURGE, Hierarchy, torch.Tensor, np.ndarray, Path]:
     """A checkpoint's features of ``records`` (cached by weight hash): model, hierarchy, features (n, d),
     ``keep`` (which records could be read: features are theirs, in order) and the variant's directory."""
-    from ..train.trainer import image_features, view_features
-    from ..train.views import load_or_build_views
-
-    directory = resolve_variant(checkpoint, fusion)
+    directory = variant_dir(checkpoint, variant_name(fusion))
     model, hierarchy, _, _ = load_checkpoint(directory, device, model_overrides)
     store = None
     if model.uses_fusion:

@@ -52,8 +52,8 @@ class Partition:
         return int(self.ids.size)
 
     @property
-    def tokens(self) -> list[str]:
-        """S2 tokens of the cells."""
+    def s2_tokens(self) -> list[str]:
+        """S2 tokens (hex ids) of the cells."""
         return s2.ids_to_tokens(self.ids)
 
     @property
@@ -75,9 +75,9 @@ class Partition:
         lon = np.degrees(np.unwrap(np.radians(latlon[:, 1])))
         return Polygon(np.stack([lon, latlon[:, 0]], axis=1))
 
-    def locate(self, leaf_ids: np.ndarray) -> np.ndarray:
+    def containing_cell_index(self, leaf_ids: np.ndarray) -> np.ndarray:
         """Index of the cell holding each leaf id, -1 where no kept cell does."""
-        return s2.locate(self.ids, leaf_ids)
+        return s2.containing_cell_index(self.ids, leaf_ids)
 
 
 @dataclass
@@ -116,7 +116,7 @@ class Hierarchy:
         """(n, n_levels) cell index of each coordinate at every level; -1 where no kept cell contains it."""
         lats, lons = check_coordinates(lats, lons)
         leaf = s2.latlon_to_cell_id(lats, lons)
-        return np.stack([p.locate(leaf) for p in self.levels], axis=1)
+        return np.stack([p.containing_cell_index(leaf) for p in self.levels], axis=1)
 
     def summary(self) -> str:
         """Human-readable table of the levels."""
@@ -193,8 +193,8 @@ class Hierarchy:
                     raise ValueError("the coarsest level must have parents == -1")
                 continue
             prev = self.levels[k - 1]
-            expect = prev.locate(s2.range_min(p.ids))
-            if np.any(expect < 0) or np.any(expect != prev.locate(s2.range_max(p.ids))):
+            expect = prev.containing_cell_index(s2.range_min(p.ids))
+            if np.any(expect < 0) or np.any(expect != prev.containing_cell_index(s2.range_max(p.ids))):
                 raise ValueError(f"level {k}: some cells do not lie inside exactly one cell of level {k - 1}")
             if not np.array_equal(expect, p.parents):
                 raise ValueError(f"level {k}: stored parents disagree with the cell geometry")
@@ -232,7 +232,7 @@ def build_hierarchy(
         ids, starts, counts = _read_partition(tree, tau, tau_min)
         cents = s2.xyz_to_latlon(csum[starts + counts] - csum[starts])
         prev = levels[-1] if levels else None
-        parents = prev.locate(ids) if prev is not None else np.full(ids.size, -1, np.int64)
+        parents = prev.containing_cell_index(ids) if prev is not None else np.full(ids.size, -1, np.int64)
         levels.append(Partition(tau_max=tau, ids=ids, counts=counts, centroids=cents, parents=parents))
     return Hierarchy(tau_min=int(tau_min), levels=levels, n_samples=int(leaf.size))
 

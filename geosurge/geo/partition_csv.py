@@ -66,5 +66,5 @@ def write_partition_csv(partition: Partition, path: str | Path) -> None:
     with Path(path).open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["class_label", "hex_id", "imgs_per_cell", "latitude_mean", "longitude_mean"])
-        for k, (tok, cnt, (lat, lon)) in enumerate(zip(partition.tokens, partition.counts, partition.centroids)):
+        for k, (tok, cnt, (lat, lon)) in enumerate(zip(partition.s2_tokens, partition.counts, partition.centroids)):
             w.writerow([k, tok, int(cnt), f"{lat:.6f}", f"{lon:.6f}"])

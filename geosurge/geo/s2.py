@@ -150,7 +150,7 @@ def range_max(ids: np.ndarray) -> np.ndarray:
     return ids + ((ids & (~ids + _U64(1))) - _U64(1))
 
 
-def locate(cell_ids_sorted: np.ndarray, leaf_ids: np.ndarray) -> np.ndarray:
+def containing_cell_index(cell_ids_sorted: np.ndarray, leaf_ids: np.ndarray) -> np.ndarray:
     """Index into ``cell_ids_sorted`` (disjoint cells, ascending) of the cell holding each leaf; -1 if none."""
     cells = np.asarray(cell_ids_sorted, dtype=np.uint64)
     if cells.size == 0:

@@ -189,7 +189,7 @@ def load_checkpoint(
     """Load (model in eval mode, hierarchy, reference index or None, raw config) from a checkpoint directory."""
     directory = Path(directory).resolve()  # a published link is followed once: every file from one version
     config = read_config(directory)
-    cfg_dict = config["model"]
+    cfg_dict = ModelConfig.from_dict(config["model"]).to_dict()  # today's key names, which the overrides use
     for section, values in (model_overrides or {}).items():
         cfg_dict.setdefault(section, {}).update(values)
     cfg = ModelConfig.from_dict(cfg_dict)

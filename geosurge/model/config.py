@@ -7,6 +7,10 @@ from typing import Any
 from ..geo.hierarchy import PAPER_TAU_MAXES, PAPER_TAU_MIN
 
 FORMAT_VERSION = 1
+#: config keys renamed since they were first written: section -> {old key: new key}; both are read
+RENAMED_KEYS = {"fusion": {"seg_cells": "label_samples"}}
+#: ``GeoConfig.decision``: how :class:`~geosurge.model.hierarchical.HierarchicalScorer` turns scores into a point
+SCORER_DECISIONS = ("map", "median")
 
 
 @dataclass
@@ -31,7 +35,7 @@ class FusionConfig:
     width: int | None = None  # fusion width; None = the backbone's hidden width (paper); smaller projects tokens down
     mlp_ratio: float = 4.0
     num_classes: int = 151  # ADE20K 150 classes + "other" (label 0)
-    seg_cells: int | None = None  # label samples per patch side; None = the patch size in pixels (paper)
+    label_samples: int | None = None  # label-map samples per patch side; None = the patch size in pixels (paper)
     dropout: float = 0.0
 
 
@@ -51,11 +55,20 @@ class GeoConfig:
     #: 0.0 is the paper's plain product of per-level softmaxes.
     prior_weight: float = 0.0
     #: the predicted point: "map" = centroid of the best finest cell (paper); "median" = the point of least
-    #: expected distance under the normalized finest-cell scores (see HierarchicalScorer.locate)
+    #: expected distance under the normalized finest-cell scores (see HierarchicalScorer.predict_latlon)
     decision: str = "map"
     #: MP-16 cell statistics (``cells_50_*.csv``) whose 4.7 M photos define the cells, so the hierarchy covers
     #: where Flickr photos are (None: the training photos, as the paper on MP-16); the taus then count MP-16 photos
     partition: str | None = None
+
+    def __post_init__(self) -> None:
+        # imported here: the heads' modules import this one (they take a GeoConfig)
+        from .geo_heads import list_geo_heads
+
+        if self.head not in list_geo_heads():
+            raise ValueError(f"geo.head must be a registered geo head, one of {list_geo_heads()}; not {self.head!r}")
+        if self.decision not in SCORER_DECISIONS:
+            raise ValueError(f"geo.decision must be one of {list(SCORER_DECISIONS)}, not {self.decision!r}")
 
 
 @dataclass
@@ -148,7 +161,7 @@ class ModelConfig:
             raise ValueError(f"config format_version {version} is not supported (expected {FORMAT_VERSION})")
         parts = {}
         for f in fields(cls):
-            sub = d.pop(f.name, {}) or {}
+            sub = _renamed(f.name, d.pop(f.name, {}) or {})
             sub_cls = {"backbone": BackboneConfig, "fusion": FusionConfig, "geo": GeoConfig, "segmenter": SegmenterConfig,
                        "posterior": PosteriorConfig}[f.name]
             known = {x.name for x in fields(sub_cls)}
@@ -159,3 +172,14 @@ class ModelConfig:
         if d:
             raise ValueError(f"unknown model config section(s): {sorted(d)}")
         return cls(**parts)
+
+
+def _renamed(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with keys renamed since (see ``RENAMED_KEYS``), so older config.json files still load."""
+    values = dict(values)
+    for old, new in RENAMED_KEYS.get(section, {}).items():
+        if old in values:
+            if new in values:
+                raise ValueError(f"{section}.{old} is the old name of {section}.{new}: give one of them, not both")
+            values[new] = values.pop(old)
+    return values

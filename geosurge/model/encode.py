@@ -1,4 +1,4 @@
-"""Batch feature extraction shared by the Predictor, reference indexing and evaluation."""
+"""Batch feature extraction shared by the Predictor, training, reference indexing and evaluation."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -8,9 +8,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..data.examples import example_batches
+from ..data.records import GeoRecords, SkipReport
 from ..geo.hierarchy import Hierarchy
 from .geosurge import GeoSURGE
 from .hierarchical import ReferenceIndex
+from .views import ViewSet
 
 
 @torch.no_grad()
@@ -77,6 +80,37 @@ def encode_images(
     With ``ten_crop`` each image's feature is the renormalized mean of its ten crops' features.
     """
     return encode_images_multi([model], images, label_maps if model.uses_fusion else None, ten_crop, batch_size, progress)[0]
+
+
+@torch.no_grad()
+def image_features(model: GeoSURGE, records: GeoRecords, store=None, batch: int = 64, report: SkipReport | None = None,
+                   progress: bool = False) -> tuple[torch.Tensor, np.ndarray]:
+    """Centre-crop features (n, d) of the readable photos of ``records`` and their rows in the records.
+
+    A fusion model reads each photo's label map from ``store``; photos that cannot be read, or have no
+    label map, are left out and counted in ``report``.
+    """
+    feats, keep = [], []
+    store = store if model.uses_fusion else None
+    for got in example_batches(records, store, batch, report, progress="encoding" if progress else None):
+        feats.append(encode_images(model, got.images, got.label_maps, batch_size=batch))
+        keep.extend(got.rows)
+    dim = model.cfg.geo.embed_dim
+    return (torch.cat(feats) if feats else torch.zeros(0, dim)), np.asarray(keep, dtype=np.int64)
+
+
+@torch.no_grad()
+def view_features(model: GeoSURGE, views: ViewSet, batch_images: int = 32) -> torch.Tensor:
+    """Ten-crop features (n, d) of cached views: the renormalized mean of each photo's views' features."""
+    device = next(model.parameters()).device
+    out = []
+    for s in range(0, len(views), batch_images):
+        h = views.hidden[s : s + batch_images]
+        n, v = h.shape[:2]
+        lab = views.labels[s : s + batch_images].flatten(0, 1).long().to(device) if views.labels is not None else None
+        f = model.encode_hidden(h.flatten(0, 1).float().to(device), lab).view(n, v, -1).mean(1)
+        out.append(F.normalize(f, dim=-1).cpu())
+    return torch.cat(out)
 
 
 def build_reference_index(

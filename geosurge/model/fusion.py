@@ -14,53 +14,61 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.transforms import resample_labels
 from .config import FusionConfig
 
 
 class SemanticTokenizer(nn.Module):
-    """Label map (B, H, W) -> tokens (B, 1 + g*g, query_dim)."""
+    """Label map (B, H, W) -> semantic tokens (B, 1 + g*g, query_dim).
 
-    def __init__(self, grid: int, cells: int, num_classes: int, dim: int):
+    Each of the g x g patches reads the label map on a ``label_samples`` x ``label_samples`` lattice.
+    """
+
+    def __init__(self, grid: int, label_samples: int, num_classes: int, dim: int):
         super().__init__()
-        self.grid, self.cells, self.num_classes, self.dim = grid, cells, num_classes, dim
+        self.grid, self.label_samples, self.num_classes, self.dim = grid, label_samples, num_classes, dim
         # Row (position-in-patch * num_classes + class) of this table is the column of the linear
         # projection that the one-hot entry selects: summing rows == projecting the one-hot patch.
-        self.proj = nn.Embedding(cells * cells * num_classes, dim)
+        self.proj = nn.Embedding(label_samples * label_samples * num_classes, dim)
         self.bias = nn.Parameter(torch.zeros(dim))
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos = nn.Parameter(torch.zeros(1, 1 + grid * grid, dim))
         nn.init.normal_(self.proj.weight, std=0.02)
         nn.init.normal_(self.cls, std=0.02)
         nn.init.normal_(self.pos, std=0.02)
-        offsets = torch.arange(cells * cells) * num_classes
+        offsets = torch.arange(label_samples * label_samples) * num_classes
         self.register_buffer("offsets", offsets, persistent=False)
 
+    @property
+    def label_side(self) -> int:
+        """Label samples per image side (grid x label_samples): the lattice the label maps are resampled to."""
+        return self.grid * self.label_samples
+
     def patch_indices(self, labels: torch.Tensor) -> torch.Tensor:
-        """(B, g*g, cells*cells) embedding rows: labels sampled on a cells x cells lattice per patch."""
+        """(B, g*g, s*s) embedding rows: labels sampled on an s x s lattice per patch (s = label_samples)."""
         b, h, w = labels.shape
-        side = self.grid * self.cells
+        side = self.label_side
         if (h, w) != (side, side):
-            # Nearest-neighbour resampling keeps labels categorical; a no-op when cells == patch size.
-            labels = F.interpolate(labels[:, None].float(), size=(side, side), mode="nearest")[:, 0].long()
+            labels = resample_labels(labels, side)  # a no-op when label_samples == patch size
         if labels.min() < 0 or labels.max() >= self.num_classes:
             raise ValueError(f"labels must be in [0, {self.num_classes}); got [{int(labels.min())}, {int(labels.max())}]")
-        g, c = self.grid, self.cells
+        g, c = self.grid, self.label_samples
         patches = labels.reshape(b, g, c, g, c).permute(0, 1, 3, 2, 4).reshape(b, g * g, c * c)
         return patches + self.offsets
 
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         idx = self.patch_indices(labels)
         b, n, k = idx.shape
-        tokens = F.embedding_bag(idx.reshape(b * n, k), self.proj.weight, mode="sum").view(b, n, self.dim) + self.bias
-        return torch.cat([self.cls.expand(b, -1, -1), tokens], dim=1) + self.pos
+        semantic = F.embedding_bag(idx.reshape(b * n, k), self.proj.weight, mode="sum").view(b, n, self.dim) + self.bias
+        return torch.cat([self.cls.expand(b, -1, -1), semantic], dim=1) + self.pos
 
     def naive(self, labels: torch.Tensor) -> torch.Tensor:
         """Same as ``forward`` through an explicit one-hot tensor; for tests only (memory hungry)."""
         idx = self.patch_indices(labels) - self.offsets  # class per position
-        onehot = F.one_hot(idx, self.num_classes).float().flatten(2)  # (B, N, cells*cells*C)
-        w = self.proj.weight  # (cells*cells*C, dim): row order matches the flattening above
-        tokens = onehot @ w + self.bias
-        return torch.cat([self.cls.expand(labels.shape[0], -1, -1), tokens], dim=1) + self.pos
+        onehot = F.one_hot(idx, self.num_classes).float().flatten(2)  # (B, N, s*s*C)
+        w = self.proj.weight  # (s*s*C, dim): row order matches the flattening above
+        semantic = onehot @ w + self.bias
+        return torch.cat([self.cls.expand(labels.shape[0], -1, -1), semantic], dim=1) + self.pos
 
 
 class LatentCrossAttention(nn.Module):
@@ -129,8 +137,7 @@ class SemanticFusion(nn.Module):
     def __init__(self, backbone_dim: int, grid: int, patch_size: int, embed_dim: int, cfg: FusionConfig):
         super().__init__()
         width = cfg.width or backbone_dim
-        cells = cfg.seg_cells or patch_size
-        self.tokenizer = SemanticTokenizer(grid, cells, cfg.num_classes, cfg.query_dim)
+        self.tokenizer = SemanticTokenizer(grid, cfg.label_samples or patch_size, cfg.num_classes, cfg.query_dim)
         self.rgb_proj = nn.Identity() if width == backbone_dim else nn.Linear(backbone_dim, width)
         self.blocks = nn.ModuleList(
             FusionBlock(cfg.query_dim if i == 0 else width, width, cfg) for i in range(cfg.num_blocks)

@@ -13,7 +13,7 @@ from torch import nn
 from .backbones import Backbone, create_backbone
 from .config import ModelConfig
 from .fusion import RGBHead, SemanticFusion
-from .geo_embedding import create_geo_head
+from .geo_heads import create_geo_head
 
 
 class GeoSURGE(nn.Module):
@@ -28,7 +28,7 @@ class GeoSURGE(nn.Module):
         else:
             self.fusion = None
             self.rgb_head = RGBHead(d, cfg.geo.embed_dim)
-        self.geo = create_geo_head(cfg.geo.head, num_cells, cfg.geo.embed_dim, cfg.geo.init_temperature)
+        self.geo = create_geo_head(cfg.geo, num_cells)
 
     @property
     def uses_fusion(self) -> bool:
@@ -55,25 +55,22 @@ class GeoSURGE(nn.Module):
 
     def encode_hidden(self, hidden: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """As :meth:`encode`, from the frozen backbone part's output (training from cached views)."""
-        tokens = self.backbone.forward_trainable(hidden)
+        rgb_tokens = self.backbone.forward_trainable(hidden)
         if self.fusion is not None:
             if labels is None:
                 raise ValueError("this model fuses semantics: pass the segmentation label map (labels)")
-            feats = self.fusion(tokens, labels)
+            feats = self.fusion(rgb_tokens, labels)
         else:
-            feats = self.rgb_head(tokens)
+            feats = self.rgb_head(rgb_tokens)
         return F.normalize(feats.float(), dim=-1)
 
-    def forward(
-        self, pixels: torch.Tensor, labels: torch.Tensor | None = None, from_hidden: bool = False, return_logits: bool = True
-    ) -> tuple[torch.Tensor, list[torch.Tensor]] | torch.Tensor:
-        """Features and, per hierarchy level, logits against every cell (cosine / temperature).
+    def forward(self, pixels: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Features (B, embed_dim) and, per hierarchy level, logits against every cell (see :meth:`logits`).
 
-        ``from_hidden``: ``pixels`` is the frozen backbone part's output (cached views). With
-        ``return_logits=False`` only the features are returned (training computes its own logits).
-        """
-        feats = self.encode_hidden(pixels, labels) if from_hidden else self.encode(pixels, labels)
-        return (feats, self.logits(feats)) if return_logits else feats
+        Training calls :meth:`encode` or :meth:`encode_hidden` (its objective computes its own logits)."""
+        feats = self.encode(pixels, labels)
+        return feats, self.logits(feats)
 
     def logits(self, feats: torch.Tensor) -> list[torch.Tensor]:
+        """Per hierarchy level, the geographic head's logits of normalized features against every cell: list of (B, n_l)."""
         return [self.geo.logits(feats, k) for k in range(self.geo.num_levels)]

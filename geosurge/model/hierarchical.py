@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from ..geo.distance import spherical_median
 from ..geo.hierarchy import Hierarchy
+from .config import SCORER_DECISIONS
 
 
 class HierarchicalScorer:
@@ -17,6 +18,9 @@ class HierarchicalScorer:
     Per level: cosine similarity / temperature, then a softmax over that level's cells (never a product
     of raw cosines: they are not probabilities and their scale differs per level). A cell's score is the
     product of its own probability and those of all its ancestors, kept as a sum of logs.
+
+    ``tables`` are L2-normalized here (raw embedding tables) unless ``normalize=False``, which takes them as
+    given: :meth:`for_model` passes a head's :class:`~geosurge.model.geo_heads.HeadScoring`, ready to use.
     """
 
     def __init__(
@@ -29,8 +33,8 @@ class HierarchicalScorer:
         normalize: bool = True,
         decision: str = "map",
     ):
-        if decision not in ("map", "median"):
-            raise ValueError(f"decision must be 'map' or 'median', not {decision!r}")
+        if decision not in SCORER_DECISIONS:
+            raise ValueError(f"decision must be one of {list(SCORER_DECISIONS)}, not {decision!r}")
         self.decision = decision
         self.centroids = torch.from_numpy(hierarchy.levels[-1].centroids).double()
         if [len(t) for t in tables] != hierarchy.num_cells:
@@ -53,9 +57,8 @@ class HierarchicalScorer:
     @classmethod
     def for_model(cls, model, hierarchy: Hierarchy) -> "HierarchicalScorer":
         """The scorer of a :class:`~geosurge.model.GeoSURGE` model's geographic head."""
-        tables, scales, biases = model.geo.scoring()
-        g = model.cfg.geo
-        return cls(tables, scales, hierarchy, biases, g.prior_weight, normalize=biases is None, decision=g.decision)
+        s, g = model.geo.scoring(), model.cfg.geo
+        return cls(s.tables, s.scales, hierarchy, s.biases, g.prior_weight, normalize=False, decision=g.decision)
 
     def to(self, device: torch.device | str) -> "HierarchicalScorer":
         self.tables = [t.to(device) for t in self.tables]
@@ -86,7 +89,7 @@ class HierarchicalScorer:
             chain.append(logp[k] + chain[-1][:, self.parents[k]])
         return [c + p if p is not None else c for c, p in zip(chain, self.priors)]
 
-    def locate(self, features: torch.Tensor, top: int = 256) -> tuple[np.ndarray, list[torch.Tensor]]:
+    def predict_latlon(self, features: torch.Tensor, top: int = 256) -> tuple[np.ndarray, list[torch.Tensor]]:
         """Predicted (lat, lon) per image, (B, 2), and the cumulative scores they come from.
 
         ``map``: the centroid of the best finest cell (paper). ``median``: the point that minimizes the

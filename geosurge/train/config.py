@@ -5,7 +5,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..geo.metrics import THRESHOLDS_KM
 from ..model.config import ModelConfig
+from ..model.views import VIEW_SETS
+
+#: what ``run.val_metric`` may name: the validation report's scores (median_km and mean_km: lower is better)
+VAL_METRICS = ("geoscore", "median_km", "mean_km", *(f"acc_{t:g}km" for t in THRESHOLDS_KM.values()))
 
 
 @dataclass
@@ -25,6 +30,10 @@ class DataConfig:
     views: str = "ten"  # crops cached per image: ten (ten-crop protocol) or five (unmirrored, half the cost)
     cache_dir: str = ".cache/geosurge"
     num_workers: int = 4
+
+    def __post_init__(self):
+        if self.views not in VIEW_SETS:
+            raise ValueError(f"data.views must be one of {sorted(VIEW_SETS)}, not {self.views!r}")
 
 
 @dataclass
@@ -65,7 +74,7 @@ class RunConfig:
     amp: bool | str = True  # mixed precision on GPU: true/"bf16" (bfloat16), "fp16" (float16 + loss scaling), false
     log_every: int = 10  # steps between log lines
     checkpoint_every: int = 200  # steps between resumable training-state saves (also saved every epoch)
-    val_metric: str = "geoscore"  # geoscore | median_km | acc_<d>km
+    val_metric: str = "geoscore"  # one of VAL_METRICS: geoscore | median_km | mean_km | acc_<d>km
     reference_index: bool = True  # store the training images' features for nearest-reference lookup
     reference_max: int = 100_000  # streamed shards (msgpack): index the first this many training photos
     progress: bool = True
@@ -74,6 +83,8 @@ class RunConfig:
     def __post_init__(self):
         if self.amp not in (True, False, "bf16", "fp16", "off"):
             raise ValueError(f"run.amp must be true, false, 'bf16' or 'fp16', not {self.amp!r}")
+        if self.val_metric not in VAL_METRICS:
+            raise ValueError(f"run.val_metric must be one of {list(VAL_METRICS)}, not {self.val_metric!r}")
 
     def amp_dtype(self):
         """torch dtype of autocast on GPU, or None."""

@@ -1,25 +1,27 @@
 """Where training batches come from: cached views, images listed in a CSV, webdataset or msgpack shards.
 
-Every source yields micro-batches ``(inputs, labels, cells, from_hidden)`` in an order that is a pure
-function of (seed, epoch, rank), so a resumed run skips the batches it has done and sees exactly the
-batches it would have seen.
+Every source yields micro-batches ``(inputs, labels, cells)`` in an order that is a pure function of
+(seed, epoch, rank), so a resumed run skips the batches it has done and sees exactly the batches it would
+have seen. Its ``encode`` is the model method that turns its ``inputs`` into features: ``GeoSURGE.encode``
+for pixels, ``GeoSURGE.encode_hidden`` for cached frozen-backbone outputs.
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 
+from ..data.examples import Skipped, load_example
 from ..data.images import ImageLoadError, load_image
+from ..data.label_chunks import decode_labels
 from ..data.labels import LabelStore
 from ..data.records import GeoRecords, SkipReport
-from ..data.transforms import Preprocess
-from .views import ViewSet, resample_labels
+from ..data.transforms import Preprocess, resample_labels
+from ..model.geosurge import GeoSURGE
+from ..model.views import ViewSet
 
-Batch = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, bool]
+Batch = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]
 
 
 def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int, micro: int) -> list[np.ndarray]:
@@ -32,6 +34,8 @@ def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int, micro: int
 
 class ViewSource:
     """One random cached view per image per epoch."""
+
+    encode = staticmethod(GeoSURGE.encode_hidden)
 
     def __init__(self, views: ViewSet, cells: np.ndarray, seed: int, rank: int = 0, world: int = 1):
         self.views, self.cells = views, torch.from_numpy(cells[views.keep]).long()
@@ -49,11 +53,11 @@ class ViewSource:
             v = torch.from_numpy(pick[idx])
             hidden = self.views.hidden[t, v].float()
             labels = self.views.labels[t, v].long() if self.views.labels is not None else None
-            yield hidden, labels, self.cells[t], True
+            yield hidden, labels, self.cells[t]
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Images with random-resized-crop augmentation; an unreadable image yields None (skipped, counted)."""
+    """Images with random-resized-crop augmentation; an unreadable photo yields its :class:`Skipped` (counted by the source)."""
 
     def __init__(self, records: GeoRecords, cells: np.ndarray, preprocess: Preprocess, store: LabelStore | None,
                  label_side: int | None, seed: int):
@@ -64,16 +68,10 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int):
-        rid = self.records.ids[i]
-        try:
-            img = load_image(self.records.path(i))
-        except ImageLoadError as e:
-            return ("unreadable image", f"{rid} ({e})")
-        lab = None
-        if self.side is not None:
-            if not self.store.has(rid):
-                return ("no label map", rid)
-            lab = self.store.load(rid, img.size)
+        got = load_example(self.records, i, self.store if self.side is not None else None)
+        if isinstance(got, Skipped):
+            return got
+        img, lab = got
         # Per-sample generator from (seed, epoch, index): augmentations do not depend on worker count.
         x, y = self.pre(img, lab, crops="random", rng=np.random.default_rng([self.seed, self.epoch, int(i)]))
         if y is not None:
@@ -95,6 +93,8 @@ def collate(items):
 class ImageSource:
     """Decode, segment-map and augment images on the fly with DataLoader workers (MP-16 style training)."""
 
+    encode = staticmethod(GeoSURGE.encode)
+
     def __init__(self, dataset: ImageDataset, num_workers: int, seed: int, rank: int = 0, world: int = 1):
         self.ds, self.num_workers, self.seed, self.rank, self.world = dataset, num_workers, seed, rank, world
         self.skipped = SkipReport()
@@ -113,7 +113,7 @@ class ImageSource:
             for reason, example in bad:
                 self.skipped.add(reason, example)
             if x is not None:
-                yield x, y, cells, False
+                yield x, y, cells
 
 
 class _ShardStream(torch.utils.data.IterableDataset):
@@ -162,7 +162,7 @@ class _ShardStream(torch.utils.data.IterableDataset):
                 if "seg.png" not in sample:
                     bad.append(("no label map", key))
                     continue
-                lab = np.asarray(Image.open(io.BytesIO(sample["seg.png"])).resize(img.size, Image.NEAREST))
+                lab = decode_labels(sample["seg.png"], img.size)
             kseed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
             x, y = src.pre(img, lab, crops="random", rng=np.random.default_rng([src.seed, self.epoch, kseed]))
             xs.append(x[0])
@@ -179,6 +179,7 @@ class ShardSource:
     """webdataset tar shards (``geosurge shards`` writes them): ``jpg`` + ``json`` (+ ``seg.png``) per sample."""
 
     uneven = True  # see MsgpackSource
+    encode = staticmethod(GeoSURGE.encode)
 
     def __init__(self, urls: list[str], num_samples: int, hierarchy, preprocess: Preprocess, label_side: int | None,
                  seed: int, num_workers: int, rank: int = 0, world: int = 1):
@@ -198,7 +199,7 @@ class ShardSource:
         for x, y, cells, bad in loader:
             for reason, example in bad:
                 self.skipped.add(reason, example)
-            yield x, y, cells, False
+            yield x, y, cells
 
 
 def _identity(urls):
@@ -283,6 +284,7 @@ class MsgpackSource:
     #: processes may run out of batches at different times (shards differ in size): the trainer stops
     #: every process at the first one's end of data
     uneven = True
+    encode = staticmethod(GeoSURGE.encode)
 
     def __init__(self, dataset, hierarchy, preprocess: Preprocess, store, label_side: int | None, seed: int,
                  num_workers: int, rank: int = 0, world: int = 1):
@@ -302,4 +304,4 @@ class MsgpackSource:
         for x, y, cells, report in loader:
             self.skipped.merge(SkipReport.from_dict(report))
             if x is not None:
-                yield x, y, cells, False
+                yield x, y, cells

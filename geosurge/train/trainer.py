@@ -19,24 +19,22 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
-from ..data.images import ImageLoadError, load_image
 from ..data.labels import LabelStore, open_label_store, segment_records
 from ..data.records import GeoRecords, SkipReport, read_records
 from ..geo.hierarchy import Hierarchy, build_hierarchy
 from ..geo.metrics import accuracy_report
 from ..geo.prior import read_photo_density
 from ..model.checkpoint import load_checkpoint, publish_checkpoint, save_checkpoint
-from ..model.encode import build_reference_index
+from ..model.encode import build_reference_index, image_features, view_features
 from ..model.geosurge import GeoSURGE
 from ..model.hierarchical import HierarchicalScorer
 from ..model.posterior import training_counts
+from ..model.variants import VARIANTS, training_metadata
+from ..model.views import ViewSet, label_side, load_or_build_views
 from .config import DataConfig, TrainConfig
-from .loss import geo_loss
 from .sources import ImageDataset, ImageSource, MsgpackSource, ShardSource, ViewSource
 from .state import load_state, save_state
-from .views import ViewSet, label_side, load_or_build_views
 
 LOG = "log.jsonl"
 BEST = "best"
@@ -45,7 +43,9 @@ LATEST = "latest"  # exported at every epoch end: the Predictor can load it whil
 
 # ---------------------------------------------------------------------------------------- helpers
 @dataclass
-class _Dist:
+class _Processes:
+    """This process's place among the training processes (one, or several under torchrun)."""
+
     rank: int = 0
     world: int = 1
     local: int = 0
@@ -59,9 +59,9 @@ class _Dist:
             dist.barrier()
 
 
-def _init_distributed(device: str | None) -> tuple[_Dist, torch.device]:
+def _init_distributed(device: str | None) -> tuple[_Processes, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    d = _Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    d = _Processes(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
     cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
@@ -91,53 +91,7 @@ def _better(metric: str, new: float, old: float | None) -> bool:
 
 def predict_points(scorer: HierarchicalScorer, feats: torch.Tensor) -> np.ndarray:
     """(n, 2) predicted lat/lon: centroid of the best finest cell by hierarchical product score."""
-    return scorer.locate(feats)[0]
-
-
-@torch.no_grad()
-def view_features(model: GeoSURGE, views: ViewSet, batch_images: int = 32) -> torch.Tensor:
-    """Ten-crop features (renormalized mean of the views) of cached views."""
-    device = next(model.parameters()).device
-    out = []
-    for s in range(0, len(views), batch_images):
-        h = views.hidden[s : s + batch_images]
-        n, v = h.shape[:2]
-        lab = views.labels[s : s + batch_images].flatten(0, 1).long().to(device) if views.labels is not None else None
-        f = model.encode_hidden(h.flatten(0, 1).float().to(device), lab).view(n, v, -1).mean(1)
-        out.append(F.normalize(f, dim=-1).cpu())
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def image_features(model: GeoSURGE, records: GeoRecords, store: LabelStore | None, batch: int = 64,
-                   report: SkipReport | None = None, progress: bool = False) -> tuple[torch.Tensor, np.ndarray]:
-    """Centre-crop features of readable images; returns (features, kept row indices)."""
-    from ..model.encode import encode_images
-
-    feats, keep = [], []
-    starts = range(0, len(records), batch)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="encoding", unit="batch", leave=False)
-    for s in starts:
-        imgs, maps, rows = [], [], []
-        for i in range(s, min(s + batch, len(records))):
-            try:
-                img = load_image(records.path(i))
-                lab = store.load(records.ids[i], img.size) if model.uses_fusion else None
-            except (ImageLoadError, FileNotFoundError) as e:
-                if report is not None:
-                    report.add("unreadable image or label map", f"{records.ids[i]} ({e})")
-                continue
-            imgs.append(img)
-            maps.append(lab)
-            rows.append(i)
-        if imgs:
-            feats.append(encode_images(model, imgs, maps if model.uses_fusion else None, batch_size=batch))
-            keep.extend(rows)
-    dim = model.cfg.geo.embed_dim
-    return (torch.cat(feats) if feats else torch.zeros(0, dim)), np.asarray(keep, dtype=np.int64)
+    return scorer.predict_latlon(feats)[0]
 
 
 # ---------------------------------------------------------------------------------------- entry
@@ -147,13 +101,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[Path]:
     if not cfg.run.variants:
         return [_train_one(cfg, out, Path(cfg.run.work_dir or f"{out}.work"), resume)]
     done = []
-    for v in cfg.run.variants:
-        if v not in ("fusion", "rgb"):
-            raise ValueError(f"run.variants entries must be 'fusion' or 'rgb', not {v!r}")
+    for name in cfg.run.variants:
+        if name not in VARIANTS:
+            raise ValueError(f"run.variants entries must be {' or '.join(map(repr, VARIANTS))}, not {name!r}")
+        variant = VARIANTS[name]
         c = copy.deepcopy(cfg)
-        c.model.fusion.enabled = v == "fusion"
-        work = Path(cfg.run.work_dir or f"{out}.work") / v
-        done.append(_train_one(c, out / v, work, resume))
+        c.model.fusion.enabled = variant.fusion
+        work = Path(cfg.run.work_dir or f"{out}.work") / variant.name
+        done.append(_train_one(c, out / variant.name, work, resume))
     return done
 
 
@@ -168,17 +123,17 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
     store, val_store = _label_stores(cfg, model, data, ctx)
     source, validator, train_views = _make_source(cfg, model, data, hierarchy, store, val_store, ctx)
 
-    fit = _Fit(cfg, model, ctx)
+    fit = _Fit(cfg, model, ctx, source.encode)
     if resume:
         fit.resume()
     fit.log_start(resume, train=len(data.lats), val=len(data.val_rec), cells=hierarchy.num_cells)
     fit.run(source, validator, hierarchy)
     ctx.skipped.merge(source.skipped)
-    ctx.dd.barrier()
+    ctx.processes.barrier()
 
-    if ctx.dd.main:
+    if ctx.processes.main:
         _export(cfg, output, data, hierarchy, store, train_views, fit.counters, ctx)
-    ctx.dd.barrier()
+    ctx.processes.barrier()
     return output
 
 
@@ -186,7 +141,7 @@ def _train_one(cfg: TrainConfig, output: Path, work_dir: Path, resume: bool) -> 
 @dataclass
 class _Run:
     """What every step of one training run shares: processes, device, work directory, log and skip report."""
-    dd: _Dist
+    processes: _Processes
     device: torch.device
     work_dir: Path
     log: _Logger
@@ -209,14 +164,14 @@ class _Data:
 def _start_run(cfg: TrainConfig, work_dir: Path, resume: bool) -> _Run:
     """Join the process group; a fresh (non-resumed) run starts from an empty log and no saved state."""
     t0 = time.time()
-    dd, device = _init_distributed(cfg.run.device)
+    processes, device = _init_distributed(cfg.run.device)
     work_dir.mkdir(parents=True, exist_ok=True)
-    if not resume and dd.main:
+    if not resume and processes.main:
         for f in (work_dir / LOG, work_dir / "train_state.json", work_dir / "train_state.safetensors"):
             f.unlink(missing_ok=True)
-    dd.barrier()
-    say = print if dd.main else (lambda *a, **k: None)
-    return _Run(dd, device, work_dir, _Logger(work_dir, dd.main), say, SkipReport(), t0)
+    processes.barrier()
+    say = print if processes.main else (lambda *a, **k: None)
+    return _Run(processes, device, work_dir, _Logger(work_dir, processes.main), say, SkipReport(), t0)
 
 
 def _read_data(cfg: TrainConfig, skipped: SkipReport) -> _Data:
@@ -288,7 +243,7 @@ def _label_stores(cfg: TrainConfig, model: GeoSURGE, data: _Data, ctx: _Run) -> 
     store = open_label_store(cfg.data.labels, cfg.model.segmenter, side)
     # validation photos' maps: their own store (PNG per photo) keeps MP-16's chunk index out of memory
     val_store = open_label_store(cfg.data.val_labels, cfg.model.segmenter, side) if cfg.data.val_labels else store
-    if cfg.data.segment_missing and ctx.dd.main:
+    if cfg.data.segment_missing and ctx.processes.main:
         from ..model.segmenters import create_segmenter
 
         seg = None
@@ -298,7 +253,7 @@ def _label_stores(cfg: TrainConfig, model: GeoSURGE, data: _Data, ctx: _Run) -> 
                 seg = seg or create_segmenter(cfg.model.segmenter)
                 r = segment_records(rec, seg, st, progress=cfg.run.progress)
                 ctx.say(r.summary())
-    ctx.dd.barrier()
+    ctx.processes.barrier()
     return store, val_store
 
 
@@ -306,32 +261,33 @@ def _make_source(cfg: TrainConfig, model: GeoSURGE, data: _Data, hierarchy: Hier
                  ctx: _Run) -> tuple[Any, _Validator, ViewSet | None]:
     """The batch source of the configured data and the matching validator; the cached training views
     (``None`` unless ``data.view_cache`` applies: CSV training only)."""
-    run, dd, side = cfg.run, ctx.dd, label_side(model)
+    run, processes, side = cfg.run, ctx.processes, label_side(model)
     if cfg.data.view_cache and data.shards is None and data.msgpack is None:
         views, val_views = _cached_views(cfg, model, data, store, val_store, ctx)
-        source = ViewSource(views, hierarchy.assign(data.train_rec.lats, data.train_rec.lons), run.seed, dd.rank, dd.world)
+        cells = hierarchy.assign(data.train_rec.lats, data.train_rec.lons)
+        source = ViewSource(views, cells, run.seed, processes.rank, processes.world)
         return source, _Validator(hierarchy, ctx.device, data.val_rec, val_views=val_views), views
     if data.msgpack is not None:
         source = MsgpackSource(data.msgpack, hierarchy, model.preprocess, store, side, run.seed, cfg.data.num_workers,
-                               dd.rank, dd.world)
+                               processes.rank, processes.world)
     elif data.shards is not None:
         source = ShardSource(data.shards[0], data.shards[1], hierarchy, model.preprocess, side, run.seed,
-                             cfg.data.num_workers, dd.rank, dd.world)
+                             cfg.data.num_workers, processes.rank, processes.world)
     else:
         rec = data.train_rec
         ds = ImageDataset(rec, hierarchy.assign(rec.lats, rec.lons), model.preprocess, store, side, run.seed)
-        source = ImageSource(ds, cfg.data.num_workers, run.seed, dd.rank, dd.world)
+        source = ImageSource(ds, cfg.data.num_workers, run.seed, processes.rank, processes.world)
     return source, _Validator(hierarchy, ctx.device, data.val_rec, val_store=val_store, skipped=ctx.skipped), None
 
 
 def _cached_views(cfg: TrainConfig, model: GeoSURGE, data: _Data, store, val_store, ctx: _Run) -> tuple[ViewSet, ViewSet]:
     """(training, validation) view caches: the main process builds them, the others then read them."""
     d = cfg.data
-    if ctx.dd.main:
+    if ctx.processes.main:
         views = load_or_build_views(model, data.train_rec, store, d.cache_dir, cfg.run.progress, ctx.skipped, d.views)
         val_views = load_or_build_views(model, data.val_rec, val_store, d.cache_dir, cfg.run.progress, ctx.skipped, d.views)
-    ctx.dd.barrier()
-    if not ctx.dd.main:
+    ctx.processes.barrier()
+    if not ctx.processes.main:
         views = load_or_build_views(model, data.train_rec, store, d.cache_dir, False, views=d.views)
         val_views = load_or_build_views(model, data.val_rec, val_store, d.cache_dir, False, views=d.views)
     return views, val_views
@@ -347,35 +303,48 @@ class _Validator:
         self.val_views, self.val_store, self.skipped = val_views, val_store, skipped
         self.reported = False
 
-    def __call__(self, core: GeoSURGE) -> dict[str, float]:
-        core.eval()
-        feats, keep = self._features(core)
+    def __call__(self, model: GeoSURGE) -> dict[str, float]:
+        model.eval()
+        feats, keep = self._features(model)
         feats = feats.to(self.device)
-        core.train()
+        model.train()
         true = np.stack([self.val_rec.lats[keep], self.val_rec.lons[keep]], 1)
-        pred = predict_points(HierarchicalScorer.for_model(core, self.hierarchy).to(self.device), feats)
+        pred = predict_points(HierarchicalScorer.for_model(model, self.hierarchy).to(self.device), feats)
         return accuracy_report(pred[:, 0], pred[:, 1], true[:, 0], true[:, 1]).as_dict()
 
-    def _features(self, core: GeoSURGE) -> tuple[torch.Tensor, np.ndarray]:
+    def _features(self, model: GeoSURGE) -> tuple[torch.Tensor, np.ndarray]:
         if self.val_views is not None:
-            return view_features(core, self.val_views), self.val_views.keep
-        feats, keep = image_features(core, self.val_rec, self.val_store, report=None if self.reported else self.skipped)
+            return view_features(model, self.val_views), self.val_views.keep
+        feats, keep = image_features(model, self.val_rec, self.val_store, report=None if self.reported else self.skipped)
         self.reported = True
         return feats, keep
+
+
+class _Encoder(torch.nn.Module):
+    """The batch source's encoding step (``GeoSURGE.encode`` or ``encode_hidden``) as a module's forward: DDP
+    synchronizes the gradients of calls through its own forward only."""
+
+    def __init__(self, model: GeoSURGE, encode):
+        super().__init__()
+        self.model, self.encode = model, encode
+
+    def forward(self, inputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return self.encode(self.model, inputs, labels)
 
 
 class _Fit:
     """Optimizer, precision, DDP wrapper and the counters that make a run resumable; ``run`` is the epoch loop."""
 
-    def __init__(self, cfg: TrainConfig, model: GeoSURGE, ctx: _Run):
-        self.cfg, self.optim, self.ctx, self.core = cfg, cfg.optim, ctx, model
+    def __init__(self, cfg: TrainConfig, model: GeoSURGE, ctx: _Run, encode):
+        self.cfg, self.optim, self.ctx, self.model = cfg, cfg.optim, ctx, model
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
-        self.accum = self.optim.accumulation(ctx.dd.world)
-        self.model = model
-        if ctx.dd.world > 1:
+        self.accum = self.optim.accumulation(ctx.processes.world)
+        self.encoder = _Encoder(model, encode)
+        if ctx.processes.world > 1:
             dev = ctx.device
-            self.model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+            device_ids = [dev.index] if dev.type == "cuda" else None
+            self.encoder = torch.nn.parallel.DistributedDataParallel(self.encoder, device_ids=device_ids)
         self.amp_dtype = cfg.run.amp_dtype() if ctx.device.type == "cuda" else None
         # float16 needs loss scaling (its range underflows small gradients); bfloat16 does not
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
@@ -383,7 +352,7 @@ class _Fit:
                                          "bad_epochs": 0, "history": []}
 
     def resume(self) -> None:
-        got = load_state(self.ctx.work_dir, self.core, self.opt)
+        got = load_state(self.ctx.work_dir, self.model, self.opt)
         if got is None:
             self.ctx.say(f"--resume: no training state in {self.ctx.work_dir}; starting from scratch")
             return
@@ -394,28 +363,28 @@ class _Fit:
 
     def log_start(self, resumed: bool, **sizes: Any) -> None:
         ctx, amp = self.ctx, self.amp_dtype
-        ctx.log(kind="start", config=self.cfg.to_dict(), world=ctx.dd.world, device=str(ctx.device), accum=self.accum,
-                effective_batch=self.optim.micro_batch * self.accum * ctx.dd.world, amp=str(amp) if amp else None,
+        ctx.log(kind="start", config=self.cfg.to_dict(), world=ctx.processes.world, device=str(ctx.device), accum=self.accum,
+                effective_batch=self.optim.micro_batch * self.accum * ctx.processes.world, amp=str(amp) if amp else None,
                 **sizes, resumed=resumed)
 
     def save_state(self) -> None:
         if self.scaler is not None:
             self.counters["scaler"] = self.scaler.state_dict()
-        save_state(self.ctx.work_dir, self.core, self.opt, self.counters)
+        save_state(self.ctx.work_dir, self.model, self.opt, self.counters)
 
     def run(self, source, validator: _Validator, hierarchy: Hierarchy) -> None:
         """Epochs until ``optim.epochs``, ``optim.max_steps`` or ``optim.patience`` epochs without a gain."""
-        c, dd = self.counters, self.ctx.dd
+        c, processes = self.counters, self.ctx.processes
         for epoch in range(c["epoch"], self.optim.epochs):
             lr = self.optim.lr * self.optim.lr_gamma**epoch
             losses, stop = self._train_epoch(source, epoch, lr)
-            if stop and dd.main:
+            if stop and processes.main:
                 self.save_state()  # as if interrupted here: --resume continues this epoch
-            self._end_epoch(epoch, lr, losses, validator(self.core), hierarchy)
+            self._end_epoch(epoch, lr, losses, validator(self.model), hierarchy)
             if stop:
                 break
             c.update(epoch=epoch + 1, batch=0)
-            if dd.main:
+            if processes.main:
                 self.save_state()
             if c["bad_epochs"] >= self.optim.patience:
                 self.ctx.say(f"early stopping: no {self.cfg.run.val_metric} gain for {self.optim.patience} epochs "
@@ -424,23 +393,23 @@ class _Fit:
 
     def _train_epoch(self, source, epoch: int, lr: float) -> tuple[list[float], bool]:
         """Micro-batches from ``counters["batch"]`` on; returns (their losses, whether max_steps was reached)."""
-        c, dd, device, optim = self.counters, self.ctx.dd, self.ctx.device, self.optim
+        c, processes, device, optim = self.counters, self.ctx.processes, self.ctx.device, self.optim
         for g in self.opt.param_groups:
             g["lr"] = lr
-        self.model.train()
+        self.encoder.train()
         nb = source.num_batches(epoch, optim.micro_batch)
         bar = None
-        if self.cfg.run.progress and dd.main:
+        if self.cfg.run.progress and processes.main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=nb, initial=c["batch"], desc=f"epoch {epoch}", unit="batch")
         micro_i, losses, stop = c["batch"], [], False
         self.opt.zero_grad(set_to_none=True)
-        uneven = dd.world > 1 and getattr(source, "uneven", False)
+        uneven = processes.world > 1 and getattr(source, "uneven", False)
         batches = source.batches(epoch, optim.micro_batch, start=c["batch"])
-        for inputs, labels, cells, from_hidden in (_lockstep(batches, device) if uneven else batches):
+        for inputs, labels, cells in (_lockstep(batches, device) if uneven else batches):
             last = (micro_i + 1) % self.accum == 0 or (not uneven and micro_i + 1 >= nb)
-            loss, per_level, accs = self._backward(inputs, labels, cells, from_hidden, sync=last)
+            loss, per_level, accs = self._backward(inputs, labels, cells, sync=last)
             micro_i += 1
             losses.append(loss.item())
             if bar is not None:
@@ -452,8 +421,8 @@ class _Fit:
             c["batch"] = micro_i
             if c["step"] % self.cfg.run.log_every == 0 or c["step"] == 1:
                 self.ctx.log(kind="step", step=c["step"], epoch=epoch, batch=micro_i, lr=lr, loss=loss.item(),
-                             level_loss=per_level, level_acc=accs, temperatures=_temps(self.core))
-            if self.cfg.run.checkpoint_every and c["step"] % self.cfg.run.checkpoint_every == 0 and dd.main:
+                             level_loss=per_level, level_acc=accs, temperatures=_temps(self.model))
+            if self.cfg.run.checkpoint_every and c["step"] % self.cfg.run.checkpoint_every == 0 and processes.main:
                 self.save_state()
             if optim.max_steps and c["step"] >= optim.max_steps:
                 stop = True
@@ -462,16 +431,16 @@ class _Fit:
             bar.close()
         return losses, stop
 
-    def _backward(self, inputs, labels, cells, from_hidden: bool, sync: bool):
+    def _backward(self, inputs, labels, cells, sync: bool):
         """Forward and backward of one micro-batch; gradients are all-reduced only on the last of an accumulation."""
         device, amp = self.ctx.device, self.amp_dtype
         inputs, cells = inputs.to(device, non_blocking=True), cells.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True) if labels is not None else None
-        no_sync = self.model.no_sync() if (self.ctx.dd.world > 1 and not sync) else contextlib.nullcontext()
+        no_sync = self.encoder.no_sync() if (self.ctx.processes.world > 1 and not sync) else contextlib.nullcontext()
         with no_sync:
             with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-                feats = self.model(inputs, labels, from_hidden=from_hidden, return_logits=False)
-            loss, per_level, accs = geo_loss(self.core, feats.float(), cells)
+                feats = self.encoder(inputs, labels)
+            loss, per_level, accs = self.model.geo.loss(feats.float(), cells)
             (self.scaler.scale(loss / self.accum) if self.scaler is not None else loss / self.accum).backward()
         return loss, per_level, accs
 
@@ -496,13 +465,13 @@ class _Fit:
         improved = _better(run.val_metric, value, c["best"])
         if improved:
             c.update(best=value, best_epoch=epoch, bad_epochs=0)
-            if ctx.dd.main:
-                publish_checkpoint(ctx.work_dir / BEST, self.core, hierarchy, extra={"epoch": epoch, "val": metrics},
+            if ctx.processes.main:
+                publish_checkpoint(ctx.work_dir / BEST, self.model, hierarchy, extra={"epoch": epoch, "val": metrics},
                                    keep=run.keep_exports)
         else:
             c["bad_epochs"] += 1
-        if ctx.dd.main:
-            publish_checkpoint(ctx.work_dir / LATEST, self.core, hierarchy, extra={"epoch": epoch, "val": metrics},
+        if ctx.processes.main:
+            publish_checkpoint(ctx.work_dir / LATEST, self.model, hierarchy, extra={"epoch": epoch, "val": metrics},
                                keep=run.keep_exports)
         c["history"].append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None, **metrics})
         train_loss = c["history"][-1]["train_loss"]
@@ -531,7 +500,7 @@ def _export(cfg: TrainConfig, output: Path, data: _Data, hierarchy: Hierarchy, s
         "best_epoch": counters["best_epoch"], "val": best_cfg.get("training", {}).get("val"),
         "steps": counters["step"], "history": counters["history"], "seconds": round(time.time() - ctx.t0, 1),
         "train_photos": int(len(data.lats)), "val_photos": int(len(data.val_rec)), "skipped": skipped.as_dict(),
-        "config": cfg.to_dict(),
+        "config": cfg.to_dict(), **training_metadata(data.train_rec.root if data.train_rec is not None else None),
     }
     counts = training_counts(hierarchy, data.lats, data.lons)
     save_checkpoint(output, best, hierarchy, reference, extra=extra, train_counts=counts)
@@ -601,5 +570,5 @@ def _lockstep(batches, device: torch.device):
 
 
 def _temps(model: GeoSURGE) -> list[float] | None:
-    geo = model.geo
-    return [round(float(t), 4) for t in geo.temperatures().detach()] if hasattr(geo, "temperatures") else None
+    temps = model.geo.temperatures()
+    return [round(float(t), 4) for t in temps.detach()] if temps is not None else None

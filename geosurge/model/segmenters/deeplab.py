@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ...data.transforms import resize_label_map
 from ..config import SegmenterConfig
 from ._registry import Segmenter, SegmenterUnavailable, register_segmenter
 from ._tflite import fuse_dilated_convolutions, set_input_size
@@ -77,4 +78,4 @@ class DeepLabADE20K(Segmenter):
             # tensor() is a view of the interpreter's buffer: get_tensor() would copy 159 MB of
             # logits (513 x 513 x 151 floats) per image; the argmax is taken before the lock is released.
             labels = self._interp.tensor(self._out)()[0].argmax(-1).astype(np.uint8)
-        return np.asarray(Image.fromarray(labels).resize(image.size, Image.NEAREST))
+        return resize_label_map(labels, image.size)

@@ -6,6 +6,8 @@ import colorsys
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ...data.transforms import resize_label_map
+
 #: The 150 ADE20K classes (SceneParsing benchmark order); label k in our maps is ADE20K_CLASSES[k - 1],
 #: label 0 is "other" (unlabelled).
 ADE20K_CLASSES: tuple[str, ...] = (
@@ -72,8 +74,7 @@ def overlay(image: Image.Image, labels: np.ndarray, alpha: float = 0.55, legend:
     from PIL import ImageFont
 
     image = image.convert("RGB")
-    if labels.shape != (image.height, image.width):
-        labels = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize(image.size, Image.NEAREST))
+    labels = resize_label_map(labels, image.size)
     classes = main_classes(labels, top=top)
     scale = side / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))

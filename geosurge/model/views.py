@@ -4,7 +4,8 @@ With a frozen backbone bottom, the expensive part of every forward pass is the s
 each image we store the frozen part's output for its ten crops (the exact crops of ten-crop
 evaluation, through the one :class:`~geosurge.data.Preprocess` path) and the label map resampled to the
 fusion tokenizer's lattice. Training then draws one view per image per epoch and runs only the
-trainable top, fusion and heads; validation averages the ten views, which is ten-crop evaluation.
+trainable top, fusion and heads; validation and evaluation average the views, which is ten-crop
+evaluation (:func:`geosurge.model.encode.view_features`).
 """
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from ..data.images import ImageLoadError, load_image
+from ..data.examples import example_batches
 from ..data.labels import LabelStore
 from ..data.records import GeoRecords, SkipReport
+from ..data.transforms import resample_labels
 from ..files import atomic_write
-from ..model.geosurge import GeoSURGE
+from .geosurge import GeoSURGE
 
 #: ``ten``: the ten-crop protocol (four corners and centre, plus mirrors); ``five``: the unmirrored five,
 #: half the caching cost (the frozen backbone part dominates on CPUs).
@@ -43,15 +44,7 @@ def label_side(model: GeoSURGE) -> int | None:
     """Side of the label lattice the fusion tokenizer samples (None without fusion)."""
     if model.fusion is None:
         return None
-    tok = model.fusion.tokenizer
-    return tok.grid * tok.cells
-
-
-def resample_labels(labels: torch.Tensor, side: int) -> torch.Tensor:
-    """Nearest-neighbour resampling exactly as the tokenizer does it (so caching changes nothing)."""
-    if labels.shape[-2:] == (side, side):
-        return labels
-    return F.interpolate(labels[:, None].float(), size=(side, side), mode="nearest")[:, 0].long()
+    return model.fusion.tokenizer.label_side
 
 
 def _key(**parts) -> str:
@@ -94,33 +87,15 @@ def build_views(
     was_training = bb.training
     bb.eval()
     out_h, out_l, keep = [], [], []
-    rows = np.arange(len(records)) if rows is None else rows
-    starts = range(0, len(rows), batch_images)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=f"caching {views}-crop views" if hidden else "cropping label maps", unit="batch")
-    for s in starts:
+    desc = (f"caching {views}-crop views" if hidden else "cropping label maps") if progress else None
+    for batch in example_batches(records, store if side is not None else None, batch_images, report, rows, desc):
         px, lb = [], []
-        for i in rows[s : s + batch_images]:
-            try:
-                img = load_image(records.path(i))
-            except ImageLoadError as e:
-                report.add("unreadable image", f"{records.ids[i]} ({e})")
-                continue
-            lab = None
-            if side is not None:
-                if not store.has(records.ids[i]):
-                    report.add("no label map", records.ids[i])
-                    continue
-                lab = store.load(records.ids[i], img.size)
+        for img, lab in zip(batch.images, batch.label_maps or [None] * len(batch.images)):
             x, y = bb.preprocess(img, lab, crops="ten")
             px.append(x[:nv])
             if y is not None:
                 lb.append(resample_labels(y[:nv], side).to(torch.uint8))
-            keep.append(int(i))
-        if not px:
-            continue
+        keep.extend(batch.rows)
         if hidden:
             h = bb.forward_frozen(torch.cat(px).to(device)).half().cpu()
             out_h.append(h.view(len(px), nv, *h.shape[1:]))
@@ -128,7 +103,8 @@ def build_views(
             out_l.append(torch.stack(lb))
     bb.train(was_training)
     if not keep:
-        raise ValueError(f"no readable images among {len(rows)} rows ({report.summary('images')})")
+        n = len(records) if rows is None else len(rows)
+        raise ValueError(f"no readable images among {n} rows ({report.summary('images')})")
     return ViewSet(torch.cat(out_h) if out_h else None, torch.cat(out_l) if out_l else None, np.asarray(keep, dtype=np.int64))
 
 

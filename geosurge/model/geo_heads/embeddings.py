@@ -1,11 +1,51 @@
-"""Training objectives: per-level InfoNCE with in-batch negatives (paper Eq. 1), or cross-entropy."""
+"""Geographic embeddings (paper §III-C): one learned table and temperature per hierarchy level, trained with
+per-level InfoNCE against the batch's cells (paper Eq. 1)."""
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 
-from ..model.geo_embedding import GeoEmbeddings
+from ..config import GeoConfig
+from ._registry import GeoHead, HeadScoring, register_geo_head
+
+
+@register_geo_head("embeddings")
+class GeoEmbeddings(GeoHead):
+    """``num_cells[l] x dim`` embeddings per level (L2-normalized at use) and a learnable temperature each."""
+
+    def __init__(self, cfg: GeoConfig, num_cells: Sequence[int]):
+        super().__init__()
+        self.num_cells = list(num_cells)
+        dim = cfg.embed_dim
+        self.tables = nn.ParameterList(nn.Parameter(torch.randn(n, dim) * dim**-0.5) for n in self.num_cells)
+        # log(1/T) as in CLIP's logit_scale: positive by construction, well-scaled gradients.
+        self.logit_scale = nn.Parameter(torch.full((len(self.num_cells),), math.log(1.0 / cfg.init_temperature)))
+
+    def scales(self) -> torch.Tensor:
+        """1 / temperature per level, capped at 100 like CLIP so a temperature cannot collapse to zero."""
+        return self.logit_scale.clamp(max=math.log(100.0)).exp()
+
+    def temperatures(self) -> torch.Tensor:
+        return 1.0 / self.scales()
+
+    def normalized(self, level: int) -> torch.Tensor:
+        return F.normalize(self.tables[level], dim=-1)
+
+    def logits(self, features: torch.Tensor, level: int) -> torch.Tensor:
+        """Cosine similarity of normalized ``features`` (B, dim) to every cell of ``level``, divided by its temperature."""
+        return self.scales()[level] * features @ self.normalized(level).T
+
+    def scoring(self) -> HeadScoring:
+        return HeadScoring([self.normalized(k).detach() for k in range(self.num_levels)], self.scales().detach(), None)
+
+    def loss(self, features: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, list[float], list[float]]:
+        """Per-level InfoNCE with in-batch negatives, the negatives spanning every process's batch."""
+        return hierarchical_infonce(features, cells, self, gather_cells(cells))
 
 
 def gather_cells(cells: torch.Tensor) -> torch.Tensor:
@@ -51,23 +91,3 @@ def hierarchical_infonce(
         losses.append(loss.item())
         accs.append((logits.argmax(1) == target).float().mean().item())
     return total, losses, accs
-
-
-def classification_loss(feats: torch.Tensor, cells: torch.Tensor, head) -> tuple[torch.Tensor, list[float], list[float]]:
-    """Cross-entropy over all cells of the head's single (finest) level."""
-    valid = cells[:, -1] >= 0
-    if not valid.any():
-        z = feats.sum() * 0.0
-        return z, [float("nan")], [float("nan")]
-    logits = head.logits(feats[valid], 0).float()
-    target = cells[valid, -1]
-    loss = F.cross_entropy(logits, target)
-    return loss, [loss.item()], [(logits.argmax(1) == target).float().mean().item()]
-
-
-def geo_loss(model, feats: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, list[float], list[float]]:
-    """The objective that matches the model's geographic head."""
-    geo = model.geo
-    if isinstance(geo, GeoEmbeddings):
-        return hierarchical_infonce(feats, cells, geo, gather_cells(cells))
-    return classification_loss(feats, cells, geo)

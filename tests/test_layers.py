@@ -1,0 +1,88 @@
+"""Lower layers never import higher ones: read from the package's import statements, not from running it.
+
+files < geo < data < model < {train, eval, predictor} < app < cli: each layer may import the layers listed
+for it and nothing else (train and eval are siblings: evaluation never reaches into the training loop).
+"""
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "geosurge"
+
+#: layer -> the layers it may import (besides itself)
+ALLOWED = {
+    "files": set(),
+    "geo": {"files"},
+    "data": {"files", "geo"},
+    "model": {"files", "geo", "data"},
+    "train": {"files", "geo", "data", "model"},
+    "eval": {"files", "geo", "data", "model"},
+    "predictor": {"files", "geo", "data", "model"},
+    "app": {"files", "geo", "data", "model", "predictor"},
+    "cli": {"files", "geo", "data", "model", "train", "eval", "predictor", "app"},
+}
+
+
+def _layer(parts: tuple[str, ...]) -> str | None:
+    """The layer of ``geosurge.<parts>`` (a module or a name imported from the package root), or None for
+    the root's own ``__init__``/``__main__``, which only re-export."""
+    head = parts[0].removesuffix(".py") if parts else None
+    return None if head in (None, "__init__", "__main__") else head
+
+
+def _is_module(name: str) -> bool:
+    return (PACKAGE / f"{name}.py").is_file() or (PACKAGE / name).is_dir()
+
+
+def _imported_layers(path: Path) -> set[str]:
+    """Layers of the package that ``path`` imports anywhere (module top or inside a function)."""
+    package = ("geosurge", *path.relative_to(PACKAGE).parent.parts)
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [tuple(a.name.split(".")) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else ()
+            module = base + tuple(node.module.split(".") if node.module else ())
+            # `from .. import files` names modules of the root; `from .. import __version__` an attribute of
+            # its __init__, which every submodule's import runs anyway
+            targets = [module + (a.name,) for a in node.names if _is_module(a.name)] if module == ("geosurge",) else [module]
+        else:
+            continue
+        found.update(_layer(t[1:]) for t in targets if t[:1] == ("geosurge",))
+    return found - {None}
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if _layer(p.relative_to(PACKAGE).parts) is not None)
+
+
+def test_every_module_belongs_to_a_known_layer():
+    unknown = {str(p.relative_to(PACKAGE)) for p in _modules() if _layer(p.relative_to(PACKAGE).parts) not in ALLOWED}
+    assert not unknown, f"add these modules' layer to ALLOWED: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_module_imports_only_lower_layers(path):
+    layer = _layer(path.relative_to(PACKAGE).parts)
+    upward = _imported_layers(path) - ALLOWED.get(layer, set()) - {layer}
+    assert not upward, f"{path.relative_to(PACKAGE)} ({layer}) imports higher layers {sorted(upward)}"
+
+
+def test_eval_never_imports_train():
+    for path in (PACKAGE / "eval").rglob("*.py"):
+        assert "train" not in _imported_layers(path), path
+
+
+def test_the_checker_sees_relative_absolute_and_nested_imports(tmp_path, monkeypatch):
+    # A checker that parsed nothing would pass every test above: prove it finds each import form.
+    pkg = tmp_path / "geosurge"
+    (pkg / "model" / "sub").mkdir(parents=True)
+    (pkg / "app").mkdir()
+    src = ("from ...train.trainer import train\nfrom ..views import ViewSet\nimport geosurge.eval.evaluate\n"
+           "from ... import app\ndef f():\n    from ...predictor import Predictor\n")
+    (pkg / "model" / "sub" / "m.py").write_text(src)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", pkg)
+    assert _imported_layers(pkg / "model" / "sub" / "m.py") == {"train", "model", "eval", "app", "predictor"}
