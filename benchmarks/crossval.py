@@ -42,6 +42,7 @@ from geosurge.model.config import PosteriorConfig  # noqa: E402
 from geosurge.model.encode import view_features  # noqa: E402
 from geosurge.model.geosurge import GeoSURGE  # noqa: E402
 from geosurge.model.posterior import Posterior, calibrate, combine, likelihood_ratios, training_counts  # noqa: E402
+from geosurge.model.variants import FUSION, VARIANTS  # noqa: E402
 from geosurge.model.views import ViewSet, load_or_build_views  # noqa: E402
 from geosurge.train.config import load_train_config  # noqa: E402
 from geosurge.train.sources import ViewSource  # noqa: E402
@@ -318,6 +319,25 @@ def judge(cfg, rec, groups, folds, hierarchy, views, epochs, tag, reuse=False) -
     return {"run": run, "res": res, "rows": rows, "post": post, "ratios": ratios, "truth": truth, "true_fin": true_fin}
 
 
+def variant_config(cfg, name: str):
+    """The config with the variant's fusion setting."""
+    c = copy.deepcopy(cfg)
+    c.model.fusion.enabled = VARIANTS[name].fusion
+    return c
+
+
+def ablations(cfg, tag: str, rec, groups, folds, hierarchy: Hierarchy, views: ViewSet, epochs: int, reuse: bool) -> list[dict]:
+    """The paper's Tables VII (depth 1 / 3 / 5) and VI (a linear classifier over the finest cells instead of
+    geographic embeddings) under the same folds, posterior and cross-fitted decision: one row each."""
+    out = []
+    for depth in (1, 3, 5):
+        out += judge(cfg, rec, groups, folds, depth_hierarchy(hierarchy, depth), views, epochs, f"{tag} depth-{depth}", reuse)["rows"][:1]
+    lin = copy.deepcopy(cfg)
+    lin.model.geo.head = "linear"
+    out += judge(lin, rec, groups, folds, finest_only(hierarchy), views, epochs, f"{tag} no-geo-embeddings (linear head)", reuse)["rows"][:1]
+    return out
+
+
 def depth_hierarchy(h: Hierarchy, depth: int) -> Hierarchy:
     return Hierarchy(h.tau_min, h.levels[:depth], h.n_samples)
 
@@ -365,11 +385,9 @@ def main() -> None:
     cells = hierarchy.assign(rec.lats, rec.lons)
 
     results, rows = {}, []
-    for variant in ("fusion", "rgb"):
-        c = copy.deepcopy(cfg)
-        c.model.fusion.enabled = variant == "fusion"
-        results[variant] = judge(c, rec, groups, folds, hierarchy, views, epochs, variant, args.reuse)
-        rows += results[variant]["rows"]
+    for variant in VARIANTS.values():
+        results[variant.name] = judge(variant_config(cfg, variant.name), rec, groups, folds, hierarchy, views, epochs, variant.name, args.reuse)
+        rows += results[variant.name]["rows"]
     feats = pooled(views)
     base = baselines(rec, folds, hierarchy, feats, cells, truth)
     rows += [row(name, dist_of(p, truth), groups) for name, p in base.items()]
@@ -378,15 +396,9 @@ def main() -> None:
         rows.append(row(f"GeoEstimation peer (MP-16, published predictions; {prow.size} photos)", dist_of(ppts, truth[prow]), groups[prow]))
 
     ablation_rows = []
-    if args.ablations:  # on the RGB-only variant: fusion costs ~10x the training time per fold on 2 cores
-        rgb = copy.deepcopy(cfg)
-        rgb.model.fusion.enabled = False
-        ablation_rows.append(results["rgb"]["rows"][0])
-        for depth in (1, 3, 5):
-            ablation_rows += judge(rgb, rec, groups, folds, depth_hierarchy(hierarchy, depth), views, epochs, f"rgb depth-{depth}", args.reuse)["rows"][:1]
-        lin = copy.deepcopy(rgb)
-        lin.model.geo.head = "linear"
-        ablation_rows += judge(lin, rec, groups, folds, finest_only(hierarchy), views, epochs, "rgb no-geo-embeddings (linear head)", args.reuse)["rows"][:1]
+    for variant in VARIANTS if args.ablations else ():
+        ablation_rows.append(results[variant]["rows"][0])
+        ablation_rows += ablations(variant_config(cfg, variant), variant, rec, groups, folds, hierarchy, views, epochs, args.reuse)
     report(args, cfg, results, rows, ablation_rows, groups, folds, splits, epochs, hierarchy)
 
 
@@ -397,9 +409,20 @@ def calibration_figures(res: dict, truth: np.ndarray, cen: np.ndarray) -> tuple[
     return hits, ece, {r: (float(res["prob"][r].mean() * 100), float(hits[r].mean() * 100)) for r in RADII_KM}
 
 
+def calibration_table(results: dict) -> list[str]:
+    """Markdown rows: per variant, the mean stated chance, the observed frequency and the ECE at every radius."""
+    lines = ["| variant | within | " + " | ".join(f"{r} km" for r in RADII_KM) + " |", "|---|---|" + "---|" * len(RADII_KM)]
+    for name, r in results.items():
+        _, ece, means = calibration_figures(r["res"], r["truth"], r["post"].centroids)
+        lines += [f"| {name} | mean stated chance % | " + " | ".join(f"{means[d][0]:.1f}" for d in RADII_KM) + " |",
+                  f"| {name} | observed % | " + " | ".join(f"{means[d][1]:.1f}" for d in RADII_KM) + " |",
+                  f"| {name} | ECE (points) | " + " | ".join(f"{ece[d]:.1f}" for d in RADII_KM) + " |"]
+    return lines
+
+
 def report(args, cfg, results, rows, ablation_rows, groups, folds, splits, epochs, hierarchy) -> None:
-    fus = results["fusion"]
-    hits, ece, means = calibration_figures(fus["res"], fus["truth"], fus["post"].centroids)
+    fus = results[FUSION]
+    hits, ece, _ = calibration_figures(fus["res"], fus["truth"], fus["post"].centroids)
     plot_reliability(fus["res"]["prob"], hits, ROOT / "docs" / "results-reliability.png")
     lp = fus["res"]["logpost_true"]
     ok = np.isfinite(lp)
@@ -417,18 +440,15 @@ def report(args, cfg, results, rows, ablation_rows, groups, folds, splits, epoch
         "", table(rows), "",
         f"**Bits per photo** (fusion, cross-fitted posterior vs the MP-16 prior alone, on the true finest cell, "
         f"{int(ok.sum())} photos inside a finest cell): {b_mean:+.3f} [{b_lo:+.3f}, {b_hi:+.3f}].", "",
-        "**Calibration** (fusion, CV-chosen decision; stated chance vs observed, cross-fitted):", "",
-        "| within | " + " | ".join(f"{r} km" for r in RADII_KM) + " |", "|---|" + "---|" * len(RADII_KM),
-        "| mean stated chance % | " + " | ".join(f"{means[r][0]:.1f}" for r in RADII_KM) + " |",
-        "| observed % | " + " | ".join(f"{means[r][1]:.1f}" for r in RADII_KM) + " |",
-        "| ECE (points) | " + " | ".join(f"{ece[r]:.1f}" for r in RADII_KM) + " |", "",
+        f"**Calibration** (CV-chosen decision; stated chance vs observed, cross-fitted; {args.calibration} maps):", "",
+        *calibration_table(results), "",
         "Per fold (fitted on the other folds): " + "; ".join(
             f"fold {k}: {f['decision']}, correction {f['beta']:.0f}, prior weight {f['alpha']}, level weights {f['weights']}"
             for k, f in enumerate(fus["res"]["fits"])),
-        "", f"Training under CV: fusion {results['fusion']['run']['seconds']:.0f} s, RGB {results['rgb']['run']['seconds']:.0f} s for {args.folds} folds.",
+        "", "Training under CV: " + ", ".join(f"{n} {r['run']['seconds']:.0f} s" for n, r in results.items()) + f" for {args.folds} folds.",
     ]
     if ablation_rows:
-        lines += ["", "Ablations (RGB-only variant, same folds, posterior fitted the same way, CV-chosen decision):", "", table(ablation_rows)]
+        lines += ["", "Ablations (both variants, same folds, posterior fitted the same way, CV-chosen decision):", "", table(ablation_rows)]
     test_rows = [row("fusion, CV-chosen decision, test.csv photos only", dist_of(fus["post"].centroids[fus["res"]["answer"]["default"][test]], fus["truth"][test]), groups[test])] if test.any() else []
     if test_rows:
         lines += ["", "The same out-of-fold answers restricted to the `test.csv` photos (for comparison with older figures):", "", table(test_rows)]
