@@ -21,7 +21,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from geosurge.data.labels import LabelStore  # noqa: E402
 from geosurge.data.records import read_records  # noqa: E402
 from geosurge.eval.baselines import backbone_view_features, geographic_median, knn_predict  # noqa: E402
 from geosurge.eval.evaluate import EvalResult, evaluate_checkpoint, markdown_table, plot_accuracy  # noqa: E402

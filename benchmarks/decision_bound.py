@@ -37,6 +37,7 @@ from geosurge.geo.hierarchy import Hierarchy  # noqa: E402
 from geosurge.model.config import PosteriorConfig  # noqa: E402
 from geosurge.model.hierarchical import HierarchicalScorer  # noqa: E402
 from geosurge.model.posterior import Posterior, combine, training_counts  # noqa: E402
+from geosurge.model.variants import FUSION, VARIANTS  # noqa: E402
 from geosurge.train.config import load_train_config  # noqa: E402
 
 RADII = (1, 25, 200, 750, 2500)
@@ -51,9 +52,9 @@ def accuracy(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
 def level_log_probs(args, cfg, test) -> tuple[list[torch.Tensor], np.ndarray, Hierarchy]:
     """Per-level log-probabilities at T = 1 (the scorer's), averaged over the chosen variants; the test rows read."""
     per_variant = []
-    for fusion in {"fusion": [True], "rgb": [False], "both": [True, False]}[args.variant]:
+    for name in list(VARIANTS) if args.variant == "both" else [args.variant]:
         model, hierarchy, feats, keep, _ = checkpoint_features(
-            args.checkpoint or cfg.run.output, test, ten_crop=True, fusion=fusion,
+            args.checkpoint or cfg.run.output, test, ten_crop=True, fusion=VARIANTS[name].fusion,
             labels=cfg.data.labels, cache_dir=cfg.data.cache_dir)
         per_variant.append((HierarchicalScorer.for_model(model, hierarchy).level_log_probs(feats), keep, hierarchy))
     first = per_variant[0]
@@ -109,7 +110,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs/demo.yaml"))
     ap.add_argument("--checkpoint", default=None, help="the trained pair (default: the config's run.output)")
-    ap.add_argument("--variant", choices=["fusion", "rgb", "both"], default="fusion",
+    ap.add_argument("--variant", choices=[*VARIANTS, "both"], default=FUSION,
                     help="both: the two variants' per-level log-probabilities averaged (an ensemble)")
     ap.add_argument("--test-csv", default=str(ROOT.parent / "shared/data/im2gps3k-dev/test.csv"))
     args = ap.parse_args()

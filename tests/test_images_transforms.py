@@ -94,7 +94,7 @@ def test_label_maps_resize_nearest_and_keep_their_classes():
 def test_label_lattice_is_what_the_fusion_tokenizer_samples():
     from geosurge.model.fusion import SemanticTokenizer
 
-    tok = SemanticTokenizer(grid=4, cells=2, num_classes=151, dim=8)
+    tok = SemanticTokenizer(grid=4, label_samples=2, num_classes=151, dim=8)
     labels = torch.randint(0, 151, (3, 224, 224))
     lattice = resample_labels(labels, 8)
     assert lattice.shape == (3, 8, 8) and lattice.dtype == torch.int64

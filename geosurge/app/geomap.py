@@ -202,16 +202,35 @@ def prediction_map(
 ) -> str:
     """An ``<iframe>`` with the map: per level a toggleable layer of its top cells, coloured by level,
     with the product score in the tooltip; the predicted point(s); the EXIF truth and the errors."""
-    m = folium.Map(location=[primary.lat, primary.lon], zoom_start=3, tiles=None, world_copy_jump=True)
-    m.default_js, m.default_css = [], []  # no CDN: Leaflet is inlined into the rendered page below
-    # The provider object rather than its name or URL: folium looks any string up in xyzservices'
-    # whole catalogue, ~5 ms per map.
-    folium.TileLayer(xyzservices.providers.OpenStreetMap.Mapnik, name="OpenStreetMap (online)", control=False).add_to(m)
+    m = _base_map(primary)
     # What the map zooms to: the points and the fine cells holding the answer (the top cells by product score
     # may sit on several continents; coarse cells span continents).
     bounds = [pt for c in primary.chain[-3:] for pt in _ring(hierarchy.levels[c.level - 1].polygons(4)[c.index], primary.lon)]
     for layer in credible_layers(primary, hierarchy):  # below the level cells, so their tooltips stay reachable
         layer.add_to(m)
+    _add_level_layers(m, primary, hierarchy, bounds)
+    _add_points(m, primary, primary_name, other, other_name, truth, bounds)
+    # Collapsed: the expanded panel covered the truth or a prediction on about one map in ten.
+    folium.LayerControl(collapsed=True).add_to(m)
+    Legend(legend_entries(primary_name, other_name if other is not None else None, truth is not None,
+                          len(primary.levels))).add_to(m)
+    if bounds:
+        lats, lons = [b[0] for b in bounds], [b[1] for b in bounds]
+        FitView([[min(lats), min(lons)], [max(lats), max(lons)]], FIT_TOP_LEFT, FIT_BOTTOM_RIGHT).add_to(m)
+    return _iframe(m, height)
+
+
+def _base_map(primary: Prediction) -> folium.Map:
+    m = folium.Map(location=[primary.lat, primary.lon], zoom_start=3, tiles=None, world_copy_jump=True)
+    m.default_js, m.default_css = [], []  # no CDN: Leaflet is inlined into the rendered page (_iframe)
+    # The provider object rather than its name or URL: folium looks any string up in xyzservices'
+    # whole catalogue, ~5 ms per map.
+    folium.TileLayer(xyzservices.providers.OpenStreetMap.Mapnik, name="OpenStreetMap (online)", control=False).add_to(m)
+    return m
+
+
+def _add_level_layers(m: folium.Map, primary: Prediction, hierarchy: Hierarchy, bounds: list) -> None:
+    """Per level a toggleable layer of its top cells, with the product score in each tooltip."""
     for k, cells in enumerate(primary.levels):
         drawn = []
         for rank, c in enumerate(cells):
@@ -226,33 +245,38 @@ def prediction_map(
             drawn.append({"ring": [[round(a, 5), round(b, 5)] for a, b in ring], "style": style, "tip": tip})
         CellLayer(drawn, f"level {k + 1}: top {len(cells)} cells ({len(hierarchy.levels[k])} in all)").add_to(m)
 
-    def point(p_lat, p_lon, colour, cls, tip) -> list[float]:
-        where = [p_lat, _near(p_lon, primary.lon)]  # tooltips keep the true longitude
-        folium.CircleMarker(where, radius=9, color="white", weight=2, fill=True, fill_color=colour,
-                            fill_opacity=1.0, tooltip=tip, class_name=cls).add_to(m)
-        bounds.append(tuple(where))
-        return where
 
-    point(primary.lat, primary.lon, PRED_COLOURS.get(primary_name, "#d62728"), f"geosurge-pred geosurge-pred-{primary_name}",
-          f"prediction ({primary_name}): {primary.lat:.4f}, {primary.lon:.4f} · {_chance(primary)}")
+def _add_points(m: folium.Map, primary: Prediction, primary_name: str, other: Prediction | None, other_name: str | None,
+                truth: tuple[float, float] | None, bounds: list) -> None:
+    """The predicted point(s), the line between the two variants' answers, the EXIF truth and the error."""
+    _point(m, primary.lat, primary.lon, primary.lon, PRED_COLOURS.get(primary_name, "#d62728"),
+           f"geosurge-pred geosurge-pred-{primary_name}",
+           f"prediction ({primary_name}): {primary.lat:.4f}, {primary.lon:.4f} · {_chance(primary)}", bounds)
     if other is not None:
         d = float(haversine_km(primary.lat, primary.lon, other.lat, other.lon))
-        where = point(other.lat, other.lon, PRED_COLOURS.get(other_name or "", "#1f77b4"), f"geosurge-pred geosurge-pred-{other_name}",
-                      f"prediction ({other_name}): {other.lat:.4f}, {other.lon:.4f} · {_chance(other)}")
+        where = _point(m, other.lat, other.lon, primary.lon, PRED_COLOURS.get(other_name or "", "#1f77b4"),
+                       f"geosurge-pred geosurge-pred-{other_name}",
+                       f"prediction ({other_name}): {other.lat:.4f}, {other.lon:.4f} · {_chance(other)}", bounds)
         folium.PolyLine([[primary.lat, primary.lon], where], color="#555", weight=2, dash_array="6 6",
                         tooltip=f"{d:,.0f} km between the two predictions", class_name="geosurge-between").add_to(m)
     if truth is not None:
         err = float(haversine_km(primary.lat, primary.lon, truth[0], truth[1]))
-        where = point(truth[0], truth[1], TRUTH_COLOUR, "geosurge-truth", f"EXIF GPS (true location) · error {err:,.0f} km")
+        where = _point(m, truth[0], truth[1], primary.lon, TRUTH_COLOUR, "geosurge-truth",
+                       f"EXIF GPS (true location) · error {err:,.0f} km", bounds)
         folium.PolyLine([[primary.lat, primary.lon], where], color=TRUTH_COLOUR, weight=2,
                         tooltip=f"error {err:,.0f} km", class_name="geosurge-error").add_to(m)
-    # Collapsed: the expanded panel covered the truth or a prediction on about one map in ten.
-    folium.LayerControl(collapsed=True).add_to(m)
-    Legend(legend_entries(primary_name, other_name if other is not None else None, truth is not None,
-                          len(primary.levels))).add_to(m)
-    if bounds:
-        lats, lons = [b[0] for b in bounds], [b[1] for b in bounds]
-        FitView([[min(lats), min(lons)], [max(lats), max(lons)]], FIT_TOP_LEFT, FIT_BOTTOM_RIGHT).add_to(m)
+
+
+def _point(m: folium.Map, lat: float, lon: float, ref_lon: float, colour: str, cls: str, tip: str, bounds: list) -> list[float]:
+    """A marker drawn on the copy of the world nearest ``ref_lon`` (the tooltip keeps the true longitude)."""
+    where = [lat, _near(lon, ref_lon)]
+    folium.CircleMarker(where, radius=9, color="white", weight=2, fill=True, fill_color=colour,
+                        fill_opacity=1.0, tooltip=tip, class_name=cls).add_to(m)
+    bounds.append(tuple(where))
+    return where
+
+
+def _iframe(m: folium.Map, height: int) -> str:
     # Spliced in after rendering: as a folium Element the 150 kB of Leaflet would be compiled as a
     # Jinja template on every request.
     head, sep, rest = m.get_root().render().partition("<head>")

@@ -6,7 +6,6 @@ samples counted without reading the images.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 from pathlib import Path

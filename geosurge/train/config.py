@@ -7,10 +7,13 @@ from typing import Any
 
 from ..geo.metrics import THRESHOLDS_KM
 from ..model.config import ModelConfig
+from ..model.variants import VARIANTS
 from ..model.views import VIEW_SETS
 
 #: what ``run.val_metric`` may name: the validation report's scores (median_km and mean_km: lower is better)
 VAL_METRICS = ("geoscore", "median_km", "mean_km", *(f"acc_{t:g}km" for t in THRESHOLDS_KM.values()))
+#: the validation scores of which less is better (early stopping keeps the lowest)
+LOWER_IS_BETTER = frozenset({"median_km", "mean_km"})
 
 
 @dataclass
@@ -82,9 +85,12 @@ class RunConfig:
 
     def __post_init__(self):
         if self.amp not in (True, False, "bf16", "fp16", "off"):
-            raise ValueError(f"run.amp must be true, false, 'bf16' or 'fp16', not {self.amp!r}")
+            raise ValueError(f"run.amp must be true, false, 'bf16', 'fp16' or 'off', not {self.amp!r}")
         if self.val_metric not in VAL_METRICS:
             raise ValueError(f"run.val_metric must be one of {list(VAL_METRICS)}, not {self.val_metric!r}")
+        for name in self.variants or []:
+            if name not in VARIANTS:
+                raise ValueError(f"run.variants entries must be {' or '.join(map(repr, VARIANTS))}, not {name!r}")
 
     def amp_dtype(self):
         """torch dtype of autocast on GPU, or None."""
