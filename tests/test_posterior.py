@@ -8,7 +8,8 @@ from geosurge.eval.cv import (bootstrap_mean, expected_calibration_error, fit_is
 from geosurge.geo import build_hierarchy
 from geosurge.geo.prior import PhotoDensity, read_photo_density
 from geosurge.model.config import ModelConfig, PosteriorConfig, parse_decision
-from geosurge.model.posterior import (Posterior, calibrate, combine, credible_set, likelihood_ratios, training_counts)
+from geosurge.model.posterior import (Posterior, calibrate, combine, credible_set, likelihood_ratios, monotone_in_radius,
+                                     training_counts)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +65,12 @@ def test_strong_evidence_moves_the_answer_and_within_rule_maximizes_mass(world):
     # the raw chance within R grows with R and is a probability
     raw = [res.raw_within_km[r][0] for r in sorted(res.raw_within_km)]
     assert all(0 <= a <= b <= 1 + 1e-9 for a, b in zip(raw, raw[1:]))
+    # so do the calibrated chances, even where the per-radius maps disagree
+    crossed = {1: np.array([0.3, 0.0]), 25: np.array([0.2, 0.1]), 200: np.array([0.5, 0.05])}
+    mono = monotone_in_radius(crossed)
+    np.testing.assert_allclose(mono[25], [0.3, 0.1])
+    np.testing.assert_allclose(mono[200], [0.5, 0.1])
+    np.testing.assert_allclose(mono[1], crossed[1])
 
 
 def test_median_rule_minimizes_expected_distance(world):
@@ -119,6 +126,16 @@ def test_logistic_calibration_is_monotone_and_calibrated():
     assert expected_calibration_error(raw, hit) > 5
     assert expected_calibration_error(cal, hit) < 2
     PosteriorConfig(enabled=True, calibration={"median@750": knots})  # a valid stored map
+
+
+def test_balanced_ece_weighs_each_photographer_the_same():
+    # 90 photos of one photographer stated 0.5 and all hit; 10 photographers with one photo each, stated 0.5, all missed
+    prob = np.full(100, 0.55)
+    hit = np.r_[np.ones(90, bool), np.zeros(10, bool)]
+    groups = ["prolific"] * 90 + [f"p{i}" for i in range(10)]
+    assert expected_calibration_error(prob, hit) == pytest.approx(100 * abs(0.55 - 0.9))
+    assert expected_calibration_error(prob, hit, groups=groups) == pytest.approx(100 * abs(0.55 - 1 / 11))
+    assert expected_calibration_error(prob, hit, groups=[str(i) for i in range(100)]) == pytest.approx(expected_calibration_error(prob, hit))
 
 
 def test_grouped_folds_keep_photographers_together():
