@@ -3,12 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from geosurge.eval.cv import (bootstrap_mean, expected_calibration_error, fit_isotonic, fit_level_weights, grouped_folds,
+from geosurge.eval.cv import (bootstrap_mean, expected_calibration_error, fit_isotonic, fit_level_weights, fit_logistic, grouped_folds,
                               score)
 from geosurge.geo import build_hierarchy
 from geosurge.geo.prior import PhotoDensity, read_photo_density
 from geosurge.model.config import ModelConfig, PosteriorConfig, parse_decision
-from geosurge.model.posterior import (Posterior, calibrate, combine, credible_set, likelihood_ratios, training_counts)
+from geosurge.model.posterior import (Posterior, calibrate, combine, credible_set, likelihood_ratios, monotone_in_radius,
+                                     training_counts)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +65,21 @@ def test_strong_evidence_moves_the_answer_and_within_rule_maximizes_mass(world):
     # the raw chance within R grows with R and is a probability
     raw = [res.raw_within_km[r][0] for r in sorted(res.raw_within_km)]
     assert all(0 <= a <= b <= 1 + 1e-9 for a, b in zip(raw, raw[1:]))
+    # so do the calibrated chances, even where the per-radius maps disagree
+    crossed = {1: np.array([0.3, 0.0]), 25: np.array([0.2, 0.1]), 200: np.array([0.5, 0.05])}
+    mono = monotone_in_radius(crossed)
+    np.testing.assert_allclose(mono[25], [0.3, 0.1])
+    np.testing.assert_allclose(mono[200], [0.5, 0.1])
+    np.testing.assert_allclose(mono[1], crossed[1])
+
+
+def test_median_rule_minimizes_expected_distance(world):
+    h, counts = world
+    post = Posterior(PosteriorConfig(enabled=True, level_weights=[1, 1, 1]), h, counts)
+    lp = post.log_posterior([torch.randn(5, n) * 3 for n in h.num_cells])
+    ans = post.decide(lp, "median")
+    expected = lp.exp().numpy() @ post.distances.astype(np.float64)  # (B, n): mean km from each candidate cell
+    np.testing.assert_allclose(expected[np.arange(5), ans], expected.min(1), rtol=1e-9)
 
 
 def test_credible_set_is_the_smallest_holding_the_mass():
@@ -79,7 +95,8 @@ def test_config_round_trip_and_validation():
     cfg = ModelConfig(posterior=pc)
     assert ModelConfig.from_dict(cfg.to_dict()).posterior == pc
     assert parse_decision("argmax") is None and parse_decision("within:2500") == 2500
-    for bad in ({"decision": "median"}, {"decision": "within:-3"}, {"level_weights": [-0.1]}, {"train_correction": 2.0},
+    assert parse_decision("median") is None
+    for bad in ({"decision": "mean"}, {"decision": "within:-3"}, {"level_weights": [-0.1]}, {"train_correction": 2.0},
                 {"calibration": {"argmax@25": [[0.0, 1.0], [0.6, 0.2]]}}, {"calibration": {"argmax": [[0.0], [0.1]]}}):
         with pytest.raises(ValueError):
             PosteriorConfig(**bad)
@@ -95,6 +112,30 @@ def test_isotonic_calibration_is_monotone_and_calibrated():
     assert expected_calibration_error(raw, hit) > 10
     assert expected_calibration_error(cal, hit) < 2
     np.testing.assert_allclose(calibrate([0.5], None), [0.5])
+
+
+def test_logistic_calibration_is_monotone_and_calibrated():
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0.01, 0.99, 5000)
+    logit = np.log(raw / (1 - raw))
+    hit = rng.uniform(0, 1, 5000) < 1 / (1 + np.exp(-(2 * logit - 1)))  # overconfident and biased raw scores
+    knots = fit_logistic(raw, hit)
+    assert knots[0][0] == 0 and knots[0][-1] == 1
+    assert np.all(np.diff(knots[0]) > 0) and np.all(np.diff(knots[1]) >= 0)
+    cal = calibrate(raw, knots)
+    assert expected_calibration_error(raw, hit) > 5
+    assert expected_calibration_error(cal, hit) < 2
+    PosteriorConfig(enabled=True, calibration={"median@750": knots})  # a valid stored map
+
+
+def test_balanced_ece_weighs_each_photographer_the_same():
+    # 90 photos of one photographer stated 0.5 and all hit; 10 photographers with one photo each, stated 0.5, all missed
+    prob = np.full(100, 0.55)
+    hit = np.r_[np.ones(90, bool), np.zeros(10, bool)]
+    groups = ["prolific"] * 90 + [f"p{i}" for i in range(10)]
+    assert expected_calibration_error(prob, hit) == pytest.approx(100 * abs(0.55 - 0.9))
+    assert expected_calibration_error(prob, hit, groups=groups) == pytest.approx(100 * abs(0.55 - 1 / 11))
+    assert expected_calibration_error(prob, hit, groups=[str(i) for i in range(100)]) == pytest.approx(expected_calibration_error(prob, hit))
 
 
 def test_grouped_folds_keep_photographers_together():

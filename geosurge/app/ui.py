@@ -189,6 +189,8 @@ def chances_headline(pred) -> str:
 def decision_words(decision: str) -> str:
     if decision.startswith("within:"):
         return f"the most chance within {float(decision.split(':')[1]):,.0f} km"
+    if decision == "median":
+        return "the least expected distance"
     return "the most probable cell"
 
 

@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segmenter-path", default=None, help="segmentation model path (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: GPU when present)")
     p.add_argument("--decision", default=None,
-                   help="answer rule: argmax (most probable cell) or within:R (most chance within R km); default: the checkpoint's")
+                   help="answer rule: argmax (most probable cell), median (least expected distance) or within:R (most chance "
+                        "within R km); default: the checkpoint's")
     p.add_argument("--json", action="store_true", help="print one JSON object per image (errors too)")
     p.add_argument("--out", type=Path, default=None, help="write results.csv or results.geojson (one row / feature per photo)")
 

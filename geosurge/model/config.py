@@ -114,8 +114,9 @@ class PosteriorConfig:
 
 
 def parse_decision(decision: str) -> float | None:
-    """None for ``argmax``, R for ``within:R`` (km); anything else is an error."""
-    if decision == "argmax":
+    """R for ``within:R`` (km), None for the rules without a radius (``argmax``, ``median``); anything else is an
+    error."""
+    if decision in ("argmax", "median"):
         return None
     if isinstance(decision, str) and decision.startswith("within:"):
         try:
@@ -124,7 +125,7 @@ def parse_decision(decision: str) -> float | None:
             r = -1.0
         if r > 0:
             return r
-    raise ValueError(f"posterior.decision must be 'argmax' or 'within:R' with R > 0 km, not {decision!r}")
+    raise ValueError(f"posterior.decision must be 'argmax', 'median' or 'within:R' with R > 0 km, not {decision!r}")
 
 
 @dataclass

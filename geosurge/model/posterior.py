@@ -99,6 +99,14 @@ def calibrate(raw: np.ndarray, knots: Sequence[Sequence[float]] | None) -> np.nd
     return np.interp(raw, np.asarray(knots[0], np.float64), np.asarray(knots[1], np.float64))
 
 
+def monotone_in_radius(chances: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """The chance within R km can only grow with R; maps fitted per radius may disagree by a hair, so each
+    chance is raised to the largest at a smaller radius."""
+    radii = sorted(chances)
+    running = np.maximum.accumulate(np.stack([np.asarray(chances[r], np.float64) for r in radii]), axis=0)
+    return {r: running[k] for k, r in enumerate(radii)}
+
+
 @dataclass
 class PosteriorResult:
     log_post: torch.Tensor  # (B, n_fin)
@@ -140,8 +148,12 @@ class Posterior:
         return combine(self.log_prior, ratios, self.ancestors, self.weights, self.cfg.prior_weight)
 
     def decide(self, log_post: torch.Tensor, decision: str | None = None) -> np.ndarray:
-        """Finest cell of the answer: the most probable one, or the one with the most mass within R km."""
-        radius = parse_decision(decision or self.cfg.decision)
+        """Finest cell of the answer: the most probable one (``argmax``), the one of least expected great-circle
+        distance to the truth (``median``), or the one with the most mass within R km (``within:R``)."""
+        rule = decision or self.cfg.decision
+        radius = parse_decision(rule)
+        if rule == "median":
+            return (log_post.exp() @ torch.from_numpy(self.distances.astype(np.float64))).argmin(dim=1).numpy()
         if radius is None:
             return log_post.argmax(dim=1).numpy()
         near = torch.from_numpy((self.distances <= radius).astype(np.float64))
@@ -156,7 +168,7 @@ class Posterior:
         answer = self.decide(log_post, decision)
         raw = {r: self.mass_within(log_post, answer, r) for r in RADII_KM}
         rule = decision or self.cfg.decision
-        cal = {r: calibrate(raw[r], self.cfg.calibration.get(f"{rule}@{r}")) for r in RADII_KM}
+        cal = monotone_in_radius({r: calibrate(raw[r], self.cfg.calibration.get(f"{rule}@{r}")) for r in RADII_KM})
         return PosteriorResult(log_post, answer, cal, raw)
 
 
