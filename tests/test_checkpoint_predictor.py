@@ -214,8 +214,10 @@ def test_posterior_prediction(posterior_pair, photos, segmenter):
         assert [lv[0].level for lv in r.levels] == [1, 2, 3]  # the product-score cells stay, for the map's tooltips
     [a] = p.predict(photos[0], decision="argmax")
     assert a.decision == "argmax" and a.chain[-1].score == max(c.score for c in [a.chain[-1], *a.runners_up[-1]])
+    [m] = p.predict(photos[0], decision="median")  # least expected distance: a finest-cell centre too
+    assert m.decision == "median" and (m.lat, m.lon) == pytest.approx(tuple(h.finest.centroids[m.chain[-1].index]))
     with pytest.raises(ValueError, match="decision"):
-        p.predict(photos[0], decision="median")
+        p.predict(photos[0], decision="mean")
     d = json.loads(json.dumps(a.as_dict()))
     assert set(d["within_km"]) == {"1", "25", "200", "750", "2500"} and len(d["chain"]) == 3
 
