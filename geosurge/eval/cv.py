@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.optimize import isotonic_regression, minimize
-from scipy.special import expit
+from scipy.special import expit, logit
 
 from ..model.posterior import combine
 
@@ -94,8 +94,7 @@ def fit_logistic(raw: np.ndarray, hit: np.ndarray, knots: int = 65) -> list[list
     """Monotone map raw -> P(hit) as ``sigmoid(a * logit(raw) + b)`` with a >= 0 (Platt scaling on the log-odds),
     as piecewise-linear knots ``[[x...], [y...]]`` like :func:`fit_isotonic`. Two parameters instead of one
     step per block: less variance when the map is fitted on a few dozen photographers."""
-    eps = 1e-4
-    z = np.log(np.clip(raw, eps, 1 - eps) / (1 - np.clip(raw, eps, 1 - eps)))
+    z = _logit(raw)
     y = np.asarray(hit, np.float64)
 
     def nll(ab: np.ndarray) -> tuple[float, np.ndarray]:
@@ -106,9 +105,13 @@ def fit_logistic(raw: np.ndarray, hit: np.ndarray, knots: int = 65) -> list[list
 
     a, b = minimize(nll, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B", bounds=[(0.0, None), (None, None)]).x
     xs = np.linspace(0.0, 1.0, knots)
-    zs = np.log(np.clip(xs, eps, 1 - eps) / (1 - np.clip(xs, eps, 1 - eps)))
-    ys = expit(a * zs + b)
+    ys = expit(a * _logit(xs) + b)
     return [xs.tolist(), np.maximum.accumulate(ys).tolist()]
+
+
+def _logit(p: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    """Log-odds, with masses of exactly 0 or 1 (common: a cell holds everything or nothing) kept finite."""
+    return logit(np.clip(np.asarray(p, np.float64), eps, 1 - eps))
 
 
 def expected_calibration_error(prob: np.ndarray, hit: np.ndarray, bins: int = 10, groups: Sequence[str] | None = None) -> float:
