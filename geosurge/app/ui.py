@@ -15,6 +15,7 @@ from PIL import Image
 from ..data.images import ImageLoadError, load_image
 from ..geo.distance import haversine_km
 from ..geo.geocode import place_names
+from ..model.decisions import describe_decision
 from ..model.segmenters.palette import overlay
 from ..model.variants import FUSION, VARIANTS, pick_variants
 from ..predictor import Predictor
@@ -139,7 +140,7 @@ class Locator:
         place = place_names([pred.lat], [pred.lon])[0]
         name = {v: spec.description for v, spec in VARIANTS.items()}
         lines = [f"### {pred.lat:.4f}, {pred.lon:.4f} — {place}", chances_headline(pred),
-                 f"Model: **{name[primary]}** · answer chosen by {decision_words(pred.decision)}"]
+                 f"Model: **{name[primary]}** · answer chosen by {describe_decision(pred.decision)}"]
         if FUSION not in preds:
             lines.append(FUSION_OFF)
         if other is not None:
@@ -184,14 +185,6 @@ def chances_headline(pred) -> str:
                 "(this checkpoint has no calibrated chances)")
     parts = [f"{100 * p:.0f} % within {r:,} km" for r, p in sorted(pred.within_km.items(), reverse=True)]
     return f"Chance the photo was taken **{parts[0]}** · " + " · ".join(parts[1:])
-
-
-def decision_words(decision: str) -> str:
-    if decision.startswith("within:"):
-        return f"the most chance within {float(decision.split(':')[1]):,.0f} km"
-    if decision == "median":
-        return "the least expected distance"
-    return "the most probable cell"
 
 
 def level_table(pred) -> list[str]:
