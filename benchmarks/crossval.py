@@ -45,7 +45,8 @@ from geosurge.model.geosurge import GeoSURGE  # noqa: E402
 from geosurge.model.posterior import (Posterior, calibrate, combine, likelihood_ratios, monotone_in_radius,  # noqa: E402
                                      training_counts)
 from geosurge.model.checkpoint import CONFIG  # noqa: E402
-from geosurge.model.variants import FUSION, VARIANTS, variant_dir  # noqa: E402
+from geosurge.model.checkpoint_dir import CheckpointDir  # noqa: E402
+from geosurge.model.variants import FUSION, VARIANTS  # noqa: E402
 from geosurge.model.views import ViewSet, load_or_build_views  # noqa: E402
 from geosurge.train.config import load_train_config  # noqa: E402
 from geosurge.train.sources import ViewSource  # noqa: E402
@@ -514,7 +515,7 @@ def report(args, cfg, results, rows, ablation_rows, groups, folds, splits, epoch
 def write_posterior(directory: Path, results: dict, folds: np.ndarray, k: int) -> None:
     """Fit on all out-of-fold scores and store each variant's posterior in its checkpoint's config.json."""
     for variant, r in results.items():
-        path = variant_dir(directory, variant) / CONFIG
+        path = CheckpointDir.read(directory).variant(variant).path / CONFIG
         if not path.is_file():
             print(f"no {path}: skipped")
             continue

@@ -14,16 +14,16 @@ import torch
 from .data.images import load_image
 from .geo.distance import haversine_km
 from .geo.hierarchy import Hierarchy
-from .model.checkpoint import EMBEDDED_CHECKPOINT, load_checkpoint, resolve_checkpoint, segmenter_source
+from .model.checkpoint import EMBEDDED_CHECKPOINT
+from .model.checkpoint_dir import CheckpointDir
 from .model.decode import PRODUCT_SCORE, Decision, Decoder
 from .model.evidence import NOT_MEASURED, describe_evidence
 from .model.encode import encode_images, encode_images_multi
 from .model.geosurge import GeoSURGE
 from .model.hierarchical import ReferenceIndex
-from .model.posterior import Posterior, credible_set, load_posterior
+from .model.posterior import Posterior, credible_set
 from .model.segmenters import Segmenter, SegmenterUnavailable, create_segmenter
-from .model.config import SegmenterConfig
-from .model.variants import FUSION, RGB, variant_dirs, variant_name
+from .model.variants import FUSION, RGB, variant_name
 
 
 @dataclass
@@ -111,6 +111,8 @@ class Predictor:
         self.segmenter = segmenter
         self.segmenter_error = segmenter_error
         self.device = device
+        #: the checkpoint directory it was loaded from (None when built from variants directly)
+        self.checkpoint: CheckpointDir | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -132,30 +134,29 @@ class Predictor:
         overrides its model path); ``None`` disables it. When it cannot be built (e.g. the DeepLab file
         is missing) the predictor still works without fusion and ``segmenter_error`` says why.
         """
-        path = resolve_checkpoint(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+        checkpoint = CheckpointDir.open(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         variants: dict[str, _Variant] = {}
-        seg_cfg, seg_home = None, path
-        for name, d in variant_dirs(path).items():
-            model, hierarchy, reference, _ = load_checkpoint(d, dev)
-            variants[name] = _Variant(model, hierarchy, reference, dev, load_posterior(d, model.cfg.posterior, hierarchy))
-            if model.uses_fusion:
-                seg_cfg, seg_home = model.cfg.segmenter, d
+        for name, vd in checkpoint.variants.items():
+            model, hierarchy, reference = vd.load(dev)
+            variants[name] = _Variant(model, hierarchy, reference, dev, vd.posterior(hierarchy))
+        fused = next((vd for vd in checkpoint.variants.values() if vd.model_config().fusion.enabled), None)
         seg, err = None, None
         if isinstance(segmenter, Segmenter):
             seg = segmenter
         elif segmenter == "auto":
-            if seg_cfg is not None:
-                cfg = SegmenterConfig(seg_cfg.name, segmenter_source(seg_cfg, segmenter_path, seg_home), seg_cfg.input_size)
+            if fused is not None:
                 try:
-                    seg = create_segmenter(cfg)
+                    seg = create_segmenter(fused.segmenter_config(segmenter_path))
                 except SegmenterUnavailable as e:
                     err = str(e)
         elif segmenter is None:
             err = "segmentation was turned off"
         else:
             raise ValueError("segmenter must be 'auto', None or a Segmenter")
-        return cls(variants, seg, err, dev)
+        predictor = cls(variants, seg, err, dev)
+        predictor.checkpoint = checkpoint
+        return predictor
 
     @property
     def fusion_available(self) -> bool:

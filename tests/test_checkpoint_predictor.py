@@ -179,7 +179,8 @@ def posterior_pair(tmp_path_factory, pair, shared_dir):
     import shutil
 
     from geosurge.geo import Hierarchy
-    from geosurge.model.posterior import save_training_counts, training_counts
+    from geosurge.model.checkpoint import save_training_counts
+    from geosurge.model.posterior import training_counts
 
     root = tmp_path_factory.mktemp("posterior")
     rows = list(csv.DictReader(open(shared_dir / "data/im2gps3k-dev/train.csv")))

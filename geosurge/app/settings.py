@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..model.checkpoint import EMBEDDED_CHECKPOINT
-from ..model.variants import training_images
+from ..model.checkpoint_dir import training_images
 
 DEFAULT_CHECKPOINT = EMBEDDED_CHECKPOINT
 #: The 20 EXIF-GPS photos shipped with the package (README.md there: source and licence).

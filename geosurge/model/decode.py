@@ -22,7 +22,9 @@ from ..geo.hierarchy import Hierarchy
 from .decisions import DecisionRule, parse_decision
 from .evidence import evidence_bits
 from .hierarchical import HierarchicalScorer
-from .posterior import Posterior, load_posterior
+from .checkpoint_dir import CheckpointDir
+from .posterior import Posterior
+from .variants import variant_name
 
 #: what ranks the cells shown beside an answer, with and without a fitted posterior
 POSTERIOR_PROBABILITY = "posterior probability"
@@ -66,7 +68,8 @@ class Decoder:
     @classmethod
     def for_checkpoint(cls, model, hierarchy: Hierarchy, directory: str | Path) -> "Decoder":
         """The decoder of a checkpoint directory's model, with the posterior fitted in it (if any)."""
-        return cls.for_model(model, hierarchy, load_posterior(directory, model.cfg.posterior, hierarchy))
+        variant = CheckpointDir.read(directory).variant(variant_name(model.uses_fusion))
+        return cls.for_model(model, hierarchy, variant.posterior(hierarchy, model.cfg.posterior))
 
     def to(self, device: torch.device | str) -> "Decoder":
         self.scorer.to(device)

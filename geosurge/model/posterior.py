@@ -15,12 +15,10 @@ Everything here works on batches and is vectorized over cells.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..files import atomic_write
 from ..geo.distance import pairwise_haversine_km
 from ..geo.hierarchy import Hierarchy
 from .config import PosteriorConfig
@@ -28,41 +26,12 @@ from .decisions import DecisionRule, parse_decision
 
 #: Radii (km) of the calibrated chances: the benchmark's accuracy thresholds.
 RADII_KM = (1, 25, 200, 750, 2500)
-TRAIN_COUNTS = "posterior.safetensors"
 
 
 def training_counts(hierarchy: Hierarchy, lats: np.ndarray, lons: np.ndarray) -> list[np.ndarray]:
     """Training photos per cell at every level (photos outside every kept cell are not counted)."""
     cells = hierarchy.assign(lats, lons)
     return [np.bincount(cells[:, k][cells[:, k] >= 0], minlength=n).astype(np.int64) for k, n in enumerate(hierarchy.num_cells)]
-
-
-def save_training_counts(directory: str | Path, counts: Sequence[np.ndarray]) -> None:
-    """Write the per-level training counts beside a checkpoint's weights."""
-    from safetensors.numpy import save_file
-
-    arrays = {f"train_counts_l{k}": np.ascontiguousarray(c, dtype=np.int64) for k, c in enumerate(counts)}
-    atomic_write(Path(directory) / TRAIN_COUNTS, lambda p: save_file(arrays, p))
-
-
-def load_training_counts(directory: str | Path) -> list[np.ndarray] | None:
-    path = Path(directory) / TRAIN_COUNTS
-    if not path.is_file():
-        return None
-    from safetensors.numpy import load_file
-
-    arrays = load_file(str(path))
-    return [arrays[f"train_counts_l{k}"] for k in range(len(arrays))]
-
-
-def load_posterior(directory: str | Path, cfg: PosteriorConfig, hierarchy: Hierarchy) -> "Posterior | None":
-    """A checkpoint's fitted posterior, or None (older checkpoints, or one never fitted: the paper's rule)."""
-    if not cfg.enabled:
-        return None
-    counts = load_training_counts(directory)
-    if counts is None:
-        raise FileNotFoundError(f"{directory}: the posterior is enabled but its training counts ({TRAIN_COUNTS}) are missing")
-    return Posterior(cfg, hierarchy, counts)
 
 
 def likelihood_ratios(logits: Sequence[torch.Tensor], train_counts: Sequence[np.ndarray], train_correction: float) -> list[torch.Tensor]:
