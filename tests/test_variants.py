@@ -193,3 +193,12 @@ def test_write_posterior_round_trips_and_validates(tmp_path, rgb_model):
     assert back.posterior(hierarchy).cfg.decision == "within:750"
     with pytest.raises(ValueError, match="posterior.decision"):
         vd.write_posterior(PosteriorConfig(enabled=True).__class__(**{**pc.__dict__, "decision": "best"}))
+
+
+def test_a_checkpoint_naming_an_unknown_part_fails_when_read(tmp_path):
+    d = _config_only(tmp_path / "odd", RGB)
+    cfg = json.loads((d / CONFIG).read_text())
+    cfg["model"]["backbone"]["name"] = "resnet-9000"
+    (d / CONFIG).write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"backbone.name must be one of \['clip', 'efficientnet-lite0'.*not 'resnet-9000'"):
+        CheckpointDir.read(d)

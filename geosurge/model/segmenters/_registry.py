@@ -1,11 +1,15 @@
 """Segmenter registry: each produces an ADE20K label map (0 = other, k = class k) at image resolution."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from PIL import Image
 
-from ..config import SegmenterConfig
 from ..registry import Registry
+
+if TYPE_CHECKING:  # annotations only: config.py checks names against this registry, so no runtime import back
+    from ..config import SegmenterConfig
 
 
 class SegmenterUnavailable(RuntimeError):
