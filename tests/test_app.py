@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from geosurge.app.exif import exif_gps, with_gps
+from geosurge.app.exif import exif_gps
 
 from .app_testing import ROOT, AppServer
+from .exif_photos import with_gps
 
 from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT as CHECKPOINT  # noqa: E402
 COORDS = re.compile(r"### (-?\d+\.\d+), (-?\d+\.\d+)")

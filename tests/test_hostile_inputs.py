@@ -78,7 +78,7 @@ def test_exif_edge_cases_parse_right_or_are_reported():
     assert "malformed" in gps(((1, 0), 0, 0), "N", (10, 0, 0), "E").problem
     import io
 
-    from geosurge.app.exif import with_gps
+    from .exif_photos import with_gps
 
     small = Image.new("RGB", (64, 64))
     b = io.BytesIO()
