@@ -50,6 +50,7 @@ def assert_markers_in_sight(frame) -> None:
             assert not _overlap(box, c), f"{sel} is under {name}: {box} vs {c}"
 
 
+@pytest.mark.slow
 def test_upload_map_toggle_screenshot():
     exe = _chromium()
     sync_api = pytest.importorskip("playwright.sync_api")
