@@ -7,23 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from geosurge.geo import build_hierarchy
 from geosurge.model.config import GeoConfig, ModelConfig, PosteriorConfig
 from geosurge.model.decisions import DecisionRule, canonical_decision, describe_decision, parse_decision
 from geosurge.model.decode import POSTERIOR_PROBABILITY, PRODUCT_SCORE, Decoder
 from geosurge.model.hierarchical import HierarchicalScorer
 from geosurge.model.posterior import Posterior, training_counts
 
+from .test_hierarchical import clustered_world
+
 
 @pytest.fixture(scope="module")
 def world():
-    rng = np.random.default_rng(0)
-    lat = np.r_[rng.normal(48, 2, 3000), rng.normal(35, 3, 2000), rng.uniform(-50, 60, 1000)]
-    lon = np.r_[rng.normal(5, 3, 3000), rng.normal(-100, 5, 2000), rng.uniform(-180, 180, 1000)]
-    h = build_hierarchy(lat, lon, tau_min=10, tau_maxes=[2000, 500, 150, 60])
-    torch.manual_seed(0)
-    tables = [torch.nn.functional.normalize(torch.randn(n, 16), dim=-1) for n in h.num_cells]
-    scorer = HierarchicalScorer(tables, torch.tensor([14.0, 10.0, 20.0, 5.0]), h)
+    lat, lon, h, tables, scales = clustered_world()
+    scorer = HierarchicalScorer(tables, scales, h)
     counts = training_counts(h, lat[::7], lon[::7])
     return h, scorer, counts, torch.randn(6, 16)
 
