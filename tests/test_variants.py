@@ -202,3 +202,17 @@ def test_a_checkpoint_naming_an_unknown_part_fails_when_read(tmp_path):
     (d / CONFIG).write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=r"backbone.name must be one of \['clip', 'efficientnet-lite0'.*not 'resnet-9000'"):
         CheckpointDir.read(d)
+
+
+def test_the_app_reads_each_config_once_at_start(monkeypatch):
+    import geosurge.model.checkpoint_dir as cd
+    from geosurge import Predictor
+    from geosurge.app.settings import parse_settings
+
+    opened, real = [], Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (opened.append(self) if self.name == CONFIG else None)
+                        or real(self, *a, **k))
+    cd._read.cache_clear()  # as in a fresh process
+    settings = parse_settings(["--checkpoint", str(EMBEDDED_CHECKPOINT)])  # asks for the training photos' folder
+    Predictor.from_pretrained(settings.checkpoint, segmenter=None)  # loads both variants
+    assert sorted(p.parent.name for p in opened) == ["fusion", "rgb"]
