@@ -144,3 +144,17 @@ def test_cell_rings_are_cached_and_follow_the_map_centre(answer):
             assert np.allclose(drawn, corners, atol=6e-4)
         east = np.array(json.loads(rings.json([i], rings.mids[i] + 300.0)[0]))
         assert np.allclose(east, drawn + [0.0, 360.0], atol=1e-9)
+
+
+def test_online_tiles_setting_defaults_to_off_but_on_a_space(monkeypatch):
+    from geosurge.app.settings import parse_settings
+
+    monkeypatch.delenv("GEOSURGE_ONLINE_TILES", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert parse_settings([]).online_tiles is False
+    assert parse_settings(["--online-tiles"]).online_tiles is True
+    monkeypatch.setenv("SPACE_ID", "org/geosurge")
+    assert parse_settings([]).online_tiles is True
+    assert parse_settings(["--no-online-tiles"]).online_tiles is False
+    monkeypatch.setenv("GEOSURGE_ONLINE_TILES", "0")
+    assert parse_settings([]).online_tiles is False

@@ -58,6 +58,7 @@
         group.addLayer(L.geoJSON(borders, L.extend({style: {color: spec.border, weight: 0.6, fill: false}}, opts)));
       });
       map.getContainer().classList.add("geosurge-basemap-ready");
+      if (window.performance && performance.mark) performance.mark("geosurge-basemap-ready");
     });
     return group;
   }
