@@ -286,7 +286,7 @@ def _tiles(show: bool) -> dict:
             "name": "OpenStreetMap tiles (online)"}
 
 
-RINGS = "__GEOSURGE_RINGS__"
+_RINGS = "__GEOSURGE_RINGS__"
 
 
 def map_spec(primary: Prediction, hierarchy: Hierarchy, primary_name: str, other: Prediction | None = None,
@@ -305,7 +305,7 @@ def map_spec(primary: Prediction, hierarchy: Hierarchy, primary_name: str, other
                     "border": BORDER, "name": "land, sea, borders (Natural Earth, offline)",
                     "copies": [0] if abs(primary.lon) < 90 else [0, 360 if primary.lon > 0 else -360]},
         "tiles": _tiles(online_tiles),
-        "rings": RINGS, "regions": regions, "levels": levels, "points": points, "lines": lines,
+        "rings": _RINGS, "regions": regions, "levels": levels, "points": points, "lines": lines,
         "legend": {"className": "geosurge-legend", "entries": legend},
         "fit": {"bounds": _fit_bounds(primary, hierarchy, points), "topLeft": FIT_TOP_LEFT, "bottomRight": FIT_BOTTOM_RIGHT},
     }
@@ -316,7 +316,7 @@ def spec_json(spec: dict, rings: list[str]) -> str:
     """The document as JSON, the rings' cached text spliced in as it is; "<" escaped so that no tooltip can
     close the page's <script>."""
     text = json.dumps(spec, separators=(",", ":")).replace("<", "\\u003c")
-    return text.replace(json.dumps(RINGS), "[" + ",".join(rings) + "]", 1)
+    return text.replace(json.dumps(_RINGS), "[" + ",".join(rings) + "]", 1)
 
 
 class AnswerLayers(MacroElement):
