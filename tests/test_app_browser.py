@@ -143,6 +143,39 @@ def _is_local(url: str) -> bool:
     return u.scheme in ("data", "blob", "about") or u.hostname in ("127.0.0.1", "localhost")
 
 
+def assert_legend_names_every_layer_and_folds(frame) -> None:
+    legend = frame.locator(".geosurge-legend")
+    text = legend.inner_text()
+    for entry in ("50 % credible region", "90 % credible region", "level 1 cells", "level 7 cells",
+                  "fusion prediction", "RGB-only prediction", "true location (EXIF GPS)", "Natural Earth", "sea"):
+        assert entry in text, (entry, text)
+    assert "OpenStreetMap" not in text  # no tiles drawn offline (the layer button still offers them)
+    rows = frame.locator(".geosurge-legend details > div")
+    assert rows.is_visible()
+    frame.locator(".geosurge-legend summary").click()
+    assert not rows.is_visible()
+    frame.locator(".geosurge-legend summary").click()
+    assert rows.is_visible()
+
+
+def basemap_screenshot(page, frame, path: Path) -> list[tuple[float, float]]:
+    """The map at world zoom with the answer's overlays and the controls hidden (the basemap's pixels alone),
+    saved to ``path``; returns where LAND_POINTS + SEA_POINTS lie in it."""
+    points = frame.locator("div.folium-map").evaluate(
+        """(e, pts) => { const m = window.geosurgeMap;
+            m.setView([15, 0], 1, {animate: false});
+            for (const p of ["overlayPane", "markerPane", "tooltipPane"]) m.getPane(p).style.display = "none";
+            m.getContainer().querySelector(".leaflet-control-container").style.display = "none";
+            return pts.map(p => { const c = m.latLngToContainerPoint(p); return [c.x, c.y]; }); }""",
+        LAND_POINTS + SEA_POINTS)
+    frame.locator("div.folium-map").evaluate(  # the canvas redraws on the next animation frames
+        "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    page.wait_for_timeout(300)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.locator("iframe.geosurge-map").screenshot(path=str(path))
+    return points
+
+
 def test_offline_map_basemap_icons_and_no_failed_request(server):
     """With every non-local request blocked: no request of the page fails (the layer button's icon
     included), the Natural Earth basemap draws land and sea in distinct colours at world zoom, and the
@@ -155,6 +188,7 @@ def test_offline_map_basemap_icons_and_no_failed_request(server):
 
     profile = tempfile.mkdtemp(prefix="geosurge-chromium-")
     blocked, failed, served = [], [], {}
+    shot = SCREENSHOT_DIR / "map-offline-world.png"
     try:
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch_persistent_context(
@@ -171,37 +205,13 @@ def test_offline_map_basemap_icons_and_no_failed_request(server):
             frame = page.frame_locator("iframe.geosurge-map")
             frame.locator(".geosurge-basemap-ready").wait_for(state="attached", timeout=60_000)
             frame.locator("path.geosurge-region-90").first.wait_for(state="attached", timeout=60_000)
-            # every layer drawn is named in the legend; the legend folds away and opens again
-            legend = frame.locator(".geosurge-legend")
-            text = legend.inner_text()
-            for entry in ("50 % credible region", "90 % credible region", "level 1 cells", "level 7 cells",
-                          "fusion prediction", "RGB-only prediction", "true location (EXIF GPS)", "Natural Earth", "sea"):
-                assert entry in text, (entry, text)
-            assert "OpenStreetMap" not in text  # no tiles drawn offline (the layer button still offers them)
-            rows = frame.locator(".geosurge-legend details > div")
-            assert rows.is_visible()
-            frame.locator(".geosurge-legend summary").click()
-            assert not rows.is_visible()
-            frame.locator(".geosurge-legend summary").click()
-            assert rows.is_visible()
+            assert_legend_names_every_layer_and_folds(frame)
             # the layer button has its icon: Leaflet's images are served with its CSS
             icon = frame.locator(".leaflet-control-layers-toggle").evaluate("e => getComputedStyle(e).backgroundImage")
             assert "images/layers" in icon, icon
-            page.wait_for_function("() => performance.now() > 0")  # let the icon's request settle
-            page.wait_for_timeout(500)
+            page.wait_for_timeout(500)  # let the icon's request settle
             assert any(u.endswith(("images/layers.png", "images/layers-2x.png")) for u in served), sorted(served)
-            # world zoom with the answer's overlays and the controls hidden: the basemap's pixels alone
-            points = frame.locator("div.folium-map").evaluate(
-                """(e, pts) => { const m = window.geosurgeMap;
-                    m.setView([15, 0], 1, {animate: false});
-                    for (const p of ["overlayPane", "markerPane", "tooltipPane"]) m.getPane(p).style.display = "none";
-                    m.getContainer().querySelector(".leaflet-control-container").style.display = "none";
-                    return pts.map(p => { const c = m.latLngToContainerPoint(p); return [c.x, c.y]; }); }""",
-                LAND_POINTS + SEA_POINTS)
-            page.wait_for_timeout(500)  # the canvas redraws on the next frames
-            SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-            shot = SCREENSHOT_DIR / "map-offline-world.png"
-            page.locator("iframe.geosurge-map").screenshot(path=str(shot))
+            points = basemap_screenshot(page, frame, shot)
             browser.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
