@@ -80,12 +80,16 @@
     control.onAdd = function () {
       var div = L.DomUtil.create("div", spec.className);
       var box = L.DomUtil.create("details", "", div);
-      // open where there is room; on a phone-sized map it starts folded, one tap away
-      box.open = map.getSize().x >= 560;
+      var touched = false;
+      // open where there is room, folded (one tap away) on a phone-sized map; decided again when the frame
+      // gets its size (it may be created hidden, 0 x 0) until the visitor opens or folds it
+      control.fold = function () { if (!touched) box.open = map.getSize().x >= 560; };
+      control.fold();
       box.style.cssText = "background:rgba(255,255,255,.92);padding:4px 8px;border-radius:6px;" +
                           "font:11px/1.3 sans-serif;box-shadow:0 1px 4px rgba(0,0,0,.35);max-height:60vh;overflow:auto";
       var head = L.DomUtil.create("summary", "", box);
       head.textContent = "Legend";
+      L.DomEvent.on(head, "click", function () { touched = true; });
       head.style.cssText = "cursor:pointer;font-weight:bold";
       var rows = L.DomUtil.create("div", "", box);
       spec.entries.forEach(function (e) {
@@ -111,6 +115,7 @@
   function fit(map, spec, legendControl) {
     function go() {
       map.invalidateSize(false);
+      legendControl.fold();
       var width = legendControl.getContainer().offsetWidth;
       map.fitBounds(spec.bounds, {paddingTopLeft: spec.topLeft, animate: false,
                                   paddingBottomRight: [spec.bottomRight[0] + width, spec.bottomRight[1]]});
