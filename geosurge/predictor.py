@@ -28,6 +28,8 @@ from .model.variants import FUSION, RGB, variant_name
 
 @dataclass
 class CellScore:
+    """One cell of the hierarchy with a figure (its ``Prediction.ranked_by``, or the product score in ``levels``)."""
+
     level: int  # hierarchy level, 1 = coarsest (numbered 1..7 everywhere a person reads them)
     index: int  # cell index within that level
     token: str  # S2 token
@@ -38,6 +40,8 @@ class CellScore:
 
 @dataclass
 class ReferenceMatch:
+    """The training photo most like the query, in the answer's cell when it holds one."""
+
     id: str
     lat: float
     lon: float
@@ -48,6 +52,8 @@ class ReferenceMatch:
 
 @dataclass
 class Prediction:
+    """One photo's answer and every figure beside it; all per-cell figures describe the answer's own cells."""
+
     lat: float
     lon: float
     score: float  # the answer's finest cell: its posterior probability (its product score without a posterior)

@@ -36,6 +36,7 @@ class DecisionRule:
 
     @property
     def needs_distances(self) -> bool:
+        """Whether :meth:`choose` needs the distances between cell centres (every rule but ``argmax``)."""
         return self.kind != ARGMAX
 
     def describe(self) -> str:

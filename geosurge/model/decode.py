@@ -72,6 +72,7 @@ class Decoder:
         return cls.for_model(model, hierarchy, variant.posterior(hierarchy, model.cfg.posterior))
 
     def to(self, device: torch.device | str) -> "Decoder":
+        """Score on ``device`` (the posterior and the rules run on the CPU: they are small and in float64)."""
         self.scorer.to(device)
         return self
 

@@ -110,6 +110,7 @@ class Posterior:
         return self._dist
 
     def log_posterior(self, logits: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(B, n_fin) normalized log posterior from the model's per-level logits (``HierarchicalScorer.level_logits``)."""
         ratios = likelihood_ratios([z.cpu() for z in logits], self.train_counts, self.cfg.train_correction)
         return combine(self.log_prior, ratios, self.ancestors, self.weights, self.cfg.prior_weight)
 
@@ -123,6 +124,7 @@ class Posterior:
         return rule.choose(log_post.exp(), self.distances if rule.needs_distances else None)
 
     def mass_within(self, log_post: torch.Tensor, answer: np.ndarray, radius_km: float) -> np.ndarray:
+        """(B,) posterior mass of the finest cells whose centre lies within ``radius_km`` of each answer's cell."""
         near = torch.from_numpy(self.distances[answer] <= radius_km)
         return (log_post.exp() * near).sum(dim=1).clamp(0, 1).numpy()
 
