@@ -19,10 +19,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..geo.distance import pairwise_haversine_km
 from ..geo.hierarchy import Hierarchy
 from .config import PosteriorConfig
-from .decisions import DecisionRule, parse_decision
+from .decisions import CellDistances, DecisionRule, parse_decision
 
 #: Radii (km) of the calibrated chances: the benchmark's accuracy thresholds.
 RADII_KM = (1, 25, 200, 750, 2500)
@@ -94,7 +93,7 @@ class Posterior:
         counts = hierarchy.finest.counts.astype(np.float64)
         self.log_prior = torch.from_numpy(np.log(np.maximum(counts, 1e-12) / counts.sum()))
         self.centroids = hierarchy.finest.centroids
-        self._dist: np.ndarray | None = None
+        self.cell_distances = CellDistances(self.centroids)
 
     @property
     def log_base(self) -> torch.Tensor:
@@ -103,11 +102,9 @@ class Posterior:
 
     @property
     def distances(self) -> np.ndarray:
-        """(n_fin, n_fin) km between finest-cell centroids, computed once."""
-        if self._dist is None:
-            c = self.centroids
-            self._dist = pairwise_haversine_km(c[:, 0], c[:, 1], c[:, 0], c[:, 1]).astype(np.float32)
-        return self._dist
+        """(n_fin, n_fin) km between finest-cell centroids, computed once (small hierarchies; the rules use
+        :attr:`cell_distances`, which stays bounded for large ones)."""
+        return self.cell_distances.matrix
 
     def log_posterior(self, logits: Sequence[torch.Tensor]) -> torch.Tensor:
         """(B, n_fin) normalized log posterior from the model's per-level logits (``HierarchicalScorer.level_logits``)."""
@@ -120,12 +117,11 @@ class Posterior:
 
     def decide(self, log_post: torch.Tensor, decision: str | None = None) -> np.ndarray:
         """Finest cell of the answer under a rule of :mod:`geosurge.model.decisions` (default: the checkpoint's)."""
-        rule = self.rule(decision)
-        return rule.choose(log_post.exp(), self.distances if rule.needs_distances else None)
+        return self.rule(decision).choose(log_post.exp(), self.cell_distances)
 
     def mass_within(self, log_post: torch.Tensor, answer: np.ndarray, radius_km: float) -> np.ndarray:
         """(B,) posterior mass of the finest cells whose centre lies within ``radius_km`` of each answer's cell."""
-        near = torch.from_numpy(self.distances[answer] <= radius_km)
+        near = torch.from_numpy(self.cell_distances.rows(answer) <= radius_km)
         return (log_post.exp() * near).sum(dim=1).clamp(0, 1).numpy()
 
     def chances(self, log_post: torch.Tensor, answer: np.ndarray, decision: str | None = None) -> dict[int, np.ndarray]:
