@@ -145,9 +145,8 @@ def crop_hidden(s: Setting, model: GeoSURGE, which: str) -> torch.Tensor:
     return _cached(path, build)
 
 
-def center_views(s: Setting, backbone: str) -> ViewSet:
-    """The centre crop the demo encodes (``Predictor.predict`` without ``ten_crop``): one view per photo."""
-    model = s.model(backbone)
+def center_labels(s: Setting, model: GeoSURGE) -> torch.Tensor:
+    """(n, 1, side, side) label lattices of the centre crop (cheap: built when missing)."""
     side = model.fusion.tokenizer.label_side
     path = s.cache / f"cand-center-labels-{model.frozen_signature()}-{side}-{_ids_hash(s)}.safetensors"
 
@@ -158,7 +157,13 @@ def center_views(s: Setting, backbone: str) -> ViewSet:
                     zip(batch.images, batch.label_maps)]
         return torch.stack(out)
 
-    return ViewSet(crop_hidden(s, s.model(backbone, fusion=False), "center"), _cached(path, build, cheap=True), np.arange(len(s.rec)))
+    return _cached(path, build, cheap=True)
+
+
+def center_views(s: Setting, backbone: str) -> ViewSet:
+    """The centre crop the demo encodes (``Predictor.predict`` without ``ten_crop``): one view per photo."""
+    model = s.model(backbone)
+    return ViewSet(crop_hidden(s, s.model(backbone, fusion=False), "center"), center_labels(s, model), np.arange(len(s.rec)))
 
 
 def ten_views(s: Setting, backbone: str) -> ViewSet:
@@ -213,10 +218,14 @@ def with_scene(vs: ViewSet, scene: torch.Tensor) -> ViewSet:
     return ViewSet(torch.cat([vs.hidden, extra], 2), vs.labels, vs.keep)
 
 
-def stack_views(s: Setting) -> ViewSet:
-    """The stack's five views from its members' caches: each member's map average-pooled to the stack's grid."""
-    hidden = stack_hidden(s, np.arange(len(s.rec)))
-    labels = build_views(s.model(STACK), s.rec, s.store, "five", hidden=False).labels
+def stack_views(s: Setting, which: str = "five") -> ViewSet:
+    """The stack's views (``five``, or ``center``: the centre crop) from its members' caches."""
+    stack = s.model(STACK)
+    hidden = stack_hidden(s, np.arange(len(s.rec)), which)
+    if which == "five":
+        labels = build_views(stack, s.rec, s.store, "five", hidden=False).labels
+    else:
+        labels = center_labels(s, stack)
     return ViewSet(hidden, labels, np.arange(len(s.rec)))
 
 
@@ -271,6 +280,19 @@ def oof_run(s: Setting, tag: str, cfg, backbone: Backbone, train: ViewSet, test:
     return run
 
 
+def judged(s: Setting, tag: str, cfg, backbone: Backbone, train: ViewSet, test: ViewSet, keep: float, reuse: bool) -> dict:
+    """:func:`judge_run` of :func:`oof_run`; with ``reuse`` the figures judged from the same saved scores are read
+    back (the posterior's cross-fitting takes minutes per run on 2 cores)."""
+    path = OUT / f"judged-{tag}.json"
+    oof = OUT / f"oof-{tag}.npz"
+    r = json.loads(path.read_text()) if reuse and path.is_file() else {}
+    if "bits_photo" in r and oof.is_file() and path.stat().st_mtime >= oof.stat().st_mtime:
+        return {k: ({int(d): x for d, x in v.items()} if isinstance(v, dict) else v) for k, v in r.items()}
+    r = judge_run(s, oof_run(s, tag, cfg, backbone, train, test, keep, reuse))
+    atomic_write(path, json.dumps(r, default=float))
+    return r
+
+
 def training_rows(s: Setting, fold: int, keep: float) -> np.ndarray:
     """The fold's training photos; with ``keep`` < 1 only a random ``keep`` share of its photographers (fixed
     seed per fold: the photos a new photographer brings come as a series)."""
@@ -291,11 +313,13 @@ def judge_run(s: Setting, run: dict) -> dict:
     res = cv.evaluate_posterior(post, ratios, s.folds, true_fin, s.truth, s.groups)
     lp = res["logpost_true"]
     ok = np.isfinite(lp)
-    bits = bootstrap_mean((lp[ok] - post.log_prior.numpy()[true_fin[ok]]) / np.log(2), s.groups[ok])
+    per_photo = np.full(len(s.rec), np.nan)
+    per_photo[ok] = (lp[ok] - post.log_prior.numpy()[true_fin[ok]]) / np.log(2)
+    bits = bootstrap_mean(per_photo[ok], s.groups[ok])
     chosen = score(cv.dist_of(post.centroids[res["answer"]["default"]], s.truth), s.groups)
     own = {r: score(cv.dist_of(post.centroids[res["answer"][f"within:{r}"]], s.truth), s.groups) for r in TARGET_RADII}
     _, ece, ece_bal, _ = cv.calibration_figures(res, s.truth, post.centroids, s.groups)
-    return {"bits": bits, "chosen": {r: (chosen.acc[r], chosen.low[r], chosen.high[r]) for r in TARGET_RADII},
+    return {"bits": bits, "bits_photo": per_photo.tolist(), "chosen": {r: (chosen.acc[r], chosen.low[r], chosen.high[r]) for r in TARGET_RADII},
             "own": {r: (own[r].acc[r], own[r].low[r], own[r].high[r]) for r in TARGET_RADII},
             "ece": {r: ece[r] for r in TARGET_RADII}, "ece_balanced": {r: ece_bal[r] for r in TARGET_RADII},
             "decisions": [f["decision"] for f in res["fits"]], "seconds": run["seconds"], "n_train": np.asarray(run["n_train"]).tolist()}
@@ -338,9 +362,11 @@ def candidates(s: Setting) -> list[tuple[str, str, callable]]:
             return s.model(name).backbone, vs, vs, 1.0
         return make
 
-    def stack():
-        vs = stack_views(s)
-        return s.model(STACK).backbone, vs, vs, 1.0
+    def stack(which: str):
+        def make():
+            vs = stack_views(s, which)
+            return s.model(STACK).backbone, vs, vs, 1.0
+        return make
 
     return [
         ("Lite0, 5 views (shipped recipe)", "lite0", registered(LITES[0])),
@@ -351,31 +377,35 @@ def candidates(s: Setting) -> list[tuple[str, str, callable]]:
         ("Lite2, centre crop only (training and inference)", "lite2-c1", centre_only(LITES[2])),
         ("Lite1, 5 views", "lite1", registered(LITES[1])),
         ("Lite2, 5 views", "lite2", registered(LITES[2])),
-        ("stack Lite0+1+2, 5 views", "stack", stack),
+        ("stack Lite0+1+2, 5 views", "stack", stack("five")),
+        ("stack Lite0+1+2, centre crop only (training and inference)", "stack-c1", stack("center")),
         ("Lite0 + DeepLab scene vector, 5 views", "lite0-scene", scene),
         (f"Lite0, 5 views, {SHIP_RATIO:.2f} of each fold's photographers", "lite0-keep72", subsampled(SHIP_RATIO)),
         ("Lite0, 5 views, 0.50 of each fold's photographers", "lite0-keep50", subsampled(0.5)),
     ]
 
 
-def run_candidates(s: Setting, only: list[str] | None, reuse: bool) -> dict:
-    """Every candidate's judged runs, both variants; a candidate whose caches are missing is reported as such
-    (``--stage views`` fills them) instead of silently computing hours of features."""
+def run_candidates(s: Setting, only: list[str] | None, variants: list[str], reuse: bool) -> dict:
+    """Every candidate's judged runs, variant by variant (all RGB-only runs first: they cost a fraction of the
+    fusion runs); a candidate whose caches are missing is reported as such (``--stage views`` fills them)
+    instead of silently computing hours of features."""
     out = {}
-    for name, tag, make in candidates(s):
-        if only and tag not in only:
-            continue
-        try:
-            backbone, train, test, keep = make()
-        except MissingCache as e:
-            print(f"{name}: skipped ({e})", flush=True)
-            continue
-        for variant in VARIANTS.values():
-            cfg = cv.variant_config(s.cfg, variant.name)
-            run = oof_run(s, f"{tag}-{variant.name}", cfg, backbone, train, test, keep, reuse)
-            out[(name, variant.name)] = judge_run(s, run)
-            print(f"{name} / {variant.name}: {format_row(out[(name, variant.name)])}", flush=True)
-        del train, test
+    for variant in variants:
+        cfg = cv.variant_config(s.cfg, variant)
+        for name, tag, make in candidates(s):
+            if only and tag not in only:
+                continue
+            if reuse and not (OUT / f"oof-{tag}-{variant}.npz").is_file():
+                print(f"{name} / {variant}: not run (--reuse reports the runs whose scores are saved)", flush=True)
+                continue
+            try:
+                backbone, train, test, keep = make()
+            except MissingCache as e:
+                print(f"{name}: skipped ({e})", flush=True)
+                continue
+            out[(name, variant)] = judged(s, f"{tag}-{variant}", cfg, backbone, train, test, keep, reuse)
+            print(f"{name} / {variant}: {format_row(out[(name, variant)])}", flush=True)
+            del train, test
     return out
 
 
@@ -410,6 +440,17 @@ def time_inference(s: Setting, photos: int = 20, repeats: int = 3, threads: int 
     return {k: float(np.median(v)) for k, v in took.items()}
 
 
+def timing(s: Setting, threads: int, reuse: bool) -> dict[str, float]:
+    """:func:`time_inference`, kept in runs/cv/candidates/timing.json (read back with ``reuse``)."""
+    path = OUT / "timing.json"
+    if reuse and path.is_file():
+        return json.loads(path.read_text())
+    ms = time_inference(s, threads=threads)
+    OUT.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(ms, indent=1))
+    return ms
+
+
 def _encode_step(fus: GeoSURGE, rgb: GeoSURGE, views: int):
     side = fus.fusion.tokenizer.label_side
 
@@ -438,12 +479,28 @@ def format_row(r: dict) -> str:
             + "; within:R " + " / ".join(f"{r['own'][d][0]:.1f}" for d in TARGET_RADII))
 
 
-def table(results: dict, best: dict, ms: dict | None) -> str:
-    head = ("| candidate | variant | bits per photo [95 %] | CV-chosen decision: 200 / 750 / 2500 km | `within:200` at 200 km "
+REFERENCE = "Lite0, 5 views (shipped recipe)"
+CENTRE_REFERENCE = "Lite0, centre crop only (training and inference)"
+
+
+def paired_bits(results: dict, name: str, variant: str, groups: np.ndarray) -> str:
+    """Bits per photo minus the reference's on the same photos (the shipped recipe; for the centre-crop-only
+    candidates the centre-crop-only Lite0), with a 95 % interval over photographers."""
+    ref = CENTRE_REFERENCE if "centre crop only" in name else REFERENCE
+    if name == ref or (ref, variant) not in results:
+        return ""
+    d = np.asarray(results[(name, variant)]["bits_photo"]) - np.asarray(results[(ref, variant)]["bits_photo"])
+    ok = np.isfinite(d)
+    m, lo, hi = bootstrap_mean(d[ok], groups[ok])
+    return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def table(results: dict, best: dict, ms: dict | None, groups: np.ndarray) -> str:
+    head = ("| candidate | variant | bits per photo [95 %] | bits minus the reference's, same photos [95 %] | CV-chosen decision: 200 / 750 / 2500 km | `within:200` at 200 km "
             "| `within:750` at 750 km | `within:2500` at 2500 km | ECE 200 / 750 / 2500 (points) | decisions per fold "
             "| ms per photo: centre crop (demo) / views as evaluated |")
-    lines = [head, "|" + "---|" * 10]
-    lines.append("| MP-16's best point for R (target) | | 0 by definition | | " + " | ".join(_acc(best[r]) for r in TARGET_RADII) + " | | | |")
+    lines = [head, "|" + "---|" * 11]
+    lines.append("| MP-16's best point for R (target) | | 0 by definition | | | " + " | ".join(_acc(best[r]) for r in TARGET_RADII) + " | | | |")
     for (name, variant), r in results.items():
         b = r["bits"]
         speed = ""
@@ -452,7 +509,7 @@ def table(results: dict, best: dict, ms: dict | None) -> str:
             seg = ms["DeepLab labels + scene vector" if "scene" in name else "DeepLab labels"] if variant == "fusion" else 0.0
             views = 10 if "10 views" in name else 1 if "centre crop" in name else 5 if "5 views" in name else 1
             speed = f"{seg + ms[f'{bb}, 1 view(s), both heads']:.0f} / {seg + ms[f'{bb}, {views} view(s), both heads']:.0f}"
-        lines.append(f"| {name} | {variant} | {b[0]:+.3f} [{b[1]:+.3f}, {b[2]:+.3f}] | "
+        lines.append(f"| {name} | {variant} | {b[0]:+.3f} [{b[1]:+.3f}, {b[2]:+.3f}] | {paired_bits(results, name, variant, groups)} | "
                      + " / ".join(f"{r['chosen'][d][0]:.1f}" for d in TARGET_RADII) + " | "
                      + " | ".join(_acc(r["own"][d]) for d in TARGET_RADII) + " | "
                      + " / ".join(f"{r['ece'][d]:.1f}" for d in TARGET_RADII) + " | "
@@ -468,26 +525,30 @@ def timing_lines(ms: dict, threads: int) -> list[str]:
 
 
 def stack_check(s: Setting, photos: int = 8) -> float:
-    """Cosine between the stack's own frozen pass and the map assembled from its members' cached views."""
+    """Cosine between the stack's own frozen pass on the centre crop and the map assembled from its members'
+    cached centre crops (each member's own preprocessing at its native size)."""
     model = s.model(STACK, fusion=False).eval()
     bb = model.backbone
-    cached = stack_hidden(s, np.arange(photos))
+    cached = stack_hidden(s, np.arange(photos), "center")
     sims = []
     with torch.no_grad():
-        for i, batch in enumerate(example_batches(s.rec, None, photos, rows=np.arange(photos))):
-            x = torch.cat([bb.preprocess(img, None, crops="ten")[0][:5] for img in batch.images])
+        for batch in example_batches(s.rec, None, photos, rows=np.arange(photos)):
+            x = torch.cat([bb.preprocess(img, None, crops="center")[0] for img in batch.images])
             own = bb.forward_frozen(x).flatten(1)
             sims.append(F.cosine_similarity(own, cached.flatten(0, 1).float().flatten(1), dim=1))
     return float(torch.cat(sims).mean())
 
 
-def stack_hidden(s: Setting, rows: np.ndarray) -> torch.Tensor:
-    """(n, 5, C, g, g) half: each member's cached map of ``rows`` average-pooled to the stack's grid, concatenated
-    (one member in memory at a time)."""
+def stack_hidden(s: Setting, rows: np.ndarray, which: str = "five") -> torch.Tensor:
+    """(n, V, C, g, g) half: each member's cached map of ``rows`` (``five`` views or the ``center`` crop)
+    average-pooled to the stack's grid, concatenated (one member in memory at a time)."""
     grid = s.model(STACK, fusion=False).backbone.grid
     parts = []
     for name in LITES:
-        h = views_of(s, name, "five", fusion=False).hidden[torch.from_numpy(rows)]
+        if which == "five":
+            h = views_of(s, name, "five", fusion=False).hidden[torch.from_numpy(rows)]
+        else:
+            h = crop_hidden(s, s.model(name, fusion=False), "center")[torch.from_numpy(rows)]
         n, v = h.shape[:2]
         parts.append(torch.cat([F.adaptive_avg_pool2d(c.flatten(0, 1).float(), grid).half() for c in h.split(64)]).view(n, v, -1, grid, grid))
         del h
@@ -502,8 +563,10 @@ def main() -> None:
     ap.add_argument("--stage", choices=["views", "cv", "time", "stack-check"], default="cv",
                     help="views: build the feature caches (slow); cv: every candidate with cached features, then time")
     ap.add_argument("--only", nargs="*", default=None, help="candidate tags to run (default: all with cached features)")
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS), help="variants to cross-validate")
     ap.add_argument("--reuse", action="store_true", help="reuse out-of-fold scores saved by an earlier run")
     ap.add_argument("--threads", type=int, default=2, help="threads for the timing stage (CV training uses 1)")
+    ap.add_argument("--no-time", action="store_true", help="skip the timing stage (the table leaves ms empty)")
     ap.add_argument("--docs", action="store_true", help="rewrite the generated block of docs/results.md")
     args = ap.parse_args()
     s = Setting(ROOT / args.config, args.folds)
@@ -519,8 +582,8 @@ def main() -> None:
     results = {}
     if args.stage == "cv":
         torch.set_num_threads(1)
-        results = run_candidates(s, args.only, args.reuse)
-    ms = time_inference(s, threads=args.threads)
+        results = run_candidates(s, args.only, args.variants, args.reuse)
+    ms = None if args.no_time else timing(s, args.threads, args.reuse)
     report(args, s, results, ms)
 
 
@@ -531,15 +594,17 @@ def report(args, s: Setting, results: dict, ms: dict) -> None:
              f"{s.cfg.optim.epochs} epochs per fold (1 torch thread), posterior cross-fitted as in `benchmarks/crossval.py`. "
              "Accuracy in % [95 % interval, bootstrap over photographers]; bits per photo beyond the MP-16 prior on the "
              "true finest cell; ECE of the CV-chosen decision's stated chances, photo-weighted.", "",
-             table(results, best, ms), ""]
+             table(results, best, ms, s.groups), ""]
     for (name, variant), r in results.items():
         lines.append(f"- {name} / {variant}: training photos per fold {r['n_train']}, CV training {r['seconds']:.0f} s, "
                      f"ECE photographers balanced " + " / ".join(f"{r['ece_balanced'][d]:.1f}" for d in TARGET_RADII))
-    lines += ["", *timing_lines(ms, args.threads)]
+    if ms:
+        lines += ["", *timing_lines(ms, args.threads)]
     text = "\n".join(lines)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.md").write_text(text + "\n")
-    (OUT / "report.json").write_text(json.dumps({f"{n} / {v}": r for (n, v), r in results.items()} | {"ms": ms}, indent=1, default=float))
+    slim = {f"{n} / {v}": {k: x for k, x in r.items() if k != "bits_photo"} for (n, v), r in results.items()}
+    (OUT / "report.json").write_text(json.dumps(slim | {"ms": ms}, indent=1, default=float))
     print(text)
     if args.docs:
         path = ROOT / "docs" / "results.md"
