@@ -86,7 +86,7 @@ class CVConfig:
     fit_prior_weight: bool = False  # also fit the MP-16 prior's exponent (default: 1, as counted)
 
     def __post_init__(self):
-        if self.folds == 1 or self.folds < 0:
+        if not isinstance(self.folds, int) or self.folds == 1 or self.folds < 0:
             raise ValueError(f"cv.folds must be 0 (off) or at least 2, not {self.folds}")
         if self.calibration not in CALIBRATIONS:
             raise ValueError(f"cv.calibration must be one of {list(CALIBRATIONS)}, not {self.calibration!r}")
