@@ -16,7 +16,7 @@ from .exif import read_exif_gps
 from .records import GeoRecords, SkipReport
 
 #: file endings taken as photos (case-insensitive)
-PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic"})
+PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"})
 _ARTIST, _EXIF_IFD, _BODY_SERIAL, _MAKE, _MODEL = 0x013B, 0x8769, 0xA431, 0x010F, 0x0110
 
 
