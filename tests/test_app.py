@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from geosurge.app.exif import exif_gps, with_gps
+from geosurge.data.exif import exif_gps, with_gps
 
 from geosurge.app.testing import ROOT, AppServer
 

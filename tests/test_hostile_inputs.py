@@ -57,7 +57,7 @@ def test_extreme_aspect_ratio_costs_bounded_memory():
 
 
 def test_exif_edge_cases_parse_right_or_are_reported():
-    from geosurge.app.exif import _degrees, read_exif_gps
+    from geosurge.data.exif import _degrees, read_exif_gps
     from geosurge.app.testing import exif_gps_block
 
     assert _degrees((-33, 52, 0)) == pytest.approx(-33.866667, abs=1e-6)
@@ -78,7 +78,7 @@ def test_exif_edge_cases_parse_right_or_are_reported():
     assert "malformed" in gps(((1, 0), 0, 0), "N", (10, 0, 0), "E").problem
     import io
 
-    from geosurge.app.exif import with_gps
+    from geosurge.data.exif import with_gps
 
     small = Image.new("RGB", (64, 64))
     b = io.BytesIO()

@@ -1,7 +1,8 @@
 """Lower layers never import higher ones: read from the package's import statements, not from running it.
 
-files < geo < data < model < {train, eval, predictor} < app < cli: each layer may import the layers listed
-for it and nothing else (train and eval are siblings: evaluation never reaches into the training loop).
+files < geo < data < model < eval < train, predictor beside eval and train < app < cli: each layer may import
+the layers listed for it and nothing else. Training uses evaluation (cross-validation inside `geosurge train`
+scores and fits the posterior with geosurge.eval); evaluation never reaches into the training loop.
 """
 import ast
 import sys
@@ -17,7 +18,7 @@ ALLOWED = {
     "geo": {"files"},
     "data": {"files", "geo"},
     "model": {"files", "geo", "data"},
-    "train": {"files", "geo", "data", "model"},
+    "train": {"files", "geo", "data", "model", "eval"},
     "eval": {"files", "geo", "data", "model"},
     "predictor": {"files", "geo", "data", "model"},
     "app": {"files", "geo", "data", "model", "predictor"},

@@ -18,7 +18,7 @@ from ..geo.geocode import place_names
 from ..model.segmenters.palette import overlay
 from ..model.variants import FUSION, VARIANTS, pick_variants
 from ..predictor import Predictor
-from .exif import ExifGps, read_exif_gps
+from ..data.exif import ExifGps, read_exif_gps
 from .geomap import prediction_map
 from .settings import AppSettings
 from .uploads import Upload

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..data.images import ImageLoadError, load_image
 from ..files import atomic_write
-from .exif import ExifGps, read_exif_gps
+from ..data.exif import ExifGps, read_exif_gps
 
 #: Longest side of the metadata-free copy left in place of an upload (what the photo box shows).
 PREVIEW_SIDE = 1600
