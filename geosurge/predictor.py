@@ -21,6 +21,7 @@ from .model.posterior import Posterior, credible_set, load_posterior
 from .model.segmenters import Segmenter, SegmenterUnavailable, create_segmenter
 from .model.config import SegmenterConfig
 from .model.variants import FUSION, RGB, variant_dirs, variant_name
+from .runtime import configure_threads
 
 
 @dataclass
@@ -120,7 +121,10 @@ class Predictor:
         ``segmenter="auto"`` builds the segmenter the checkpoint was trained with (``segmenter_path``
         overrides its model path); ``None`` disables it. When it cannot be built (e.g. the DeepLab file
         is missing) the predictor still works without fusion and ``segmenter_error`` says why.
+        Applies the thread policy (:func:`geosurge.runtime.configure_threads`: one torch thread unless
+        the caller chose a number).
         """
+        configure_threads()
         path = resolve_checkpoint(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         variants: dict[str, _Variant] = {}
