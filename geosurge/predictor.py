@@ -101,6 +101,7 @@ class Predictor:
         self.segmenter = segmenter
         self.segmenter_error = segmenter_error
         self.device = device
+        self.backbone_runtime = "torch"  # or "onnxruntime" (see _attach_backbone_runtime)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -113,6 +114,7 @@ class Predictor:
         revision: str | None = None,
         cache_dir: str | Path | None = None,
         local_files_only: bool = False,
+        backbone_runtime: str | None = None,
     ) -> "Predictor":
         """Load a checkpoint directory, or a directory holding ``fusion/`` and/or ``rgb/`` checkpoints, or a
         Hugging Face Hub repo id laid out the same way (``revision``, ``cache_dir`` and ``local_files_only``
@@ -122,7 +124,8 @@ class Predictor:
         overrides its model path); ``None`` disables it. When it cannot be built (e.g. the DeepLab file
         is missing) the predictor still works without fusion and ``segmenter_error`` says why.
         Applies the thread policy (:func:`geosurge.runtime.configure_threads`: one torch thread unless
-        the caller chose a number).
+        the caller chose a number). ``backbone_runtime`` ("auto", "torch", "onnx"; default
+        ``$GEOSURGE_BACKBONE_RUNTIME`` or "auto") runs the frozen backbone in onnxruntime where it wins.
         """
         configure_threads()
         path = resolve_checkpoint(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
@@ -148,7 +151,20 @@ class Predictor:
             err = "segmentation was turned off"
         else:
             raise ValueError("segmenter must be 'auto', None or a Segmenter")
-        return cls(variants, seg, err, dev)
+        predictor = cls(variants, seg, err, dev)
+        predictor._attach_backbone_runtime(backbone_runtime)
+        return predictor
+
+    def _attach_backbone_runtime(self, runtime: str | None) -> None:
+        """Export each distinct backbone's frozen part to onnxruntime where it wins (torch otherwise);
+        ``self.backbone_runtime`` says which runs."""
+        from .model.backbones.onnx_runtime import attach_onnx, wanted
+
+        self.backbone_runtime = "torch"
+        for v in self.variants.values():
+            bb = v.model.backbone
+            if wanted(v.model.cfg.backbone.name, self.device, runtime) and attach_onnx(bb):
+                self.backbone_runtime = "onnxruntime"
 
     @property
     def fusion_available(self) -> bool:
