@@ -12,8 +12,15 @@ from pathlib import Path
 
 #: the paper's fusion lattice: CLIP ViT-L/14-336 samples 14 x 14 labels per patch of its 24 x 24 grid
 PAPER_LABEL_SIDE = 336
-#: photos per forward by default (CPU ratios: python benchmarks/segmenter.py --batch; GPU: benchmarks/gpu_check.py)
-DEFAULT_BATCH = {"oneformer": 8, "deeplab-ade20k": 1}
+#: photos per forward by default on a GPU (benchmarks/gpu_check.py --seg-batch); on the CPU batches measured
+#: slower for both segmenters (python benchmarks/segmenter.py --batch 8 --oneformer: 0.76-0.82 x), so 1 there
+GPU_BATCH = {"oneformer": 8}
+
+
+def default_batch(segmenter: str) -> int:
+    import torch
+
+    return GPU_BATCH.get(segmenter, 1) if torch.cuda.is_available() else 1
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,8 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"paper {PAPER_LABEL_SIDE}); maps are stored with their shorter side at this / 0.875")
     p.add_argument("--chunk-size", type=int, default=256, help="chunks: photos per chunk file (the unit of resumption)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="photos per segmenter forward (default: 8 for oneformer, 1 for deeplab-ade20k, as measured on "
-                        "CPU by benchmarks/segmenter.py --batch; label maps are the same at any size)")
+                   help="photos per segmenter forward (default: 8 for oneformer on a GPU, else 1: on the CPU batches measured "
+                        "slower, benchmarks/segmenter.py --batch; label maps are the same at any size)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -74,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     rank, world = _distributed()
     cfg = SegmenterConfig(args.segmenter, args.segmenter_path, args.input_size)
     seg = create_segmenter(cfg)
-    args.batch_size = args.batch_size or DEFAULT_BATCH.get(args.segmenter, 1)
+    args.batch_size = args.batch_size or default_batch(args.segmenter)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     progress = not args.no_progress and rank == 0
