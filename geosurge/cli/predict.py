@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per image (errors too)")
     p.add_argument("--out", type=Path, default=None, help="write results.csv or results.geojson (one row / feature per photo)")
     p.add_argument("--batch-size", type=int, default=BATCH,
-                   help=f"photos per model forward (default {BATCH}); the next batch is decoded and segmented meanwhile")
+                   help=f"photos per model forward (default {BATCH})")
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:
@@ -101,10 +101,11 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def locate_batches(predictor, paths: list[Path], args: argparse.Namespace, overlap: bool = True):
+def locate_batches(predictor, paths: list[Path], args: argparse.Namespace, overlap: bool = False):
     """Yield ``(path, Prediction | ImageLoadError)`` in the order of ``paths``, ``args.batch_size`` photos per
     model forward. With ``overlap`` a helper thread decodes (and, with fusion, segments) batch k + 1 while
-    the model runs on batch k (DeepLab and onnxruntime release the GIL); ``benchmarks/predict.py`` compares."""
+    the model runs on batch k. Off by default: on 2 shared cores it measured no faster (benchmarks/predict.py:
+    0.85-1.0x of the same batches without it), the model being ~15 % of the work and DeepLab using both cores."""
     from concurrent.futures import ThreadPoolExecutor
 
     fuse = not args.no_fusion and predictor.fusion_available
