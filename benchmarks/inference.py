@@ -57,10 +57,10 @@ def worker(photos: list[str], seg_threads: int | None) -> None:
         predictor.predict(p)  # warm-up: first calls allocate
     print(f"ready torch_threads={torch.get_num_threads()} backbone={getattr(predictor, 'backbone_runtime', 'torch')}", flush=True)
     for _ in sys.stdin:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for p in photos:
             predictor.predict(p)
-        print(time.perf_counter() - t, flush=True)
+        print(time.perf_counter() - t, time.process_time() - c, flush=True)
 
 
 def start_workers(photos: list[str]) -> dict[str, subprocess.Popen]:
@@ -78,16 +78,20 @@ def start_workers(photos: list[str]) -> dict[str, subprocess.Popen]:
     return procs
 
 
-def rounds(procs: dict[str, subprocess.Popen], n: int, photos: int) -> dict[str, float]:
-    """Median photos/s per setting over ``n`` interleaved rounds (the order rotates each round)."""
+def rounds(procs: dict[str, subprocess.Popen], n: int, photos: int) -> dict[str, tuple[float, float]]:
+    """Median (photos/s, CPU seconds per photo) per setting over ``n`` interleaved rounds (the order
+    rotates each round). CPU time counts every thread of the worker: spinning threads show there."""
     rates: dict[str, list[float]] = {k: [] for k in procs}
+    cpu: dict[str, list[float]] = {k: [] for k in procs}
     names = list(procs)
     for r in range(n):
         for name in names[r % len(names):] + names[: r % len(names)]:
             procs[name].stdin.write("go\n")
             procs[name].stdin.flush()
-            rates[name].append(photos / float(procs[name].stdout.readline()))
-    return {k: statistics.median(v) for k, v in rates.items()}
+            wall, used = map(float, procs[name].stdout.readline().split())
+            rates[name].append(photos / wall)
+            cpu[name].append(used / photos)
+    return {k: (statistics.median(rates[k]), statistics.median(cpu[k])) for k in names}
 
 
 def start_load(n: int, seconds: float) -> list[subprocess.Popen]:
@@ -95,11 +99,11 @@ def start_load(n: int, seconds: float) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", busy]) for _ in range(n)]
 
 
-def report(phase: str, rates: dict[str, float]) -> None:
-    best = max(rates.values())
+def report(phase: str, rates: dict[str, tuple[float, float]]) -> None:
+    best = max(r for r, _ in rates.values())
     print(f"{phase}:")
-    for name, r in rates.items():
-        print(f"  {name:>22}: {r:5.2f} photos/s  ({r / best:.2f} x the best)")
+    for name, (r, c) in rates.items():
+        print(f"  {name:>22}: {r:5.2f} photos/s  ({r / best:.2f} x the best), {c * 1000:4.0f} CPU-ms per photo")
 
 
 def loadavg() -> str:

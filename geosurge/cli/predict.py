@@ -105,7 +105,7 @@ def locate_batches(predictor, paths: list[Path], args: argparse.Namespace, overl
     """Yield ``(path, Prediction | ImageLoadError)`` in the order of ``paths``, ``args.batch_size`` photos per
     model forward. With ``overlap`` a helper thread decodes (and, with fusion, segments) batch k + 1 while
     the model runs on batch k. Off by default: on 2 shared cores it measured no faster (benchmarks/predict.py:
-    0.85-1.0x of the same batches without it), the model being ~15 % of the work and DeepLab using both cores."""
+    0.79-0.92x the speed of the same batches without it), the model being ~15 % of the work and DeepLab using both cores."""
     from concurrent.futures import ThreadPoolExecutor
 
     fuse = not args.no_fusion and predictor.fusion_available
