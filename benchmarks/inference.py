@@ -11,8 +11,8 @@ after ``--load-seconds``, whichever comes first). ``/proc/loadavg`` is printed b
 on a shared machine "idle" is whatever the other users leave.
 
 Settings: the policy's default (``geosurge.runtime``: one torch thread unless the user chose), torch's
-own default of one thread per core, the same with ``OMP_WAIT_POLICY=PASSIVE``, and one thread for DeepLab
-too. Prints the median photos/s of each and its ratio to the best setting of that phase.
+own default of one thread per core, the same with ``OMP_WAIT_POLICY=PASSIVE``, one thread for DeepLab
+too, and the default with the frozen backbone in torch instead of onnxruntime. Prints the median photos/s of each and its ratio to the best setting of that phase.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ SETTINGS: dict[str, tuple[dict[str, str], int | None]] = {
     "torch 1 per core": ({"GEOSURGE_THREADS": str(os.cpu_count() or 1)}, None),
     "1 per core + PASSIVE": ({"GEOSURGE_THREADS": str(os.cpu_count() or 1), "OMP_WAIT_POLICY": "PASSIVE"}, None),
     "torch 1, DeepLab 1": ({}, 1),
+    "backbone in torch": ({"GEOSURGE_BACKBONE_RUNTIME": "torch"}, None),
 }
 
 
