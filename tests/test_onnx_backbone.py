@@ -55,6 +55,16 @@ def test_torch_is_the_fallback_without_onnxruntime(lite0, tmp_path, monkeypatch)
     assert lite0.frozen_runtime is None and not list(tmp_path.iterdir())
 
 
+def test_torch_is_the_fallback_without_the_exporter(lite0, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    assert not ortb.attach_onnx(lite0, cache=tmp_path)  # quietly: no warning, nothing cached
+    assert lite0.frozen_runtime is None and not list(tmp_path.iterdir())
+
+
 def test_runtime_choice():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert ortb.wanted("efficientnet-lite0", cpu) and not ortb.wanted("clip", cpu)

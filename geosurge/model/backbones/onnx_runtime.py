@@ -10,6 +10,7 @@ Only families measured faster in onnxruntime on the CPU are exported (``python b
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import os
 import warnings
@@ -73,6 +74,8 @@ def attach_onnx(backbone: Backbone, cache: Path | None = None, threads: int | No
     except ImportError:
         return False
     path = (cache or cache_dir()) / f"{type(backbone).__name__}-{frozen_hash(backbone)}.onnx"
+    if not path.is_file() and importlib.util.find_spec("onnx") is None:  # torch.onnx.export needs it
+        return False
     try:
         if path.is_file():
             runner = OnnxFrozen(path, threads)
@@ -81,8 +84,6 @@ def attach_onnx(backbone: Backbone, cache: Path | None = None, threads: int | No
             runner = OnnxFrozen(model, threads)
             check_against_torch(backbone, runner)
             _store(path, model)
-    except ImportError:  # torch.onnx.export needs the onnx package
-        return False
     except Exception as e:  # noqa: BLE001 - any failure leaves the reference in place
         warnings.warn(f"the backbone runs in torch: its onnxruntime export failed ({type(e).__name__}: {e})", stacklevel=2)
         return False
