@@ -13,6 +13,7 @@ import torch
 from .data.images import load_image
 from .geo.distance import haversine_km
 from .geo.hierarchy import Hierarchy
+from .model.backbones.onnx_runtime import attach_onnx, wanted
 from .model.checkpoint import EMBEDDED_CHECKPOINT, load_checkpoint, resolve_checkpoint, segmenter_source
 from .model.encode import encode_images, encode_images_multi
 from .model.geosurge import GeoSURGE
@@ -158,12 +159,9 @@ class Predictor:
     def _attach_backbone_runtime(self, runtime: str | None) -> None:
         """Export each distinct backbone's frozen part to onnxruntime where it wins (torch otherwise);
         ``self.backbone_runtime`` says which runs."""
-        from .model.backbones.onnx_runtime import attach_onnx, wanted
-
         self.backbone_runtime = "torch"
         for v in self.variants.values():
-            bb = v.model.backbone
-            if wanted(v.model.cfg.backbone.name, self.device, runtime) and attach_onnx(bb):
+            if wanted(v.model.cfg.backbone.name, self.device, runtime) and attach_onnx(v.model.backbone):
                 self.backbone_runtime = "onnxruntime"
 
     @property
