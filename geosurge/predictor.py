@@ -13,6 +13,7 @@ import torch
 from .data.images import load_image
 from .geo.distance import haversine_km
 from .geo.hierarchy import Hierarchy
+from .model.backbones.onnx_runtime import attach_onnx, wanted
 from .model.checkpoint import EMBEDDED_CHECKPOINT, load_checkpoint, resolve_checkpoint, segmenter_source
 from .model.encode import encode_images, encode_images_multi
 from .model.geosurge import GeoSURGE
@@ -21,6 +22,7 @@ from .model.posterior import Posterior, credible_set, load_posterior
 from .model.segmenters import Segmenter, SegmenterUnavailable, create_segmenter
 from .model.config import SegmenterConfig
 from .model.variants import FUSION, RGB, variant_dirs, variant_name
+from .runtime import configure_threads
 
 
 @dataclass
@@ -100,6 +102,7 @@ class Predictor:
         self.segmenter = segmenter
         self.segmenter_error = segmenter_error
         self.device = device
+        self.backbone_runtime = "torch"  # or "onnxruntime" (see _attach_backbone_runtime)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -112,6 +115,7 @@ class Predictor:
         revision: str | None = None,
         cache_dir: str | Path | None = None,
         local_files_only: bool = False,
+        backbone_runtime: str | None = None,
     ) -> "Predictor":
         """Load a checkpoint directory, or a directory holding ``fusion/`` and/or ``rgb/`` checkpoints, or a
         Hugging Face Hub repo id laid out the same way (``revision``, ``cache_dir`` and ``local_files_only``
@@ -120,7 +124,11 @@ class Predictor:
         ``segmenter="auto"`` builds the segmenter the checkpoint was trained with (``segmenter_path``
         overrides its model path); ``None`` disables it. When it cannot be built (e.g. the DeepLab file
         is missing) the predictor still works without fusion and ``segmenter_error`` says why.
+        Applies the thread policy (:func:`geosurge.runtime.configure_threads`: one torch thread unless
+        the caller chose a number). ``backbone_runtime`` ("auto", "torch", "onnx"; default
+        ``$GEOSURGE_BACKBONE_RUNTIME`` or "auto") runs the frozen backbone in onnxruntime where it wins.
         """
+        configure_threads()
         path = resolve_checkpoint(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         variants: dict[str, _Variant] = {}
@@ -144,7 +152,17 @@ class Predictor:
             err = "segmentation was turned off"
         else:
             raise ValueError("segmenter must be 'auto', None or a Segmenter")
-        return cls(variants, seg, err, dev)
+        predictor = cls(variants, seg, err, dev)
+        predictor._attach_backbone_runtime(backbone_runtime)
+        return predictor
+
+    def _attach_backbone_runtime(self, runtime: str | None) -> None:
+        """Export each distinct backbone's frozen part to onnxruntime where it wins (torch otherwise);
+        ``self.backbone_runtime`` says which runs."""
+        self.backbone_runtime = "torch"
+        for v in self.variants.values():
+            if wanted(v.model.cfg.backbone.name, self.device, runtime) and attach_onnx(v.model.backbone):
+                self.backbone_runtime = "onnxruntime"
 
     @property
     def fusion_available(self) -> bool:
