@@ -85,3 +85,47 @@ def test_exif_edge_cases_parse_right_or_are_reported():
     small.save(b, "PNG", exif=with_gps(small, 10.5, -20.25))  # a PNG eXIf chunk (before the pixels)
     assert read_exif_gps(b.getvalue()).point == pytest.approx((10.5, -20.25), abs=1e-4)
     assert read_exif_gps(Path(EXAMPLES / "Apple_iPhone_4.jpg")).point == pytest.approx((41.853, 12.488833), abs=1e-4)
+
+
+def _gps(*args, **kw):
+    import io
+
+    from geosurge.app.exif import read_exif_gps
+    from geosurge.app.testing import exif_gps_block
+
+    b = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(b, "JPEG", exif=exif_gps_block(*args, **kw))
+    return read_exif_gps(b.getvalue())
+
+
+@pytest.mark.parametrize("args, kw, why", [
+    (((10, 999, 99999), "N", (10, 0, 0), "E"), {}, "minutes 999 or seconds 99999 not below 60"),
+    (((10, 30, 60), "N", (10, 0, 0), "E"), {}, "seconds 60 not below 60"),
+    (((10, 60, 0), "N", (10, 0, 0), "E"), {}, "minutes 60 or"),
+    (((10, 0, 0), "N", (10, -75, 0), "E"), {}, "minutes -75"),
+    ((((1, 0), 0, 0), "N", (10, 0, 0), "E"), {}, "denominator 0"),
+    (((10, 0, 0), "N", (10, (5, 2**31 - 1), 0), "E"), {}, "denominator 2147483647"),
+    (((10, 0, 0), "N", (10, 0, (3, -1)), "E"), {}, "denominator -1"),
+    (((float("nan"), 0, 0), "N", (10, 0, 0), "E"), {"kind": "double"}, "not a finite number: nan"),
+    (((10, 0, 0), "N", (float("inf"), 0, 0), "E"), {"kind": "double"}, "not a finite number: inf"),
+    (((1, 2, 3), "N", (4, 5, 6), "E"), {"gps_at": 8, "ifd0_gps": True}, "loops back to IFD0"),
+    (((1, 2, 3), "N", (4, 5, 6), "E"), {"gps_at": 100000}, "is outside the data"),
+    (((1, 2, 3), "N", (4, 5, 6), "E"), {"gps_at": 3}, "is outside the data"),
+    (((1, 2, 3), "X", (4, 5, 6), "E"), {}, "reference 'X' is not N or S"),
+])
+def test_malformed_exif_gps_gives_no_truth_point(args, kw, why):
+    """Issue 22: out-of-range minutes/seconds, zero/huge/negative denominators, NaN, a GPS IFD that loops back to
+    IFD0 or points outside the data: 'GPS is malformed' and no point."""
+    gps = _gps(*args, **kw)
+    assert gps is not None and gps.point is None and gps.lat is None
+    assert gps.problem.startswith("the EXIF GPS is malformed") and why in gps.problem, gps.problem
+
+
+def test_strict_exif_still_reads_what_writers_write():
+    """The checks refuse nothing real: minutes/seconds just under 60, large everyday denominators (1e6, 1e7),
+    doubles, negative degrees, and the same tags read right when the GPS IFD is where it should be."""
+    assert _gps((10, 59, (599999, 10000)), "N", (10, 0, 0), "W").point == pytest.approx((10.99999, -10.0), abs=1e-4)
+    assert _gps((10, 0, (30_000_000, 10**7)), "N", (10, (30 * 10**6, 10**6), 0), "E").point == pytest.approx(
+        (10 + 3 / 3600, 10.5), abs=1e-6)
+    assert _gps((12.5, 30, 0), "S", (10, 0, 0), "E", kind="double").point == pytest.approx((-13.0, 10.0))
+    assert _gps((1, 2, 3), "N", (4, 5, 6), "E", ifd0_gps=True).point == pytest.approx((1.034167, 4.085), abs=1e-5)

@@ -164,21 +164,34 @@ def png_header_bomb(w: int, h: int) -> bytes:
             + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
 
 
-def exif_gps_block(lat_dms, lat_ref: str, lon_dms, lon_ref: str) -> bytes:
-    """Raw EXIF bytes with only a GPS block, degrees/minutes/seconds as (numerator, denominator) pairs
-    written as SRATIONAL, so negative degrees and zero denominators (as some writers produce) can be
-    stored, which Pillow's writer refuses."""
+def exif_gps_block(lat_dms, lat_ref: str, lon_dms, lon_ref: str, kind: str = "srational",
+                   gps_at: int | None = None, ifd0_gps: bool = False) -> bytes:
+    """Raw EXIF bytes with a GPS block, as some writers (or attackers) produce them and Pillow's writer
+    refuses: degrees/minutes/seconds as SRATIONAL (numerator, denominator) pairs, so negative degrees and
+    zero or huge denominators can be stored, or as DOUBLE (``kind="double"``: NaN, infinities).
+    ``gps_at`` overrides the GPS IFD offset (8: loops back to IFD0; past the end: out of bounds);
+    ``ifd0_gps`` also puts the four GPS tags into IFD0, so a loop back to it reads them as a position."""
     def entry(tag, typ, count, value: bytes) -> bytes:
         return struct.pack(">HHI", tag, typ, count) + value.ljust(4, b"\x00")
 
-    # layout: header(8) | IFD0: 1 entry (2+12+4=18) | GPS IFD: 4 entries (2+48+4=54) | lat (24) | lon (24)
-    gps_at, lat_at = 8 + 18, 8 + 18 + 54
+    if kind == "double":
+        typ, values = 12, lambda dms: b"".join(struct.pack(">d", float(v)) for v in dms)  # noqa: E731
+    else:
+        typ, values = 10, lambda dms: b"".join(struct.pack(">ii", *(v if isinstance(v, tuple) else (v, 1))) for v in dms)  # noqa: E731
+    n0 = 5 if ifd0_gps else 1
+    # layout: header(8) | IFD0: n0 entries | GPS IFD: 4 entries (2+48+4=54) | lat (24) | lon (24)
+    gps_real = 8 + 2 + 12 * n0 + 4
+    lat_at = gps_real + 54
     lon_at = lat_at + 24
-    pairs = lambda dms: b"".join(struct.pack(">ii", *(v if isinstance(v, tuple) else (v, 1))) for v in dms)  # noqa: E731
-    ifd0 = struct.pack(">H", 1) + entry(0x8825, 4, 1, struct.pack(">I", gps_at)) + struct.pack(">I", 0)
-    gps = (struct.pack(">H", 4) + entry(1, 2, 2, lat_ref.encode() + b"\x00") + entry(2, 10, 3, struct.pack(">I", lat_at))
-           + entry(3, 2, 2, lon_ref.encode() + b"\x00") + entry(4, 10, 3, struct.pack(">I", lon_at)) + struct.pack(">I", 0))
-    return b"Exif\x00\x00" + b"MM\x00*" + struct.pack(">I", 8) + ifd0 + gps + pairs(lat_dms) + pairs(lon_dms)
+
+    def gps_entries() -> bytes:
+        return (entry(1, 2, 2, lat_ref.encode() + b"\x00") + entry(2, typ, 3, struct.pack(">I", lat_at))
+                + entry(3, 2, 2, lon_ref.encode() + b"\x00") + entry(4, typ, 3, struct.pack(">I", lon_at)))
+
+    pointer = entry(0x8825, 4, 1, struct.pack(">I", gps_real if gps_at is None else gps_at))
+    ifd0 = struct.pack(">H", n0) + (gps_entries() if ifd0_gps else b"") + pointer + struct.pack(">I", 0)
+    gps = struct.pack(">H", 4) + gps_entries() + struct.pack(">I", 0)
+    return b"Exif\x00\x00" + b"MM\x00*" + struct.pack(">I", 8) + ifd0 + gps + values(lat_dms) + values(lon_dms)
 
 
 def _gps_jpeg(photo: Image.Image, lat_dms, lat_ref: str, lon_dms, lon_ref: str) -> bytes:
