@@ -282,10 +282,12 @@ def test_waiting_visitors_see_their_place_and_a_full_queue_says_busy(tmp_path):
         s.proc.wait(30)
     finally:
         s.stop()
-    assert root.is_dir()  # left behind by the kill...
-    assert stat.S_IMODE(root.stat().st_mode) == 0o700
-    for f in root.rglob("*"):  # ... readable by nobody else, whatever is inside
-        assert not stat.S_IMODE(f.stat().st_mode) & 0o077, f
+    assert root.is_dir()  # left behind by the kill, but readable by nobody else: the folder is 0700 (no one
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700  # else can enter it), so is files/, and what the server
+    assert stat.S_IMODE((root / "files").stat().st_mode) == 0o700  # wrote is 0600 (Gradio's copies of the
+    copies = [f for f in root.rglob("kept.jpg")]  # examples keep their 0644, inside)
+    assert copies and all(stat.S_IMODE(f.stat().st_mode) == 0o600 and stat.S_IMODE(f.parent.stat().st_mode) == 0o700
+                          for f in copies)
     s2 = AppServer(env=env)
     try:
         assert not root.exists()  # ... and removed by the next start

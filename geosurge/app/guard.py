@@ -7,7 +7,9 @@
   sentence saying the demo is busy.
 * **Every other POST** has its body capped at what the largest allowed photo takes as base64 plus an envelope
   (a ``data:`` URL inside the queue request is refused with 413 before it is parsed), and a file named by an
-  http(s) URL, in ``path`` or ``url``, is refused (400): Gradio would download it, whatever its size.
+  http(s) URL, in ``path`` or ``url``, is refused (400): Gradio would download it, whatever its size. A photo
+  sent as a ``data:`` URL is stored like an upload before Gradio sees the request (a queued request then holds
+  a path, not megabytes of base64); large bodies count against the same body budget as uploads.
 * **The private folder's path never leaves the server**: responses name it by an alias (:data:`ALIAS`), which
   requests map back. The file route serves from it only ``<alias>/<folder>/<file>`` without dot names: the
   scrubbed uploads and the generated images, nothing at its top, no staging file.
@@ -33,6 +35,12 @@ class _TooLarge(Exception):
     pass
 
 
+class _Refused(Exception):
+    def __init__(self, status: int, text: str):
+        super().__init__(text)
+        self.status, self.text = status, text
+
+
 class Guard:
     def __init__(self, app, files_dir: Path, store, max_bytes: int, bodies: Budget = BODIES, queue_size: int = 0):
         self.app, self.store, self.bodies, self.queue_size = app, store, bodies, queue_size
@@ -55,13 +63,26 @@ class Guard:
         send = self._rewriting(send, scope["path"])
         if scope["method"] != "POST":
             return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        held = 2 * int(length) if length.isdigit() and int(length) > 2**20 else 0  # a data: URL, most likely
+        try:
+            await self.bodies.acquire_async(held)
+        except Busy as e:
+            return await _respond(send, 503, str(e))
         try:
             body = await self._read_capped(scope, receive)
+            if _names_remote_file(body):
+                return await _respond(send, 400, "Files are accepted as uploads only, not by URL.")
+            body = await self._store_data_urls(body)
+            if not self._names_only_uploads(body):
+                return await _respond(send, 400, "Files are accepted as uploads to this server only.")
         except _TooLarge:
             return await _respond(send, 413, self._too_large())
-        if _names_remote_file(body):
-            return await _respond(send, 400, "Files are accepted as uploads only, not by URL.")
-        body = body.replace(self.alias, self.real)
+        except _Refused as e:
+            return await _respond(send, e.status, e.text)
+        finally:
+            self.bodies.release(held)
+        body = body.replace(self.alias + b"/", self.real + b"/")
         replayed = False
 
         async def replay():
@@ -95,17 +116,60 @@ class Guard:
                 break
         return b"".join(chunks)
 
+    async def _store_data_urls(self, body: bytes) -> bytes:
+        """A photo sent as a ``data:`` URL inside a request becomes an upload like any other (read, scrubbed,
+        stored) before Gradio sees the request, so a queued request holds a path, not megabytes of base64."""
+        if b'"data:' not in body:
+            return body
+        import anyio
+
+        from .uploads import UploadRefused, decode_data_url
+
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return body
+        files = [x for x in _dicts(doc) if isinstance(x.get("url"), str) and x["url"].startswith("data:")]
+        for x in files:
+            try:
+                data = decode_data_url(x.pop("url"), self.max_file)
+            except UploadRefused as e:
+                raise _Refused(413 if "limit" in str(e) else 400, f"This photo cannot be used: {e}.") from None
+            try:
+                path = await anyio.to_thread.run_sync(self.store.add, data, "upload", self.files)
+            except Busy as e:
+                raise _Refused(503, str(e)) from None
+            x.update(path=str(path), orig_name=path.name, meta={"_type": "gradio.FileData"})
+        return json.dumps(doc).encode()
+
+    def _names_only_uploads(self, body: bytes) -> bool:
+        """Whether every file a JSON request names (a ``path`` key) is one the file route would serve from the
+        private folder: an upload's scrubbed copy, a generated image, an example's copy. Anything else (a
+        path elsewhere on the server, the folder's ``.pid``) would reach the handler, which reads it."""
+        if b'"path"' not in body:
+            return True
+        try:
+            doc = json.loads(body.replace(self.alias + b"/", self.real + b"/"))
+        except ValueError:
+            return True  # not JSON: Gradio refuses it
+        return all(self._servable(x["path"]) for x in _dicts(doc) if isinstance(x.get("path"), str))
+
+    def _servable(self, path: str) -> bool:
+        real = Path(os.path.realpath(path))
+        if self.files not in real.parents:
+            return False
+        inside = real.relative_to(self.files).parts
+        return len(inside) == 2 and not any(p.startswith(".") for p in inside)
+
     def _file_scope(self, scope) -> dict | None:
         """The file route's request with the alias mapped back; None for anything in the private folder but
         ``<folder>/<file>`` without dot names (Gradio itself refuses what lies outside its folders)."""
         head, _, target = scope["path"].partition("/file=")
         if target.startswith(ALIAS + "/") or target == ALIAS:
-            target = str(self.files) + target[len(ALIAS):]
+            target = str(self.files) + target[len(ALIAS):]  # (an upload's name never holds a "/")
         real, root = Path(os.path.realpath(target)), self.files.parent  # root: the folder holding .pid and files/
-        if real == root or root in real.parents:
-            inside = real.relative_to(self.files).parts if self.files in real.parents else ()
-            if len(inside) != 2 or any(p.startswith(".") for p in inside):
-                return None
+        if (real == root or root in real.parents) and not self._servable(target):
+            return None
         path = f"{head}/file={target}"
         return {**scope, "path": path, "raw_path": urllib.parse.quote(path).encode()}
 
@@ -235,19 +299,25 @@ def _names_remote_file(body: bytes) -> bool:
         doc = json.loads(body)
     except ValueError:
         return False
+    for x in _dicts(doc):
+        for key in ("path", "url"):
+            v = x.get(key)
+            if isinstance(v, str) and v.strip().lower().startswith(("http://", "https://")):
+                if key == "path" or "/file=" not in v:
+                    return True
+    return False
+
+
+def _dicts(doc):
+    """Every dict inside a JSON document."""
     stack = [doc]
     while stack:
         x = stack.pop()
         if isinstance(x, dict):
-            for key in ("path", "url"):
-                v = x.get(key)
-                if isinstance(v, str) and v.strip().lower().startswith(("http://", "https://")):
-                    if key == "path" or "/file=" not in v:
-                        return True
+            yield x
             stack.extend(x.values())
         elif isinstance(x, list):
             stack.extend(x)
-    return False
 
 
 __all__ = ["ALIAS", "BUSY", "Guard"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import re
 import secrets
 import threading
@@ -164,12 +165,15 @@ class UploadStore:
             return Upload(b"", None, "data: URL", error=str(e))
         return self.from_file(self.add(data, "upload", cache_dir))
 
-    def from_file(self, path: str | Path) -> Upload:
+    def from_file(self, path: str | Path, within: str | Path | None = None) -> Upload:
         """The upload at ``path``: its reading in memory while it lasts; else its scrubbed copy with the GPS
         read from the original; else (a file this store was not handed: an example, or an upload when no
-        guard is in front) the file read and scrubbed in place."""
+        guard is in front) the file read and scrubbed in place. A path outside ``within`` (the upload
+        folder) is refused unread: the scrub would rewrite or delete it."""
         path = Path(path)
         key = str(path)
+        if within is not None and Path(os.path.realpath(within)) not in Path(os.path.realpath(path)).parents:
+            return Upload(b"", None, path.name, error="the file was not uploaded to this server")
         with self._lock:
             self._expire()
             if key in self._recent and self._recent[key][2] == _stamp(path):
