@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from geosurge.app.exif import read_exif_gps
 from geosurge.app.settings import EXAMPLES
 from geosurge.app.testing import hostile_corpus, send_case, upload_raw
 
@@ -293,3 +294,78 @@ def test_waiting_visitors_see_their_place_and_a_full_queue_says_busy(tmp_path):
         assert not root.exists()  # ... and removed by the next start
     finally:
         s2.stop()
+
+
+def test_budget_admits_what_fits_and_says_busy_instead_of_hanging():
+    import threading
+    import time
+
+    from geosurge.app.admission import Budget, Busy
+
+    b = Budget(100)
+    with b.hold(60):
+        with pytest.raises(Busy):
+            with b.hold(60, timeout=0.2):  # does not fit beside 60 and nothing frees it: busy, after the timeout
+                pass
+        with b.hold(40, timeout=0.2):  # fits beside it
+            assert b.used == 100
+    with b.hold(500, timeout=0.2):  # larger than the whole budget: admitted alone
+        pass
+    order = []
+
+    def later():
+        with b.hold(80, timeout=5):
+            order.append("second")
+
+    with b.hold(80):
+        t = threading.Thread(target=later)
+        t.start()
+        time.sleep(0.3)
+        order.append("first")
+    t.join(5)
+    assert order == ["first", "second"] and b.used == 0 and b.peak == 500
+
+
+def test_decode_cost_is_read_from_the_header_by_mode():
+    import io
+
+    from geosurge.app.admission import decode_cost
+    from geosurge.app.testing import png_header_bomb
+
+    def png(mode, size):
+        b = io.BytesIO()
+        Image.new(mode, size).save(b, "PNG")
+        return b.getvalue()
+
+    assert decode_cost(png("RGB", (1000, 1000))) == 4_000_000
+    assert decode_cost(png("P", (1000, 1000))) == 9_000_000  # palette images are expanded to RGBA first
+    assert decode_cost(png_header_bomb(5000, 5000)) == 25_000_000  # 1-bit, as the header says
+    b = io.BytesIO()
+    Image.new("RGB", (8000, 6000)).save(b, "JPEG")
+    assert decode_cost(b.getvalue()) == 2000 * 1500 * 4  # JPEG: at the scale draft mode decodes it (1/4)
+    assert decode_cost(b"not an image") == 0
+
+
+def test_upload_store_bounds_memory_and_keeps_the_truth(tmp_path):
+    """Readings beyond the byte bound are let go oldest first; the handler then gets the scrubbed copy, with
+    the GPS read from the original; nothing is read or touched outside the upload folder."""
+    import io
+
+    from geosurge.app.exif import with_gps
+    from geosurge.app.uploads import UploadStore
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (400, 600, 3), dtype=np.uint8))
+    b = io.BytesIO()
+    img.save(b, "JPEG", exif=with_gps(img, 45.5, 9.25))
+    store = UploadStore(20 * 2**20, 60, remember_bytes=1_000_000)  # room for one reading (~0.7 MB + 0.3 MB of bytes)
+    paths = [store.add(b.getvalue(), f"p{i}.jpg", tmp_path) for i in range(3)]
+    assert [p.parent.parent for p in paths] == [tmp_path] * 3 and len({p.parent for p in paths}) == 3
+    assert all(read_exif_gps(p.read_bytes()) is None for p in paths)  # only scrubbed copies on disk
+    assert store.from_file(paths[2], within=tmp_path).data == b.getvalue()  # the newest is still in memory
+    first = store.from_file(paths[0], within=tmp_path)
+    assert first.gps.point == pytest.approx((45.5, 9.25), abs=1e-4) and first.image is not None
+    assert first.data == paths[0].read_bytes()  # answered on the scrubbed copy: the original's reading went
+    outside = tmp_path.parent / "outside.txt"
+    outside.write_text("keep me")
+    refused = store.from_file(outside, within=tmp_path)
+    assert refused.error == "the file was not uploaded to this server" and outside.read_text() == "keep me"
