@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from .admission import return_freed_memory
 from .settings import AppSettings, parse_settings
 
 
@@ -105,6 +106,7 @@ def serve(settings: AppSettings) -> int:
     # before the private folder is removed below, so it becomes an ordinary exit.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     os.umask(0o077)  # whatever this server writes (Gradio's copies too) is for this user only
+    return_freed_memory()  # before anything large is allocated (see admission.py)
     remove_orphans(Path(tempfile.gettempdir()))
     files = make_private_folder(Path(tempfile.gettempdir()))
     os.environ["GRADIO_TEMP_DIR"] = str(files)  # read by Gradio when it is imported (below)
