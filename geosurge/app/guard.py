@@ -60,7 +60,7 @@ class Guard:
             scope = self._file_scope(scope)
             if scope is None:
                 return await _respond(send, 404, "Not found.")
-        send = self._rewriting(send, scope["path"])
+        send = self._rewriting(send, scope["path"], scope["method"] == "HEAD")
         if scope["method"] != "POST":
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length", b"")
@@ -239,7 +239,7 @@ class Guard:
             body = body.replace(real, alias)
         return body
 
-    def _rewriting(self, send, path: str):
+    def _rewriting(self, send, path: str, head: bool = False):
         """``send`` with the private folder's path replaced by the alias in text responses (JSON, HTML,
         event streams), and a full queue's counts replaced by a sentence."""
         state: dict = {}
@@ -248,7 +248,7 @@ class Guard:
         async def wrapped(msg):
             if msg["type"] == "http.response.start":
                 headers = dict(msg.get("headers") or [])
-                state["text"] = headers.get(b"content-type", b"").startswith((b"application/json", b"text/"))
+                state["text"] = not head and headers.get(b"content-type", b"").startswith((b"application/json", b"text/"))
                 state["buffer"] = state["text"] and b"content-length" in headers
                 state["start"], state["chunks"] = msg, []
                 if not state["buffer"]:
