@@ -168,10 +168,13 @@ def test_private_folder_path_never_leaves_the_server(server):
     from geosurge.app.testing import upload_and_locate
 
     real, root = str(server.workdir), str(server.workdir.parent)
-    messages = []
-    status, out = upload_and_locate(server.url, (EXAMPLES / "Apple_iPhone_5.jpg").read_bytes(), "p.jpg", messages=messages)
+    status, mine = upload_raw(server.url, (EXAMPLES / "Apple_iPhone_5.jpg").read_bytes(), "mine.jpg")
+    assert status == 200
+    messages = []  # another visitor's answer
+    status, out = upload_and_locate(server.url, (EXAMPLES / "Apple_iPhone_4.jpg").read_bytes(), "p.jpg", messages=messages)
     assert status == 200 and out[1].startswith("### ")
     texts = [httpx.get(server.url + u, timeout=30).text for u in ("config", "", "gradio_api/info")] + [str(messages)]
+    assert not any(mine.split("/")[2] in t for t in texts)  # the first upload's folder is told to nobody else
     for text in texts:
         assert root not in text and "geosurge-app-" not in text
     assert "/geosurge-private/" in str(messages) and "/geosurge-private/" in texts[0]  # outputs and examples, aliased

@@ -8,7 +8,8 @@ Three bounds, each sized from what ``benchmarks/load.py`` and ``benchmarks/hosti
 * **Decodes** (:data:`DECODE_BUDGET`): every decode first estimates what it will take from the image's header
   (:func:`decode_cost`: 4 bytes a pixel for RGB, up to 9 for palette images, at the size JPEG draft mode
   decodes to) and waits until the decodes already running leave room for it. One decode larger than the
-  whole budget runs alone. A 40 MP PNG takes 0.16-0.35 GB to decode, so at most two run at once.
+  whole budget runs alone. A 40 MP PNG takes 0.16-0.35 GB to decode, so at most two run at once (two RGB
+  ones; a palette or RGBA one alone). At 400 MB the bursts of benchmarks/load.py peaked at 1.44-1.47 GB.
 * **Inference**: one answer at a time (the model uses both cores), behind Gradio's queue of at most
   :data:`QUEUE_SIZE` waiting requests; a visitor in the queue sees its position and the expected wait, one
   turned away because it is full sees that the demo is busy.
@@ -28,8 +29,8 @@ from contextlib import contextmanager
 MB = 2**20
 #: Bytes of upload bodies held in memory at once (a 20 MB upload takes ~2x its size while it is parsed).
 BODY_BUDGET = 64 * MB
-#: Estimated bytes of image decodes running at once (see decode_cost).
-DECODE_BUDGET = 400 * MB
+#: Estimated bytes of image decodes running at once (see decode_cost and the module's docstring).
+DECODE_BUDGET = 320 * MB
 #: Requests waiting in Gradio's queue; more are refused with "busy".
 QUEUE_SIZE = 64
 #: Longest wait for a budget before the request is refused as busy.
