@@ -24,7 +24,7 @@ from pathlib import Path
 
 from starlette.formparsers import MultiPartParser
 
-from .admission import BODIES, BUSY, Budget, Busy
+from .admission import BODIES, Budget, Busy
 
 #: What responses call the private folder; requests naming it are mapped back to the real path.
 ALIAS = "/geosurge-private"
@@ -320,4 +320,4 @@ def _dicts(doc):
             stack.extend(x)
 
 
-__all__ = ["ALIAS", "BUSY", "Guard"]
+__all__ = ["ALIAS", "Guard"]
