@@ -64,7 +64,9 @@ class Guard:
         if scope["method"] != "POST":
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length", b"")
-        held = 2 * int(length) if length.isdigit() and int(length) > 2**20 else 0  # a data: URL, most likely
+        # large bodies (a data: URL, most likely) count against the body budget; one without a length (chunked:
+        # no browser or gradio_client sends that) as the largest it may grow to
+        held = (2 * int(length) if int(length) > 2**20 else 0) if length.isdigit() else 2 * self.max_body
         try:
             await self.bodies.acquire_async(held)
         except Busy as e:
