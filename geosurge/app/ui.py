@@ -247,7 +247,9 @@ def build_demo(locator: Locator, store=None):
             return a.map_html, a.summary, a.overlay, a.reference, a.reference_caption
 
         outputs = [map_html, summary, overlay_img, ref_img, ref_caption]
-        button.click(run, [photo, fusion], outputs, api_name="locate", concurrency_limit=1)
-        photo.change(run, [photo, fusion], outputs, api_name=False, concurrency_limit=1)  # uploads and examples
-        fusion.change(run, [photo, fusion], outputs, api_name=False, concurrency_limit=1)
+        # One answer at a time across the three events (one shared limit, not one each): a waiting visitor sees
+        # the queue position and expected wait Gradio shows on the outputs.
+        button.click(run, [photo, fusion], outputs, api_name="locate", concurrency_limit=1, concurrency_id="locate")
+        photo.change(run, [photo, fusion], outputs, api_name=False, concurrency_limit=1, concurrency_id="locate")  # uploads and examples
+        fusion.change(run, [photo, fusion], outputs, api_name=False, concurrency_limit=1, concurrency_id="locate")
     return demo
