@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from geosurge.app.testing import ROOT, AppServer
+from .app_testing import ROOT, AppServer
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]

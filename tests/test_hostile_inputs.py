@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from geosurge.app.settings import EXAMPLES
-from geosurge.app.testing import hostile_corpus, send_case
+from .app_testing import hostile_corpus, send_case
 
 CORPUS = {c.name: c for c in hostile_corpus(EXAMPLES / "Apple_iPhone_4.jpg")}
 
@@ -58,7 +58,7 @@ def test_extreme_aspect_ratio_costs_bounded_memory():
 
 def test_exif_edge_cases_parse_right_or_are_reported():
     from geosurge.app.exif import _degrees, read_exif_gps
-    from geosurge.app.testing import exif_gps_block
+    from .app_testing import exif_gps_block
 
     assert _degrees((-33, 52, 0)) == pytest.approx(-33.866667, abs=1e-6)
     assert _degrees((33, 52, 0)) == pytest.approx(33.866667, abs=1e-6)
