@@ -1,6 +1,7 @@
 """``Predictor``: load a checkpoint once, geolocate photos (the API the CLI and the app use)."""
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from .data.images import load_image
 from .geo.distance import haversine_km
 from .geo.hierarchy import Hierarchy
 from .model.checkpoint import EMBEDDED_CHECKPOINT, load_checkpoint, resolve_checkpoint, segmenter_source
+from .model.evidence import NOT_MEASURED, describe_evidence, evidence_bits
 from .model.encode import encode_images, encode_images_multi
 from .model.geosurge import GeoSURGE
 from .model.hierarchical import HierarchicalScorer, ReferenceIndex
@@ -64,13 +66,20 @@ class Prediction:
     runners_up: list[list[CellScore]] = field(default_factory=list)
     #: smallest sets of finest-cell indices holding 50 % and 90 % of the posterior
     credible: dict[int, list[int]] = field(default_factory=dict)
+    #: information the photo added beyond where Flickr photos are taken: KL(posterior || prior) in bits over the
+    #: finest cells (geosurge.model.evidence); NaN without a fitted posterior
+    evidence_bits: float = math.nan
+    #: that figure in plain words (``describe_evidence``)
+    evidence_text: str = NOT_MEASURED
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (without the label map)."""
+        """JSON-friendly dict (without the label map; an unmeasured ``evidence_bits`` is None)."""
         from dataclasses import asdict
 
         d = asdict(self)
         d.pop("labels")
+        if math.isnan(self.evidence_bits):
+            d["evidence_bits"] = None
         return d
 
 
@@ -283,6 +292,7 @@ def _answers(v: _Variant, feats: torch.Tensor, scores: list[torch.Tensor], decis
     anc = v.posterior.ancestors
     marg = [torch.zeros(post.shape[0], n, dtype=post.dtype).index_add_(1, anc[:, k], post) for k, n in enumerate(v.hierarchy.num_cells)]
     return {"res": res, "cells": res.answer, "latlon": v.posterior.centroids[res.answer], "marginals": marg,
+            "evidence": evidence_bits(res.log_post, v.posterior.log_base),
             "decision": decision or v.posterior.cfg.decision}
 
 
@@ -299,6 +309,8 @@ def _explain(pred: Prediction, v: _Variant, answers: dict[str, Any] | None, scor
     res, fin = answers["res"], int(answers["cells"][b])
     chain = v.posterior.ancestors[fin].numpy()
     pred.decision = answers["decision"]
+    pred.evidence_bits = float(answers["evidence"][b])
+    pred.evidence_text = describe_evidence(pred.evidence_bits)
     pred.within_km = {r: float(p[b]) for r, p in res.within_km.items()}
     pred.chain = [cell(k, i, answers["marginals"][k][b, i]) for k, i in enumerate(chain)]
     pred.runners_up = []

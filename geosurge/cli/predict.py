@@ -102,6 +102,7 @@ def _print_line(path: Path, r, place: str) -> None:
     ref_txt = f"  nearest reference {ref.id} ({ref.distance_km:.0f} km away)" if ref else ""
     print(f"{path}: {r.lat:.5f}, {r.lon:.5f}  {place}  [{variant_name(r.fusion_used)}, {r.decision}]{ref_txt}")
     print("    " + chances_text(r))
+    print("    " + r.evidence_text)
     for c, others in zip(r.chain, r.runners_up or [[]] * len(r.chain)):
         alt = "; ".join(f"{o.token} {o.score:.2g}" for o in others[:2])
         print(f"    level {c.level}: cell {c.token} ({c.lat:.2f}, {c.lon:.2f}) {c.score:.3g}" + (f"   runners-up {alt}" if alt else ""))

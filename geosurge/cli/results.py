@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ COLUMNS: list[tuple[str, Callable[[Prediction], Any]]] = [
     ("top_cells", _top_cells),
     ("nearest_reference", lambda r: r.nearest_reference.id if r.nearest_reference else ""),
     ("decision", lambda r: r.decision),
+    # bits the photo added beyond the Flickr prior (empty without a fitted posterior) and that in words
+    ("evidence_bits", lambda r: "" if math.isnan(r.evidence_bits) else round(r.evidence_bits, 4)),
+    ("evidence", lambda r: r.evidence_text),
     # calibrated chance that the truth lies within R km (empty without a fitted posterior)
     *((f"within_{R}km", lambda r, R=R: round(r.within_km[R], 4) if R in r.within_km else "") for R in (1, 25, 200, 750, 2500)),
 ]
