@@ -193,8 +193,10 @@ def decision_words(decision: str) -> str:
 
 
 def evidence_line(pred) -> str:
-    """How much the photo told the model beyond where Flickr photos are taken, in words and in bits."""
-    return f"{pred.evidence_text} <small>({pred.evidence_bits:.2f} bits beyond the Flickr prior)</small>"
+    """How much the photo told the model beyond where Flickr photos are taken: ``Prediction.evidence_text``
+    (its figure in bits included) as a sentence."""
+    text = pred.evidence_text
+    return f"{text[:1].upper()}{text[1:]}."
 
 
 NBSP = "\u00a0"  # keeps a number and its neighbours on one line in narrow table cells

@@ -72,7 +72,7 @@ def load_image(src: Any, draft: int | None = DRAFT_SIZE) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         # Pillow's own text ("... could be decompression bomb DOS attack.") is not for a visitor to read
         limit = (Image.MAX_IMAGE_PIXELS or MAX_PIXELS) * (2 if isinstance(e, Image.DecompressionBombError) else 1)
-        raise ImageLoadError(f"image refused: it claims too many pixels to be a photo (over {limit / 1e6:.0f} MP; "
+        raise ImageLoadError(f"the image claims too many pixels to be a photo (over {limit / 1e6:.0f} MP; "
                              "a possible decompression bomb)") from None
     except (OSError, SyntaxError, ValueError, TypeError) as e:
         raise ImageLoadError(f"not a readable image ({type(e).__name__}: {e})") from None
