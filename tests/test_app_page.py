@@ -23,8 +23,8 @@ def test_every_reference_of_the_embedded_checkpoint_is_a_flickr_photo():
     assert NAME in ids and all(FlickrPhoto.from_name(i) is not None for i in ids)
     p = FlickrPhoto.from_name(NAME)
     assert p.thumbnail_url == "https://live.staticflickr.com/1125/1000269685_e60e9cdfb4_m.jpg"
-    assert p.page_url == "https://www.flickr.com/photos/78841376%40N00/1000269685"
-    assert p.owner_url == "https://www.flickr.com/people/78841376%40N00"
+    assert p.page_url == "https://www.flickr.com/photos/78841376@N00/1000269685"
+    assert p.owner_url == "https://www.flickr.com/people/78841376@N00"
     assert FlickrPhoto.from_name("IMG_0001.jpg") is None and FlickrPhoto.from_name("1_x_2_3@N00.jpg") is None
 
 
@@ -32,10 +32,10 @@ def test_nearest_training_photo_from_flickr_locally_or_none(tmp_path):
     near = ReferenceMatch(NAME, 48.85, 2.35, 0.42, 120.0, True)
     box = reference_html(near, None)
     assert 'src="https://live.staticflickr.com/1125/1000269685_e60e9cdfb4_m.jpg"' in box
-    assert 'href="https://www.flickr.com/photos/78841376%40N00/1000269685"' in box and 'alt=""' in box
+    assert 'href="https://www.flickr.com/photos/78841376@N00/1000269685"' in box and 'alt=""' in box
     assert "geosurge-ref-placeholder" in box and "onerror" in box  # what shows when Flickr is out of reach
     caption = reference_caption(near)
-    assert "**120 km** from the answer" in caption and "(https://www.flickr.com/people/78841376%40N00)" in caption
+    assert "**120 km** from the answer" in caption and "(https://www.flickr.com/people/78841376@N00)" in caption
     # the training photos on this machine win: served by the app, no request to Flickr
     (tmp_path / NAME).write_bytes(b"jpeg")
     local = reference_html(near, tmp_path)

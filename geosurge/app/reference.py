@@ -46,11 +46,11 @@ class FlickrPhoto:
 
     @property
     def page_url(self) -> str:
-        return f"https://www.flickr.com/photos/{quote(self.owner)}/{self.id}"
+        return f"https://www.flickr.com/photos/{self.owner}/{self.id}"  # "@" is allowed in a path; the name pattern admits nothing else
 
     @property
     def owner_url(self) -> str:
-        return f"https://www.flickr.com/people/{quote(self.owner)}"
+        return f"https://www.flickr.com/people/{self.owner}"
 
 
 def reference_caption(ref, near_km: float = NEAR_KM) -> str:
