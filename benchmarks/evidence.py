@@ -28,9 +28,8 @@ from geosurge.eval.cv import bootstrap_mean, score  # noqa: E402
 from geosurge.eval.evaluate import checkpoint_features  # noqa: E402
 from geosurge.geo.distance import haversine_km  # noqa: E402
 from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT  # noqa: E402
-from geosurge.model.evidence import EVIDENCE_BANDS, evidence_bits  # noqa: E402
-from geosurge.model.hierarchical import HierarchicalScorer  # noqa: E402
-from geosurge.model.posterior import load_posterior  # noqa: E402
+from geosurge.model.decode import Decoder  # noqa: E402
+from geosurge.model.evidence import EVIDENCE_BANDS  # noqa: E402
 
 DEV = ROOT.parent / "shared" / "data" / "im2gps3k-dev"
 
@@ -47,17 +46,16 @@ def held_out(dev: Path) -> tuple[GeoRecords, list[str]]:
 def per_photo(checkpoint: Path, records: GeoRecords, fusion: bool) -> dict[str, np.ndarray]:
     """Per photo: evidence bits, error of the answer and of the no-photo answer (km), bits on the true cell."""
     model, hierarchy, feats, keep, directory = checkpoint_features(checkpoint, records, fusion=fusion)
-    post = load_posterior(directory, model.cfg.posterior, hierarchy)
-    res = post(HierarchicalScorer.for_model(model, hierarchy).level_logits(feats.float()))
-    latlon = post.centroids[res.answer]
+    decoder = Decoder.for_checkpoint(model, hierarchy, directory)
+    d, post = decoder(feats.float()), decoder.posterior
     lat, lon = records.lats[keep], records.lons[keep]
     [none] = post.decide(post.log_base[None, :])  # what the rule answers without any photo
     true = hierarchy.assign(lat, lon)[:, -1]
     inside = true >= 0
     bits_true = np.full(len(true), np.nan)
     rows = np.flatnonzero(inside)
-    bits_true[rows] = ((res.log_post[rows, true[rows]] - post.log_base[true[rows]]) / math.log(2)).numpy()
-    return {"bits": evidence_bits(res.log_post, post.log_base), "err": haversine_km(latlon[:, 0], latlon[:, 1], lat, lon),
+    bits_true[rows] = ((d.log_post[rows, true[rows]] - post.log_base[true[rows]]) / math.log(2)).numpy()
+    return {"bits": d.evidence_bits, "err": haversine_km(d.latlon[:, 0], d.latlon[:, 1], lat, lon),
             "err_none": haversine_km(*post.centroids[none], lat, lon), "bits_true": bits_true, "keep": keep}
 
 

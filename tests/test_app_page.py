@@ -11,6 +11,7 @@ from geosurge.app.reference import NEAR_KM, FlickrPhoto, reference_caption, refe
 from geosurge.app.settings import parse_settings
 from geosurge.app.ui import Locator, level_table
 from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT
+from geosurge.model.decode import POSTERIOR_PROBABILITY, PRODUCT_SCORE
 from geosurge.predictor import CellScore, Predictor, ReferenceMatch
 
 from .app_testing import png_header_bomb
@@ -56,17 +57,20 @@ def _cell(level, token, score):
 def test_level_table_says_what_ranks_each_column_and_why_a_runner_up_can_beat_the_answer():
     from types import SimpleNamespace
 
-    pred = SimpleNamespace(within_km={750: 0.2}, decision="within:750",
+    pred = SimpleNamespace(ranked_by=POSTERIOR_PROBABILITY, decision="within:750",
                            chain=[_cell(1, "84", 0.215), _cell(2, "81", 0.16)],
                            runners_up=[[_cell(1, "1", 0.24), _cell(1, "8c", 0.1)], [_cell(2, "14", 0.09)]])
     rows = level_table(pred)
     assert rows[0] == "| level | the answer's cell | its probability | other cells, ranked by probability |"
     assert "0.24\u00a0↑" in rows[2] and "↑" not in rows[3]  # marked only where it beats the answer's own cell
-    assert "at level 1:" in rows[-1] and "the most chance within 750 km" in rows[-1]
+    assert "a higher probability than the answer's own cell at level 1:" in rows[-1]
+    assert "the most chance within 750 km" in rows[-1]
     pred.runners_up = [[_cell(1, "1", 0.2)], [_cell(2, "14", 0.09)]]
     assert "↑" not in "\n".join(level_table(pred))  # no note without a reason for one
-    product = SimpleNamespace(within_km={}, decision="argmax", chain=pred.chain, runners_up=pred.runners_up)
-    assert "ranked by product score" in level_table(product)[0]
+    product = SimpleNamespace(ranked_by=PRODUCT_SCORE, decision="argmax", chain=pred.chain,
+                              runners_up=[[_cell(1, "1", 0.3)], []])
+    rows = level_table(product)
+    assert "ranked by product score" in rows[0] and "a higher product score than" in rows[-1] and "the most probable cell" in rows[-1]
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ from PIL import Image
 from ..data.images import ImageLoadError, load_image
 from ..geo.distance import haversine_km
 from ..geo.geocode import place_names
+from ..model.decisions import describe_decision
+from ..model.decode import POSTERIOR_PROBABILITY
 from ..model.segmenters.palette import overlay
 from ..model.variants import FUSION, VARIANTS, pick_variants
 from ..predictor import Predictor
@@ -154,7 +156,7 @@ class Locator:
         place = place_names([pred.lat], [pred.lon])[0]
         name = {v: spec.description for v, spec in VARIANTS.items()}
         lines = [f"### {pred.lat:.4f}, {pred.lon:.4f} — {place}", chances_headline(pred), evidence_line(pred),
-                 f"Model: **{name[primary]}** · answer chosen by {decision_words(pred.decision)}"]
+                 f"Model: **{name[primary]}** · answer chosen by {describe_decision(pred.decision)}"]
         if FUSION not in preds:
             lines.append(FUSION_OFF)
         if other is not None:
@@ -184,14 +186,6 @@ def chances_headline(pred) -> str:
     return f"Chance the photo was taken **{parts[0]}** · " + " · ".join(parts[1:])
 
 
-def decision_words(decision: str) -> str:
-    if decision.startswith("within:"):
-        return f"the most chance within {float(decision.split(':')[1]):,.0f} km"
-    if decision == "median":
-        return "the least expected distance"
-    return "the most probable cell"
-
-
 def evidence_line(pred) -> str:
     """How much the photo told the model beyond where Flickr photos are taken: ``Prediction.evidence_text``
     (its figure in bits included) as a sentence."""
@@ -204,8 +198,9 @@ NBSP = "\u00a0"  # keeps a number and its neighbours on one line in narrow table
 
 def level_table(pred) -> list[str]:
     """Markdown rows: per level (1 = coarsest) the cell holding the answer and its figure, then the other cells
-    of that level by what ranks them. A runner-up above the answer's own cell is marked, with a note saying why."""
-    what = "probability" if pred.within_km else "product score"
+    of that level by what ranks them (``Prediction.ranked_by``). A runner-up above the answer's own cell is
+    marked, with a note saying why that happens."""
+    what = "probability" if pred.ranked_by == POSTERIOR_PROBABILITY else pred.ranked_by
     lines = [f"| level | the answer's cell | its {what} | other cells, ranked by {what} |", "|---|---|---|---|"]
     above = []
     for k, c in enumerate(pred.chain):
@@ -215,9 +210,9 @@ def level_table(pred) -> list[str]:
         alt = "<br>".join(_runner_up(o, o.score > c.score) for o in others)
         lines.append(f"| {c.level} | {c.token} ({c.lat:.2f},{NBSP}{c.lon:.2f}) | {c.score:.3g} | {alt} |")
     if above:
-        lines.append(f"\n<small>↑ more probable than the answer's own cell at level {', '.join(above)}: the answer is "
-                     f"chosen by {decision_words(pred.decision)} over the finest cells, not level by level, so a coarser "
-                     "cell around it need not be the most probable of its level.</small>")
+        lines.append(f"\n<small>↑ a higher {what} than the answer's own cell at level {', '.join(above)}: the answer "
+                     f"is chosen by {describe_decision(pred.decision)} over the finest cells, not level by level, so a "
+                     f"coarser cell around it need not have the highest {what} of its level.</small>")
     return lines
 
 

@@ -7,9 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..geo.distance import spherical_median
 from ..geo.hierarchy import Hierarchy
-from .config import SCORER_DECISIONS
 
 
 class HierarchicalScorer:
@@ -30,12 +28,7 @@ class HierarchicalScorer:
         hierarchy: Hierarchy,
         biases: list[torch.Tensor] | None = None,
         prior_weight: float = 0.0,
-        decision: str = "map",
     ):
-        if decision not in SCORER_DECISIONS:
-            raise ValueError(f"decision must be one of {list(SCORER_DECISIONS)}, not {decision!r}")
-        self.decision = decision
-        self.centroids = torch.from_numpy(hierarchy.levels[-1].centroids).double()
         if [len(t) for t in tables] != hierarchy.num_cells:
             raise ValueError(f"embedding tables {[len(t) for t in tables]} do not match the hierarchy {hierarchy.num_cells}")
         self.tables = [t.detach().float() for t in tables]
@@ -57,7 +50,7 @@ class HierarchicalScorer:
     def for_model(cls, model, hierarchy: Hierarchy) -> "HierarchicalScorer":
         """The scorer of a :class:`~geosurge.model.GeoSURGE` model's geographic head."""
         s, g = model.geo.scoring(), model.cfg.geo
-        return cls(s.tables, s.scales, hierarchy, s.biases, g.prior_weight, decision=g.decision)
+        return cls(s.tables, s.scales, hierarchy, s.biases, g.prior_weight)
 
     def to(self, device: torch.device | str) -> "HierarchicalScorer":
         self.tables = [t.to(device) for t in self.tables]
@@ -65,7 +58,6 @@ class HierarchicalScorer:
         self.scales = self.scales.to(device)
         self.offsets = self.offsets.to(device)
         self.priors = [p.to(device) if p is not None else None for p in self.priors]
-        self.centroids = self.centroids.to(device)
         self.parents = [p.to(device) for p in self.parents]
         return self
 
@@ -79,29 +71,19 @@ class HierarchicalScorer:
         """Per level, log-softmax over its cells: list of (B, n_l)."""
         return [torch.log_softmax(z, dim=-1) for z in self.level_logits(features)]
 
-    def cumulative_log_scores(self, features: torch.Tensor) -> list[torch.Tensor]:
+    def cumulative_from_logits(self, logits: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per level, log of (own probability x all ancestors' probabilities) [x the cell's training
-        frequency ** prior_weight]: list of (B, n_l)."""
-        logp = self.level_log_probs(features)
+        frequency ** prior_weight], from :meth:`level_logits`: list of (B, n_l). The paper's product scores;
+        :class:`~geosurge.model.decode.Decoder` turns them into answers."""
+        logp = [torch.log_softmax(z, dim=-1) for z in logits]
         chain = [logp[0]]
         for k in range(1, len(logp)):
             chain.append(logp[k] + chain[-1][:, self.parents[k]])
         return [c + p if p is not None else c for c, p in zip(chain, self.priors)]
 
-    def predict_latlon(self, features: torch.Tensor, top: int = 256) -> tuple[np.ndarray, list[torch.Tensor]]:
-        """Predicted (lat, lon) per image, (B, 2), and the cumulative scores they come from.
-
-        ``map``: the centroid of the best finest cell (paper). ``median``: the point that minimizes the
-        expected great-circle error under the normalized finest-cell scores (their weighted spherical
-        median over the ``top`` best cells), which falls back towards the data's median when a photo
-        is ambiguous and onto the best cell when it is not.
-        """
-        scores = self.cumulative_log_scores(features)
-        fin = scores[-1]
-        if self.decision == "map":
-            return self.centroids[fin.argmax(dim=1)].cpu().numpy(), scores
-        val, idx = fin.double().topk(min(top, fin.shape[1]), dim=1)
-        return spherical_median(self.centroids[idx], torch.softmax(val, dim=1)).cpu().numpy(), scores
+    def cumulative_log_scores(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """:meth:`cumulative_from_logits` of ``features``' logits."""
+        return self.cumulative_from_logits(self.level_logits(features))
 
 
 @dataclass

@@ -29,7 +29,7 @@ from ..geo.prior import read_photo_density
 from ..model.checkpoint import load_checkpoint, publish_checkpoint, save_checkpoint
 from ..model.encode import build_reference_index, image_features, view_features
 from ..model.geosurge import GeoSURGE
-from ..model.hierarchical import HierarchicalScorer
+from ..model.decode import Decoder
 from ..model.posterior import training_counts
 from ..model.variants import VARIANTS, training_metadata
 from ..model.views import ViewSet, label_side, load_or_build_views
@@ -303,7 +303,7 @@ class _Validator:
         feats = feats.to(self.device)
         model.train()
         true = np.stack([self.val_rec.lats[keep], self.val_rec.lons[keep]], 1)
-        pred, _ = HierarchicalScorer.for_model(model, self.hierarchy).to(self.device).predict_latlon(feats)
+        pred = Decoder.for_model(model, self.hierarchy).to(self.device)(feats).latlon
         return accuracy_report(pred[:, 0], pred[:, 1], true[:, 0], true[:, 1]).as_dict()
 
     def _features(self, model: GeoSURGE) -> tuple[torch.Tensor, np.ndarray]:
