@@ -43,8 +43,9 @@ def app_url(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def browser():
+    """A fresh headless Chromium per test (a second, until the test ends: Playwright's sync API allows one at a time)."""
     exe = _chromium()
     sync_api = pytest.importorskip("playwright.sync_api")
     profile = tempfile.mkdtemp(prefix="geosurge-chromium-")
