@@ -43,7 +43,7 @@ class ReferenceMatch:
     lon: float
     similarity: float  # cosine similarity of visual features
     distance_km: float  # from the predicted point
-    in_predicted_cell: bool  # False: the predicted cell has no reference, so the nearest overall
+    in_predicted_cell: bool  # False: none in the predicted cell: the most similar within NEAR_REFERENCE_KM (else anywhere)
 
 
 @dataclass
@@ -252,7 +252,7 @@ class Predictor:
     def _decode(self, v: _Variant, feats: torch.Tensor, top_k: int, level_top: int, fused: bool, note: str | None, label_maps,
                 decision: str | None = None) -> list[Prediction]:
         d = v.decoder(feats, decision)
-        ref = v.reference.nearest(feats, d.cells) if v.reference is not None else None
+        ref = v.reference.nearest(feats, d.cells, d.latlon) if v.reference is not None else None
         return [_prediction(v, d, b, top_k, level_top, fused, note, label_maps[b], ref) for b in range(feats.shape[0])]
 
 

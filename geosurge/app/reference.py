@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-#: Past this distance from the answer the page says "no training photo near the answer" instead of showing one.
-#: 750 km is the "country" radius of the standard 1/25/200/750/2500 km ladder and the radius the demo's answer
-#: is chosen for (the most chance within 750 km): a photo farther away no longer shows the place the answer
-#: stands for. It only happens when the answer's cell holds no training photo, and the reference index then
-#: falls back to the most similar photo anywhere, which can be 16,000 km away.
-NEAR_KM = 750.0
+from ..model.hierarchical import NEAR_REFERENCE_KM
+
+#: Past this distance from the answer the page says "no training photo near the answer" instead of showing one:
+#: the radius within which the predictor looks for one when the answer's cell has none (see there for why 750 km).
+NEAR_KM = NEAR_REFERENCE_KM
 
 _FLICKR_NAME = re.compile(r"^(?P<id>\d+)_(?P<secret>[0-9a-f]+)_(?P<server>\d+)_(?P<owner>\d+@N\d\d)\.jpe?g$")
 
@@ -59,9 +58,9 @@ def reference_caption(ref, near_km: float = NEAR_KM) -> str:
     if ref is None:
         return "This checkpoint has no reference index, so no training photo can be shown."
     if ref.distance_km > near_km:
-        return (f"**No training photo near the answer**: the closest in look was taken {ref.distance_km:,.0f} km away "
-                f"(more than {near_km:,.0f} km), so it says nothing about this place.")
-    where = "in the answer's cell" if ref.in_predicted_cell else "most similar anywhere (no training photo in the answer's cell)"
+        return (f"**No training photo near the answer**: none lies within {near_km:,.0f} km of it; the most similar "
+                f"was taken {ref.distance_km:,.0f} km away, so it would say nothing about this place.")
+    where = "in the answer's cell" if ref.in_predicted_cell else f"the most similar within {near_km:,.0f} km (none in the answer's cell)"
     text = (f"Nearest training photo, {where}: taken at {ref.lat:.4f}, {ref.lon:.4f}, **{ref.distance_km:,.0f} km** from "
             f"the answer (visual similarity {ref.similarity:.2f}).")
     flickr = FlickrPhoto.from_name(ref.id)
