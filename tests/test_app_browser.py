@@ -4,6 +4,7 @@ nearest training photo, a refusal, on a desktop and on a phone; screenshots of e
 ``../shared``: the photo is a shipped example with EXIF GPS, so the truth marker is drawn too."""
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -64,7 +65,8 @@ class Offline:
     """A page whose requests to anywhere but this machine are aborted (no internet); records every request
     that failed, so a test can tell the blocked ones (which must degrade gracefully) from real failures."""
 
-    def __init__(self, context, url: str, viewport: dict):
+    def __init__(self, context, url: str, viewport: dict, flickr: bytes | None = None):
+        self.flickr = flickr  # when given, Flickr's image server answers with these bytes (a stand-in, as if online)
         self.page = context.new_page()
         self.page.set_viewport_size(viewport)
         self.blocked: list[str] = []
@@ -78,6 +80,8 @@ class Offline:
         url = route.request.url
         if url.startswith(("http://127.0.0.1", "data:", "blob:", "about:")):
             route.continue_()
+        elif self.flickr is not None and url.startswith("https://live.staticflickr.com/"):
+            route.fulfill(status=200, content_type="image/jpeg", body=self.flickr)
         else:
             self.blocked.append(url)
             route.abort("internetdisconnected")
@@ -256,3 +260,23 @@ def test_refusal_is_said_once_without_a_broken_image(app_url, browser, tmp_path)
     tab.screenshot("app-refusal.png")
     tab.assert_no_failed_request()
     page.close()
+
+
+def test_nearest_training_photo_from_flickr(app_url, browser):
+    """Where Flickr answers (here a stand-in serves its thumbnail), the nearest training photo is shown, linked to
+    its page on Flickr, and the placeholder is gone."""
+    from geosurge.app.settings import EXAMPLES
+    from geosurge.data.images import load_image
+
+    thumb = io.BytesIO()
+    load_image(EXAMPLES / "Apple_iPhone_5.jpg").resize((240, 180)).save(thumb, "JPEG")
+    tab = Offline(browser, app_url, DESKTOP, flickr=thumb.getvalue())
+    tab.upload(EXAMPLES / "Apple_iPhone_6.jpg")
+    tab.page.wait_for_function(ANSWERED, timeout=120_000)
+    img = tab.page.locator("#reference .geosurge-ref img")
+    img.wait_for(state="visible", timeout=30_000)
+    assert img.evaluate("i => i.naturalWidth") == 240
+    assert img.evaluate("i => i.closest('a').href").startswith("https://www.flickr.com/photos/")
+    assert not tab.page.locator("#reference .geosurge-ref-placeholder").is_visible()
+    tab.page.locator("#reference").screenshot(path=str(SCREENSHOT_DIR / "reference-flickr.png"))
+    tab.assert_no_failed_request()
