@@ -79,15 +79,20 @@ def write_private(data: bytes, folder: str | Path, name: str) -> Path:
     return atomic_write(target, data, mode=0o600)
 
 
+def write_stand_in(path: Path) -> None:
+    """Put a plain grey picture where a refused upload was: nothing of it is kept, but the photo box is already
+    fetching this path, and a missing file would be a failed request drawn as a broken image (the page then
+    clears the photo box and says why the file was refused)."""
+    atomic_write(path, lambda p: Image.new("L", (64, 48), 230).save(p, "PNG"), mode=0o600)
+
+
 def scrub(path: Path, data: bytes) -> Image.Image | None:
     """Replace the file at ``path`` by an upright, downscaled copy without metadata and return the decoded
     image; when it is not a readable image, replace it by a grey stand-in (nothing unusable is kept) and return None."""
     try:
         full = load_image(data)
     except ImageLoadError:
-        # Nothing of it is kept, but the photo box is already fetching this path: a plain grey stand-in answers
-        # that request (a missing file would be a failed request drawn as a broken image) until the page clears it.
-        atomic_write(path, lambda p: Image.new("L", (64, 48), 230).save(p, "PNG"), mode=0o600)
+        write_stand_in(path)
         return None
     img = full.copy()
     img.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
