@@ -75,6 +75,8 @@ def load_image(src: Any, draft: int | None = DRAFT_SIZE) -> Image.Image:
         raise ImageLoadError(f"the image claims too many pixels to be a photo (over {limit / 1e6:.0f} MP; "
                              "a possible decompression bomb)") from None
     except (OSError, SyntaxError, ValueError, TypeError) as e:
+        if "truncated" in str(e).lower():  # the common case, said plainly (Pillow: "Truncated File Read" and kin)
+            raise ImageLoadError("not a readable image: the file is cut short (an upload or copy that did not finish?)") from None
         raise ImageLoadError(f"not a readable image ({type(e).__name__}: {e})") from None
 
 
