@@ -83,7 +83,8 @@ def write_stand_in(path: Path) -> None:
     """Put a plain grey picture where a refused upload was: nothing of it is kept, but the photo box is already
     fetching this path, and a missing file would be a failed request drawn as a broken image (the page then
     clears the photo box and says why the file was refused)."""
-    atomic_write(path, lambda p: Image.new("L", (64, 48), 230).save(p, "PNG"), mode=0o600)
+    fmt = "PNG" if path.suffix.lower() == ".png" else "JPEG"  # what the name says: browsers trust the suffix
+    atomic_write(path, lambda p: Image.new("L", (64, 48), 230).save(p, fmt), mode=0o600)
 
 
 def scrub(path: Path, data: bytes) -> Image.Image | None:
