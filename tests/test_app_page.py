@@ -7,11 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from geosurge.app.reference import NEAR_KM, FlickrPhoto, reference_caption, reference_html
+from geosurge.app.reference import FlickrPhoto, reference_caption, reference_html
 from geosurge.app.settings import parse_settings
 from geosurge.app.ui import Locator, level_table
 from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT
 from geosurge.model.decode import POSTERIOR_PROBABILITY, PRODUCT_SCORE
+from geosurge.model.hierarchical import NEAR_REFERENCE_KM
 from geosurge.predictor import CellScore, Predictor, ReferenceMatch
 
 from .app_testing import png_header_bomb
@@ -46,7 +47,7 @@ def test_nearest_training_photo_from_flickr_locally_or_none(tmp_path):
     assert "<img" not in reference_html(far, tmp_path) and "No training photo near the answer" in reference_html(far, tmp_path)
     assert "No training photo near the answer" in reference_caption(far) and "16,543 km" in reference_caption(far)
     assert "the most similar within 750 km" in reference_caption(replace(near, in_predicted_cell=False))
-    edge = replace(near, distance_km=NEAR_KM)
+    edge = replace(near, distance_km=NEAR_REFERENCE_KM)
     assert "<img" in reference_html(edge, None)
     assert "no reference index" in reference_caption(None) and "<img" not in reference_html(None, None)
 

@@ -16,10 +16,6 @@ from urllib.parse import quote
 
 from ..model.hierarchical import NEAR_REFERENCE_KM
 
-#: Past this distance from the answer the page says "no training photo near the answer" instead of showing one:
-#: the radius within which the predictor looks for one when the answer's cell has none (see there for why 750 km).
-NEAR_KM = NEAR_REFERENCE_KM
-
 _FLICKR_NAME = re.compile(r"^(?P<id>\d+)_(?P<secret>[0-9a-f]+)_(?P<server>\d+)_(?P<owner>\d+@N\d\d)\.jpe?g$")
 
 
@@ -52,9 +48,10 @@ class FlickrPhoto:
         return f"https://www.flickr.com/people/{self.owner}"
 
 
-def reference_caption(ref, near_km: float = NEAR_KM) -> str:
-    """Markdown: which training photo is shown, where it was taken and how far from the answer; or that
-    none is near the answer. ``ref`` is a :class:`~geosurge.predictor.ReferenceMatch` or None."""
+def reference_caption(ref, near_km: float = NEAR_REFERENCE_KM) -> str:
+    """Markdown: which training photo is shown, where it was taken and how far from the answer; or that none is
+    near the answer (within ``near_km``, the radius the predictor searches when the answer's cell has none).
+    ``ref`` is a :class:`~geosurge.predictor.ReferenceMatch` or None."""
     if ref is None:
         return "This checkpoint has no reference index, so no training photo can be shown."
     if ref.distance_km > near_km:
@@ -71,7 +68,7 @@ def reference_caption(ref, near_km: float = NEAR_KM) -> str:
     return text
 
 
-def reference_html(ref, local_root: Path | None, near_km: float = NEAR_KM) -> str:
+def reference_html(ref, local_root: Path | None, near_km: float = NEAR_REFERENCE_KM) -> str:
     """The picture box: the local copy (served by the app from ``local_root``), else Flickr's thumbnail over
     a placeholder that shows through when the browser cannot load it, else the placeholder alone."""
     if ref is None or ref.distance_km > near_km:

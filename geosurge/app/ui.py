@@ -67,7 +67,7 @@ def message(text: str, refused: bool = False) -> Answer:
 
 
 def refusal(reason: str) -> Answer:
-    return message(f"This file cannot be used: {reason}.".replace("..", "."), refused=True)
+    return message(f"This file cannot be used: {reason.rstrip('.')}.", refused=True)
 
 
 class Locator:
