@@ -46,6 +46,7 @@ def test_nearest_training_photo_from_flickr_locally_or_none(tmp_path):
     far = replace(near, distance_km=16_543.0, in_predicted_cell=False)
     assert "<img" not in reference_html(far, tmp_path) and "No training photo near the answer" in reference_html(far, tmp_path)
     assert "No training photo near the answer" in reference_caption(far) and "16,543 km" in reference_caption(far)
+    assert reference_caption(near).startswith("In the answer's cell: taken at 48.8500, 2.3500")
     assert "the most similar within 750 km" in reference_caption(replace(near, in_predicted_cell=False))
     edge = replace(near, distance_km=NEAR_REFERENCE_KM)
     assert "<img" in reference_html(edge, None)

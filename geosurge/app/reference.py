@@ -55,11 +55,11 @@ def reference_caption(ref, near_km: float = NEAR_REFERENCE_KM) -> str:
     if ref is None:
         return "This checkpoint has no reference index, so no training photo can be shown."
     if ref.distance_km > near_km:
-        return (f"**No training photo near the answer**: none lies within {near_km:,.0f} km of it; the most similar "
-                f"was taken {ref.distance_km:,.0f} km away, so it would say nothing about this place.")
-    where = "in the answer's cell" if ref.in_predicted_cell else f"the most similar within {near_km:,.0f} km (none in the answer's cell)"
-    text = (f"Nearest training photo, {where}: taken at {ref.lat:.4f}, {ref.lon:.4f}, **{ref.distance_km:,.0f} km** from "
-            f"the answer (visual similarity {ref.similarity:.2f}).")
+        return (f"**No training photo near the answer**: the best match was taken {ref.distance_km:,.0f} km away (more "
+                f"than {near_km:,.0f} km), too far to say anything about this place.")
+    where = "In the answer's cell" if ref.in_predicted_cell else f"None in the answer's cell; the most similar within {near_km:,.0f} km"
+    text = (f"{where}: taken at {ref.lat:.4f}, {ref.lon:.4f}, **{ref.distance_km:,.0f} km** from the answer (visual "
+            f"similarity {ref.similarity:.2f}).")
     flickr = FlickrPhoto.from_name(ref.id)
     if flickr is not None:
         text += f" [The photo on Flickr]({flickr.page_url}), by [{flickr.owner}]({flickr.owner_url})."
