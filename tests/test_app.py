@@ -440,12 +440,13 @@ def test_map_lines_take_the_short_way_across_the_antimeridian():
     _, hierarchy, _, _ = load_checkpoint(ckpt / "rgb")
     fiji, samoa = replace(pred, lat=-17.7, lon=178.1), replace(pred, lat=-13.8, lon=-172.1)
     page = html_lib.unescape(prediction_map(fiji, hierarchy, "fusion", samoa, "rgb", truth=(-14.3, -170.7)))
-    lines = re.findall(r"L\.polyline\(\s*(\[\[.*?\]\])", page, flags=re.S)
+    spec = json.loads(re.search(r"GeoSurgeMap\.draw\(\w+, (\{.*\})\);", page, flags=re.S).group(1))
+    lines = [line["path"] for line in spec["lines"]]
     assert len(lines) == 2, lines
-    for line in lines:
-        (lat0, lon0), (lat1, lon1) = json.loads(line)
+    for (lat0, lon0), (lat1, lon1) in lines:
         assert lon0 == pytest.approx(178.1) and 180 < lon1 < 200  # Samoa drawn east of 180, next to Fiji
     assert "-172.1000" in page  # tooltips keep the true longitude
+    assert spec["basemap"]["copies"] == [0, 360]  # the basemap is drawn on that side of 180 too
 
 
 def test_sweep_keeps_the_examples(tmp_path, monkeypatch):

@@ -280,3 +280,106 @@ def test_nearest_training_photo_from_flickr(app_url, browser):
     assert not tab.page.locator("#reference .geosurge-ref-placeholder").is_visible()
     tab.page.locator("#reference").screenshot(path=str(SCREENSHOT_DIR / "reference-flickr.png"))
     tab.assert_no_failed_request()
+
+
+#: (lat, lon) well inside land and well out at sea, for the basemap's pixels at world zoom
+LAND_POINTS = [(15.0, 19.0), (-8.0, -55.0), (62.0, 100.0), (-25.0, 134.0), (40.0, -100.0)]
+SEA_POINTS = [(0.0, -140.0), (-30.0, -20.0), (-30.0, 80.0), (35.0, -40.0), (10.0, 160.0)]
+
+
+def _is_local(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    return u.scheme in ("data", "blob", "about") or u.hostname in ("127.0.0.1", "localhost")
+
+
+def assert_legend_names_every_layer_and_folds(frame) -> None:
+    legend = frame.locator(".geosurge-legend")
+    text = legend.inner_text()
+    for entry in ("50 % credible region", "90 % credible region", "level 1 cells", "level 7 cells",
+                  "fusion prediction", "RGB-only prediction", "true location (EXIF GPS)", "Natural Earth", "sea"):
+        assert entry in text, (entry, text)
+    assert "OpenStreetMap" not in text  # no tiles drawn offline (the layer button still offers them)
+    rows = frame.locator(".geosurge-legend details > div")
+    assert rows.is_visible()
+    frame.locator(".geosurge-legend summary").click()
+    assert not rows.is_visible()
+    frame.locator(".geosurge-legend summary").click()
+    assert rows.is_visible()
+
+
+def basemap_screenshot(page, frame, path: Path) -> list[tuple[float, float]]:
+    """The map at world zoom with the answer's overlays and the controls hidden (the basemap's pixels alone),
+    saved to ``path``; returns where LAND_POINTS + SEA_POINTS lie in it."""
+    points = frame.locator("div.folium-map").evaluate(
+        """(e, pts) => { const m = window.geosurgeMap;
+            m.setView([15, 0], 1, {animate: false});
+            for (const p of ["overlayPane", "markerPane", "tooltipPane"]) m.getPane(p).style.display = "none";
+            m.getContainer().querySelector(".leaflet-control-container").style.display = "none";
+            return pts.map(p => { const c = m.latLngToContainerPoint(p); return [c.x, c.y]; }); }""",
+        LAND_POINTS + SEA_POINTS)
+    frame.locator("div.folium-map").evaluate(  # the canvas redraws on the next animation frames
+        "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+    page.wait_for_timeout(300)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.locator("iframe.geosurge-map").screenshot(path=str(path))
+    return points
+
+
+def test_offline_map_basemap_icons_and_no_failed_request(server):
+    """With every non-local request blocked: no request of the page fails (the layer button's icon
+    included), the Natural Earth basemap draws land and sea in distinct colours at world zoom, and the
+    collapsible legend names every layer drawn."""
+    exe = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from PIL import Image
+
+    from geosurge.app.geomap import LAND, SEA
+
+    profile = tempfile.mkdtemp(prefix="geosurge-chromium-")
+    blocked, failed, served = [], [], {}
+    shot = SCREENSHOT_DIR / "map-offline-world.png"
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch_persistent_context(
+                profile, executable_path=exe, args=CHROMIUM_ARGS, headless=True, viewport={"width": 1400, "height": 1000})
+            browser.route("**/*", lambda route: route.continue_() if _is_local(route.request.url)
+                          else (blocked.append(route.request.url), route.abort()))
+            page = browser.new_page()
+            page.on("requestfailed", lambda r: failed.append((r.url, r.failure)))
+            page.on("response", lambda r: (failed.append((r.url, r.status)) if r.status >= 400 else served.setdefault(r.url, r.status)))
+            page.goto(server.url, wait_until="networkidle")
+            page.locator("button:has(img)").nth(3).click()  # an example photo, with its EXIF truth
+            page.wait_for_function("() => ((document.querySelector('#summary') || {}).innerText || '').includes('EXIF GPS of the upload')",
+                                   timeout=120_000)
+            frame = page.frame_locator("iframe.geosurge-map")
+            frame.locator(".geosurge-basemap-ready").wait_for(state="attached", timeout=60_000)
+            frame.locator("path.geosurge-region-90").first.wait_for(state="attached", timeout=60_000)
+            assert_legend_names_every_layer_and_folds(frame)
+            # the layer button has its icon: Leaflet's images are served with its CSS
+            icon = frame.locator(".leaflet-control-layers-toggle").evaluate("e => getComputedStyle(e).backgroundImage")
+            assert "images/layers" in icon, icon
+            page.wait_for_timeout(500)  # let the icon's request settle
+            assert any(u.endswith(("images/layers.png", "images/layers-2x.png")) for u in served), sorted(served)
+            points = basemap_screenshot(page, frame, shot)
+            browser.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    # the nearest training photo's thumbnail is Flickr's to serve (a placeholder shows when it cannot be reached,
+    # see test_desktop_upload_map_toggle); nothing else may leave this machine
+    blocked = [u for u in blocked if not u.startswith("https://live.staticflickr.com/")]
+    assert not blocked, f"the page asked for non-local resources: {blocked}"
+    # Gradio's client closes its own event stream (queue/data) once an answer is in: an abort it asked for
+    failed = [(u, why) for u, why in failed if not ("/gradio_api/queue/data" in u and why == "net::ERR_ABORTED")]
+    assert not failed, f"requests failed: {failed}"
+    img = Image.open(shot).convert("RGB")
+    rgb = [img.getpixel((round(x), round(y))) for x, y in points]
+    want = {name: tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for name, c in (("land", LAND), ("sea", SEA))}
+
+    def near(px, colour):
+        return sum(abs(a - b) for a, b in zip(px, colour)) <= 24
+
+    land, sea = rgb[:len(LAND_POINTS)], rgb[len(LAND_POINTS):]
+    assert all(near(px, want["land"]) for px in land), (land, want)
+    assert all(near(px, want["sea"]) for px in sea), (sea, want)

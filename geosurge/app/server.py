@@ -262,12 +262,15 @@ def _run(settings: AppSettings, workdir: Path, sweeper: Sweeper) -> int:
     import uvicorn
     from fastapi import FastAPI
 
+    from .geomap import asset_app, mount_path
     from .uploads import UploadStore
 
     store = UploadStore(settings.max_upload_bytes, settings.delete_after_s, public=list(settings.examples))
     demo = build_demo(locator, store)
     demo.queue(default_concurrency_limit=1, max_size=64)
-    app = gr.mount_gradio_app(FastAPI(), demo, path="/", max_file_size=settings.max_upload_bytes,
+    app = FastAPI()
+    app.mount(mount_path(), asset_app())  # the map's static assets, before Gradio's catch-all "/"
+    app = gr.mount_gradio_app(app, demo, path="/", max_file_size=settings.max_upload_bytes,
                               allowed_paths=settings.allowed_paths, show_error=True, run_history=False, css=PAGE_CSS,
                               server_name=settings.host, server_port=settings.port)
     sweeper.keep = lambda: kept_by_gradio(demo)

@@ -28,6 +28,7 @@ class AppSettings:
     device: str | None = None
     on_space: bool = False
     delete_after_s: int = DEFAULT_DELETE_AFTER_S
+    online_tiles: bool = False
 
     @property
     def max_upload_bytes(self) -> int:
@@ -76,6 +77,10 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--delete-after", type=int, default=int(_env("GEOSURGE_DELETE_AFTER", str(DEFAULT_DELETE_AFTER_S))),
                    help="seconds after which uploads and generated files are deleted (default 1800; all at "
                         "shutdown) [$GEOSURGE_DELETE_AFTER]")
+    p.add_argument("--online-tiles", action=argparse.BooleanOptionalAction,
+                   default=_env("GEOSURGE_ONLINE_TILES", "1" if on_space else "0") not in ("0", "false", "no"),
+                   help="draw OpenStreetMap tiles over the offline Natural Earth basemap (default: only on a Space; "
+                        "the tile requests tell the tile server where each answer is) [$GEOSURGE_ONLINE_TILES]")
     p.add_argument("--device", default=_env("GEOSURGE_DEVICE"), help="cpu, cuda ... (default: GPU when present)")
 
 
@@ -89,7 +94,7 @@ def settings_from_args(a: argparse.Namespace) -> AppSettings:
     if a.max_upload_mb < 1:
         raise ValueError("--max-upload-mb must be at least 1")
     return AppSettings(a.host, a.port, a.checkpoint, a.segmenter_path, examples, refs, a.max_upload_mb, a.device,
-                       on_space, a.delete_after)
+                       on_space, a.delete_after, a.online_tiles)
 
 
 def parse_settings(argv: list[str] | None = None) -> AppSettings:

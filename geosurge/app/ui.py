@@ -143,7 +143,8 @@ class Locator:
         primary, other = pick_variants(preds, fusion)
         pred = preds[primary]
         hierarchy = self.predictor.variants[primary].hierarchy
-        html = prediction_map(pred, hierarchy, primary, preds.get(other), other, truth)
+        html = prediction_map(pred, hierarchy, primary, preds.get(other), other, truth,
+                              online_tiles=self.settings.online_tiles)
         stages["map"], t = time.perf_counter() - t, time.perf_counter()
         ov = overlay(img, labels) if labels is not None else None
         stages["overlay"] = time.perf_counter() - t
