@@ -227,6 +227,7 @@ def _runner_up(c, above: bool) -> str:
 #: the order photo, Locate, answer, map, so the answer follows the button; tables keep words and numbers whole
 #: (a runner-up's coordinates give way first, the map shows where it is) and scroll rather than overflow.
 PAGE_CSS = """
+#map .html-container, #reference .html-container { padding-left: 0; padding-right: 0; }  /* full column width */
 #summary table { font-size: 0.9em; }
 #summary th, #summary td { word-break: normal; overflow-wrap: normal; hyphens: none; padding: 4px 8px; }
 #summary td:nth-child(4) { white-space: nowrap; }
