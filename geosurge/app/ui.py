@@ -36,7 +36,10 @@ INTRO = (
     "checked on photographers it never saw. The map shows the regions holding 50 % and 90 % of the probability, "
     "the best cells of every level (the layer button on the map toggles levels; hover a cell for its product "
     "score), the predicted point, and, when the photo carries EXIF GPS, the true point and the error. EXIF is "
-    "only ever used to draw the truth, and never served back."
+    "only ever used to draw the truth, and never served back. The sentence under the chances says how much the photo "
+    "itself told the model beyond where Flickr photos are taken (in bits: the information its answer adds to that "
+    "prior); when it is little, the answer mostly follows the prior. The nearest training photo is one the model "
+    "learned from, taken near the answer; its thumbnail comes from Flickr, with a link to the photo and its owner."
 )
 #: The one sentence a visitor reads when the fusion model cannot run on this server (the reason goes to the log).
 FUSION_OFF = "Semantic fusion is not available on this server, so this answer comes from the RGB-only model."
