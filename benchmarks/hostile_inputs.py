@@ -3,7 +3,7 @@
     python benchmarks/hostile_inputs.py [--repeat 1]
 
 Starts ``python app.py`` (the embedded checkpoint, fusion on) and sends every case of the corpus
-(``geosurge.app.testing.hostile_corpus``: extreme aspect ratios, tiny and huge images, decompression
+(``tests/app_testing.hostile_corpus``: extreme aspect ratios, tiny and huge images, decompression
 bombs, truncated files, non-images, wrong extensions, CMYK / 16-bit / palette / animated GIF, EXIF edge
 cases, a ``data:`` URL inside the queue request, oversize files by upload and by data: URL; and issue 22's
 GIF/BMP/TIFF/WebP/PPM header bombs, zTXt bomb, SVG, AVIF, multi-frame and NaN TIFFs, odd orientations,
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from geosurge.app.settings import EXAMPLES  # noqa: E402
-from geosurge.app.testing import AppServer, hostile_corpus, send_case  # noqa: E402
+from tests.app_testing import AppServer, hostile_corpus, send_case  # noqa: E402
 
 TIME_BOUND_S, MEMORY_BOUND_GB = 2.0, 1.5
 

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from geosurge.app.settings import EXAMPLES  # noqa: E402
-from geosurge.app.testing import AppServer, locate_fn, png_header_bomb, upload_and_locate  # noqa: E402
+from tests.app_testing import AppServer, locate_fn, png_header_bomb, upload_and_locate  # noqa: E402
 
 TARGET_GB = 1.5
 

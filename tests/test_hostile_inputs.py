@@ -12,7 +12,7 @@ from PIL import Image
 
 from geosurge.data.exif import read_exif_gps
 from geosurge.app.settings import EXAMPLES
-from geosurge.app.testing import hostile_corpus, send_case, upload_raw
+from .app_testing import hostile_corpus, send_case, upload_raw
 
 CORPUS = {c.name: c for c in hostile_corpus(EXAMPLES / "Apple_iPhone_4.jpg")}
 
@@ -65,7 +65,7 @@ def test_extreme_aspect_ratio_costs_bounded_memory():
 
 def test_exif_edge_cases_parse_right_or_are_reported():
     from geosurge.data.exif import _degrees, read_exif_gps
-    from geosurge.app.testing import exif_gps_block
+    from .app_testing import exif_gps_block
 
     assert _degrees((-33, 52, 0)) == pytest.approx(-33.866667, abs=1e-6)
     assert _degrees((33, 52, 0)) == pytest.approx(33.866667, abs=1e-6)
@@ -98,7 +98,7 @@ def _gps(*args, **kw):
     import io
 
     from geosurge.data.exif import read_exif_gps
-    from geosurge.app.testing import exif_gps_block
+    from .app_testing import exif_gps_block
 
     b = io.BytesIO()
     Image.new("RGB", (8, 8)).save(b, "JPEG", exif=exif_gps_block(*args, **kw))
@@ -165,7 +165,7 @@ def test_private_folder_path_never_leaves_the_server(server):
     alias stands for it); the file route serves nothing from it but <folder>/<file>: not .pid, not its top."""
     import httpx
 
-    from geosurge.app.testing import upload_and_locate
+    from .app_testing import upload_and_locate
 
     real, root = str(server.workdir), str(server.workdir.parent)
     status, mine = upload_raw(server.url, (EXAMPLES / "Apple_iPhone_5.jpg").read_bytes(), "mine.jpg")
@@ -204,7 +204,7 @@ def test_original_bytes_never_reach_disk_while_arriving(server):
     import threading
     import time
 
-    from geosurge.app.testing import chunked_upload
+    from .app_testing import chunked_upload
 
     photo = (EXAMPLES / "Apple_iPhone_4.jpg").read_bytes()
     marker = photo[-4096:]  # pixels the scrubbed copy, re-encoded, cannot contain
@@ -237,7 +237,7 @@ def test_eight_hostile_uploads_at_once(server):
     their outcome; the server stays up."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from geosurge.app.testing import png_header_bomb, upload_and_locate
+    from .app_testing import png_header_bomb, upload_and_locate
 
     big = [CORPUS["large_6300x6300.png"].data, CORPUS["noise_near_limit.png"].data, CORPUS["gray16.png"].data]
     cases = [(big[0], "answer"), (big[1], "answer"), (big[0], "answer"), (png_header_bomb(30000, 30000), "message"),
@@ -265,7 +265,7 @@ def test_waiting_visitors_see_their_place_and_a_full_queue_says_busy(tmp_path):
     import stat
     from concurrent.futures import ThreadPoolExecutor
 
-    from geosurge.app.testing import AppServer, locate_fn, upload_and_locate
+    from .app_testing import AppServer, locate_fn, upload_and_locate
 
     env = {"TMPDIR": str(tmp_path)}
     s = AppServer("--queue-size", "2", env=env)
@@ -333,7 +333,7 @@ def test_decode_cost_is_read_from_the_header_by_mode():
     import io
 
     from geosurge.app.admission import decode_cost
-    from geosurge.app.testing import png_header_bomb
+    from .app_testing import png_header_bomb
 
     def png(mode, size):
         b = io.BytesIO()

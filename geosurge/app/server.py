@@ -120,7 +120,7 @@ def serve(settings: AppSettings) -> int:
 
 
 def _run(settings: AppSettings, workdir: Path, sweeper: Sweeper) -> int:
-    from .ui import Locator, build_demo
+    from .ui import PAGE_CSS, Locator, build_demo
     from ..predictor import Predictor
 
     try:
@@ -145,7 +145,7 @@ def _run(settings: AppSettings, workdir: Path, sweeper: Sweeper) -> int:
     app = FastAPI()
     app.mount(mount_path(), asset_app())  # the map's static assets, before Gradio's catch-all "/"
     app = gr.mount_gradio_app(app, demo, path="/", max_file_size=settings.max_upload_bytes,
-                              allowed_paths=settings.allowed_paths, show_error=True, run_history=False,
+                              allowed_paths=settings.allowed_paths, show_error=True, run_history=False, css=PAGE_CSS,
                               server_name=settings.host, server_port=settings.port)
     sweeper.keep = lambda: kept_by_gradio(demo)
     sweeper.start()

@@ -114,13 +114,21 @@ def write_preview(target: Path, full: Image.Image) -> None:
         atomic_write(target, lambda p: img.save(p, "JPEG", quality=88), mode=0o600)
 
 
+def write_stand_in(path: Path) -> None:
+    """Put a plain grey picture where a refused upload was: nothing of it is kept, but the photo box is already
+    fetching this path, and a missing file would be a failed request drawn as a broken image (the page then
+    clears the photo box and says why the file was refused)."""
+    fmt = "PNG" if path.suffix.lower() == ".png" else "JPEG"  # what the name says: browsers trust the suffix
+    atomic_write(path, lambda p: Image.new("L", (64, 48), 230).save(p, fmt), mode=0o600)
+
+
 def scrub(path: Path, data: bytes) -> Image.Image | None:
-    """Replace the file at ``path`` (holding ``data``) by its scrubbed copy and return the decoded image;
-    delete it when it is not a readable image (nothing unusable is kept) and return None."""
+    """Replace the file at ``path`` by an upright, downscaled copy without metadata and return the decoded
+    image; when it is not a readable image, replace it by a grey stand-in (nothing unusable is kept) and return None."""
     try:
         full = decode(data)
     except ImageLoadError:
-        path.unlink(missing_ok=True)
+        write_stand_in(path)
         return None
     write_preview(path, full)
     return full
@@ -154,6 +162,7 @@ class UploadStore:
             write_preview(target, upload.image)
         except ImageLoadError as e:  # the handler explains it; the bytes are not needed for that
             upload.data, upload.error = b"", str(e)
+            write_stand_in(target)  # the photo box fetches this path at once: a missing file is a broken image
         self._remember(target, upload)
         return target
 

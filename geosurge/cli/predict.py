@@ -160,17 +160,23 @@ def _predict(predictor, ok: list[tuple], fuse: bool, args: argparse.Namespace) -
 
 
 def _print_line(path: Path, r, place: str) -> None:
+    """The answer, its chances, the evidence sentence, then per level the cell holding the answer and the
+    other cells, every figure labelled by what it is (:attr:`Prediction.ranked_by`)."""
+    from ..model.decisions import describe_decision
     from ..model.variants import variant_name
 
     ref = r.nearest_reference
     ref_txt = f"  nearest reference {ref.id} ({ref.distance_km:.0f} km away)" if ref else ""
     print(f"{path}: {r.lat:.5f}, {r.lon:.5f}  {place}  [{variant_name(r.fusion_used)}, {r.decision}]{ref_txt}")
     print("    " + chances_text(r))
+    print("    " + r.evidence_text)
+    print(f"    cells holding the answer, with their {r.ranked_by} (answer chosen by {describe_decision(r.decision)}; "
+          f"other cells can score higher):")
     for c, others in zip(r.chain, r.runners_up or [[]] * len(r.chain)):
         alt = "; ".join(f"{o.token} {o.score:.2g}" for o in others[:2])
-        print(f"    level {c.level}: cell {c.token} ({c.lat:.2f}, {c.lon:.2f}) {c.score:.3g}" + (f"   runners-up {alt}" if alt else ""))
-    for c in r.top_k[1:]:
-        print(f"    also {c.lat:.4f}, {c.lon:.4f}  product score {c.score:.3g}  cell {c.token}")
+        print(f"    level {c.level}: cell {c.token} ({c.lat:.2f}, {c.lon:.2f}) {c.score:.3g}" + (f"   others: {alt}" if alt else ""))
+    for c in (r.runners_up[-1] if r.runners_up else [])[: max(0, len(r.top_k) - 1)]:
+        print(f"    also {c.lat:.4f}, {c.lon:.4f}  {r.ranked_by} {c.score:.3g}  cell {c.token}")
 
 
 def _progress(total: int, show: bool):

@@ -70,8 +70,13 @@ def load_image(src: Any, draft: int | None = DRAFT_SIZE) -> Image.Image:
     except Image.UnidentifiedImageError:
         raise ImageLoadError("not a readable image: not an image file, or a format Pillow cannot read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageLoadError(f"image refused as a possible decompression bomb: {e}") from None
+        # Pillow's own text ("... could be decompression bomb DOS attack.") is not for a visitor to read
+        limit = (Image.MAX_IMAGE_PIXELS or MAX_PIXELS) * (2 if isinstance(e, Image.DecompressionBombError) else 1)
+        raise ImageLoadError(f"the image claims too many pixels to be a photo (over {limit / 1e6:.0f} MP; "
+                             "a possible decompression bomb)") from None
     except (OSError, SyntaxError, ValueError, TypeError) as e:
+        if "truncated" in str(e).lower():  # the common case, said plainly (Pillow: "Truncated File Read" and kin)
+            raise ImageLoadError("not a readable image: the file is cut short (an upload or copy that did not finish?)") from None
         raise ImageLoadError(f"not a readable image ({type(e).__name__}: {e})") from None
 
 

@@ -8,14 +8,14 @@ from ..data.records import GeoRecords, SkipReport
 from ..geo.hierarchy import Hierarchy
 from ..geo.metrics import accuracy_report
 from ..model.encode import image_features, view_features
+from ..model.decode import Decoder
 from ..model.geosurge import GeoSURGE
-from ..model.hierarchical import HierarchicalScorer
 from ..model.views import ViewSet
 
 
 def validation_scores(model: GeoSURGE, hierarchy: Hierarchy, feats: torch.Tensor, true: np.ndarray) -> dict[str, float]:
     """Accuracy report (``geosurge.geo.metrics`` names) of the answers to ``feats`` against ``true`` (n, 2)."""
-    pred, _ = HierarchicalScorer.for_model(model, hierarchy).to(feats.device).predict_latlon(feats)
+    pred = Decoder.for_model(model, hierarchy).to(feats.device)(feats).latlon
     return accuracy_report(pred[:, 0], pred[:, 1], true[:, 0], true[:, 1]).as_dict()
 
 
