@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from geosurge.app.testing import AppServer  # noqa: E402
+from tests.app_testing import AppServer  # noqa: E402
 
 
 def segmenter_alone_ms(photos: list[Path]) -> float | None:

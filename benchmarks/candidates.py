@@ -265,7 +265,7 @@ def oof_run(s: Setting, tag: str, cfg, backbone: Backbone, train: ViewSet, test:
     fuse = cfg.model.fusion.enabled
     for f in range(k):
         tr, te = training_rows(s, f, keep), np.flatnonzero(s.folds == f)
-        model = cv.train_fold(cfg, s.hierarchy, backbone, cv.subset(train, tr, fuse), cells[tr], cfg.optim.epochs)
+        model = cv.train_fold(cfg, s.hierarchy, backbone, cv.subset(train, tr, fuse), cells[tr])
         with torch.no_grad():
             for lvl, z in enumerate(model.logits(view_features(model, cv.subset(test, te, fuse)))):
                 oof[lvl][te] = z.double().numpy()
@@ -309,7 +309,8 @@ def judge_run(s: Setting, run: dict) -> dict:
     """crossval's cross-fitted posterior on a run's out-of-fold scores, and the figures of the table."""
     true_fin = s.hierarchy.assign(s.rec.lats, s.rec.lons)[:, -1]
     post = Posterior(PosteriorConfig(enabled=True), s.hierarchy, run["counts"][0])
-    ratios = {beta: cv.oof_ratios(run, s.folds, beta) for beta in (0.0, 1.0)}
+    oof = cv.OutOfFold(run["logits"], run["counts"], run["seconds"])
+    ratios = {beta: cv.oof_ratios(oof, s.folds, beta) for beta in (0.0, 1.0)}
     res = cv.evaluate_posterior(post, ratios, s.folds, true_fin, s.truth, s.groups)
     lp = res["logpost_true"]
     ok = np.isfinite(lp)

@@ -1,6 +1,7 @@
 """``Predictor``: load a checkpoint once, geolocate photos (the API the CLI and the app use)."""
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,14 +14,18 @@ import torch
 from .data.images import load_image
 from .geo.distance import haversine_km
 from .geo.hierarchy import Hierarchy
+from .model.backbones.onnx_runtime import attach_onnx, wanted
 from .model.checkpoint import EMBEDDED_CHECKPOINT, load_checkpoint, resolve_checkpoint, segmenter_source
+from .model.decode import PRODUCT_SCORE, Decision, Decoder
+from .model.evidence import NOT_MEASURED, describe_evidence
 from .model.encode import encode_images, encode_images_multi
 from .model.geosurge import GeoSURGE
-from .model.hierarchical import HierarchicalScorer, ReferenceIndex
+from .model.hierarchical import ReferenceIndex
 from .model.posterior import Posterior, credible_set, load_posterior
 from .model.segmenters import Segmenter, SegmenterUnavailable, create_segmenter
 from .model.config import SegmenterConfig
 from .model.variants import FUSION, RGB, variant_dirs, variant_name
+from .runtime import configure_threads
 
 
 @dataclass
@@ -40,15 +45,15 @@ class ReferenceMatch:
     lon: float
     similarity: float  # cosine similarity of visual features
     distance_km: float  # from the predicted point
-    in_predicted_cell: bool  # False: the predicted cell has no reference, so the nearest overall
+    in_predicted_cell: bool  # False: none in the predicted cell: the most similar within NEAR_REFERENCE_KM (else anywhere)
 
 
 @dataclass
 class Prediction:
     lat: float
     lon: float
-    score: float  # probability product of the best finest cell
-    top_k: list[CellScore]  # best finest cells
+    score: float  # the answer's finest cell: its posterior probability (its product score without a posterior)
+    top_k: list[CellScore]  # best finest cells by the paper's product score (the map draws them)
     levels: list[list[CellScore]]  # best cells at every level, coarse to fine, by product score (the paper's)
     nearest_reference: ReferenceMatch | None
     fusion_used: bool
@@ -57,32 +62,40 @@ class Prediction:
     #: calibrated chance that the true location lies within R km of (lat, lon), R in 1/25/200/750/2500;
     #: empty for checkpoints without a fitted posterior
     within_km: dict[int, float] = field(default_factory=dict)
-    decision: str = "argmax"  # the rule that chose (lat, lon) ("argmax": product rule of the paper)
-    #: the cell containing the answer at every level, coarse to fine, with its posterior probability
+    decision: str = "argmax"  # the rule that chose (lat, lon) (geosurge.model.decisions; "argmax": the paper's)
+    #: the cell containing the answer at every level, coarse to fine, with its ``ranked_by`` figure
     chain: list[CellScore] = field(default_factory=list)
-    #: per level, the most probable other cells (posterior probability)
+    #: per level, the best other cells by ``ranked_by`` (they can outrank the chain: the rule is not "most probable")
     runners_up: list[list[CellScore]] = field(default_factory=list)
+    #: what ``chain``, ``runners_up`` and ``score`` give: "posterior probability", or "product score" without a posterior
+    ranked_by: str = PRODUCT_SCORE
     #: smallest sets of finest-cell indices holding 50 % and 90 % of the posterior
     credible: dict[int, list[int]] = field(default_factory=dict)
+    #: information the photo added beyond where Flickr photos are taken: KL(posterior || prior) in bits over the
+    #: finest cells (geosurge.model.evidence); NaN without a fitted posterior
+    evidence_bits: float = math.nan
+    #: that figure in plain words (``describe_evidence``)
+    evidence_text: str = NOT_MEASURED
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (without the label map)."""
+        """JSON-friendly dict (without the label map; an unmeasured ``evidence_bits`` is None)."""
         from dataclasses import asdict
 
         d = asdict(self)
         d.pop("labels")
+        if math.isnan(self.evidence_bits):
+            d["evidence_bits"] = None
         return d
 
 
 class _Variant:
-    """One loaded model with its scorer and reference index."""
+    """One loaded model with its decoder and reference index."""
 
     def __init__(self, model: GeoSURGE, hierarchy: Hierarchy, reference: ReferenceIndex | None, device: torch.device,
                  posterior: Posterior | None = None):
         self.model, self.hierarchy, self.reference = model, hierarchy, reference
-        self.scorer = HierarchicalScorer.for_model(model, hierarchy).to(device)
+        self.decoder = Decoder.for_model(model, hierarchy, posterior).to(device)
         self.s2_tokens = [lvl.s2_tokens for lvl in hierarchy.levels]
-        self.posterior = posterior
 
 
 class Predictor:
@@ -100,6 +113,7 @@ class Predictor:
         self.segmenter = segmenter
         self.segmenter_error = segmenter_error
         self.device = device
+        self.backbone_runtime = "torch"  # or "onnxruntime" (see _attach_backbone_runtime)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -112,6 +126,7 @@ class Predictor:
         revision: str | None = None,
         cache_dir: str | Path | None = None,
         local_files_only: bool = False,
+        backbone_runtime: str | None = None,
     ) -> "Predictor":
         """Load a checkpoint directory, or a directory holding ``fusion/`` and/or ``rgb/`` checkpoints, or a
         Hugging Face Hub repo id laid out the same way (``revision``, ``cache_dir`` and ``local_files_only``
@@ -120,7 +135,11 @@ class Predictor:
         ``segmenter="auto"`` builds the segmenter the checkpoint was trained with (``segmenter_path``
         overrides its model path); ``None`` disables it. When it cannot be built (e.g. the DeepLab file
         is missing) the predictor still works without fusion and ``segmenter_error`` says why.
+        Applies the thread policy (:func:`geosurge.runtime.configure_threads`: one torch thread unless
+        the caller chose a number). ``backbone_runtime`` ("auto", "torch", "onnx"; default
+        ``$GEOSURGE_BACKBONE_RUNTIME`` or "auto") runs the frozen backbone in onnxruntime where it wins.
         """
+        configure_threads()
         path = resolve_checkpoint(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         variants: dict[str, _Variant] = {}
@@ -144,7 +163,17 @@ class Predictor:
             err = "segmentation was turned off"
         else:
             raise ValueError("segmenter must be 'auto', None or a Segmenter")
-        return cls(variants, seg, err, dev)
+        predictor = cls(variants, seg, err, dev)
+        predictor._attach_backbone_runtime(backbone_runtime)
+        return predictor
+
+    def _attach_backbone_runtime(self, runtime: str | None) -> None:
+        """Export each distinct backbone's frozen part to onnxruntime where it wins (torch otherwise);
+        ``self.backbone_runtime`` says which runs."""
+        self.backbone_runtime = "torch"
+        for v in self.variants.values():
+            if wanted(v.model.cfg.backbone.name, self.device, runtime) and attach_onnx(v.model.backbone):
+                self.backbone_runtime = "onnxruntime"
 
     @property
     def fusion_available(self) -> bool:
@@ -240,69 +269,47 @@ class Predictor:
 
     def _decode(self, v: _Variant, feats: torch.Tensor, top_k: int, level_top: int, fused: bool, note: str | None, label_maps,
                 decision: str | None = None) -> list[Prediction]:
-        latlon, scores = v.scorer.predict_latlon(feats)
-        levels = v.hierarchy.levels
-        per_level = []
-        for k, s in enumerate(scores):
-            val, idx = s.topk(min(level_top if k < len(scores) - 1 else max(top_k, level_top), s.shape[1]), dim=1)
-            per_level.append((val.exp().cpu().numpy(), idx.cpu().numpy()))
-        fin_p, fin_i = per_level[-1]
-        best = fin_i[:, 0]
-        answers = _answers(v, feats, scores, decision)
-        if answers is not None:
-            latlon, best = answers["latlon"], answers["cells"]
-        ref = None
-        if v.reference is not None:
-            r_idx, r_sim, r_in = v.reference.nearest(feats, best)
-        out = []
-        for b in range(feats.shape[0]):
-            lvls = [
-                [CellScore(k + 1, int(i), v.s2_tokens[k][i], *map(float, levels[k].centroids[i]), float(p)) for p, i in zip(ps[b], ix[b])]
-                for k, (ps, ix) in enumerate(per_level)
-            ]
-            lat, lon = float(latlon[b, 0]), float(latlon[b, 1])
-            if v.reference is not None:
-                j = int(r_idx[b])
-                rlat, rlon = v.reference.latlon[j]
-                ref = ReferenceMatch(v.reference.ids[j], float(rlat), float(rlon), float(r_sim[b]),
-                                     float(haversine_km(lat, lon, rlat, rlon)), bool(r_in[b]))
-            pred = Prediction(lat, lon, float(fin_p[b, 0]), lvls[-1][:top_k], lvls, ref, fused, note, label_maps[b])
-            _explain(pred, v, answers, scores, b, level_top)
-            out.append(pred)
-        return out
+        d = v.decoder(feats, decision)
+        ref = v.reference.nearest(feats, d.cells, d.latlon) if v.reference is not None else None
+        return [_prediction(v, d, b, top_k, level_top, fused, note, label_maps[b], ref) for b in range(feats.shape[0])]
 
 
-def _answers(v: _Variant, feats: torch.Tensor, scores: list[torch.Tensor], decision: str | None) -> dict[str, Any] | None:
-    """Posterior, answer cells and points, calibrated chances, and per-level marginals (None without a posterior)."""
-    if v.posterior is None:
-        if decision not in (None, "argmax"):
-            raise ValueError(f"decision {decision!r} needs a checkpoint with a fitted posterior (see benchmarks/crossval.py)")
+def _cell(v: _Variant, level: int, index: int, score: float) -> CellScore:
+    """Cell ``index`` of hierarchy level ``level`` (0-based) with a score."""
+    lat, lon = v.hierarchy.levels[level].centroids[index]
+    return CellScore(level + 1, int(index), v.s2_tokens[level][index], float(lat), float(lon), float(score))
+
+
+def _top(v: _Variant, level: int, scores: torch.Tensor, n: int) -> list[CellScore]:
+    """The ``n`` best cells of a level by ``scores`` (n_l,)."""
+    val, idx = scores.topk(min(n, scores.shape[0]))
+    return [_cell(v, level, i, p) for p, i in zip(val.tolist(), idx.tolist())]
+
+
+def _prediction(v: _Variant, d: Decision, b: int, top_k: int, level_top: int, fused: bool, note: str | None, labels,
+                ref: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> Prediction:
+    """Photo ``b`` of a decoded batch: the answer, its chain and every figure beside it."""
+    n_levels = len(v.hierarchy.levels)
+    product = [_top(v, k, d.level_scores[k][b].exp(), max(top_k, level_top) if k == n_levels - 1 else level_top)
+               for k in range(n_levels)]
+    chain = [_cell(v, k, i, d.level_probs[k][b, i]) for k, i in enumerate(d.chain[b])]
+    runners = [[c for c in _top(v, k, d.level_probs[k][b], level_top) if c.index != chain[k].index][: level_top - 1]
+               for k in range(n_levels)]
+    lat, lon = map(float, d.latlon[b])
+    pred = Prediction(lat, lon, chain[-1].score, product[-1][:top_k], product, _reference(v, ref, b, lat, lon), fused, note,
+                      labels, {r: float(p[b]) for r, p in d.within_km.items()}, d.rule, chain, runners,
+                      ranked_by=d.ranked_by, evidence_bits=float(d.evidence_bits[b]))
+    pred.evidence_text = describe_evidence(pred.evidence_bits)
+    if v.decoder.posterior is not None:
+        pred.credible = {int(q * 100): credible_set(d.log_post[b], q).tolist() for q in (0.5, 0.9)}
+    return pred
+
+
+def _reference(v: _Variant, ref, b: int, lat: float, lon: float) -> ReferenceMatch | None:
+    """The nearest training photo of photo ``b`` (``ReferenceIndex.nearest``'s arrays), or None."""
+    if ref is None:
         return None
-    res = v.posterior(v.scorer.level_logits(feats), decision)
-    post = res.log_post.exp()
-    anc = v.posterior.ancestors
-    marg = [torch.zeros(post.shape[0], n, dtype=post.dtype).index_add_(1, anc[:, k], post) for k, n in enumerate(v.hierarchy.num_cells)]
-    return {"res": res, "cells": res.answer, "latlon": v.posterior.centroids[res.answer], "marginals": marg,
-            "decision": decision or v.posterior.cfg.decision}
-
-
-def _explain(pred: Prediction, v: _Variant, answers: dict[str, Any] | None, scores: list[torch.Tensor], b: int, level_top: int) -> None:
-    """Fill the answer's chain of cells, the runners-up, the credible regions and the calibrated chances."""
-    levels = v.hierarchy.levels
-    cell = lambda k, i, p: CellScore(k + 1, int(i), v.s2_tokens[k][i], *map(float, levels[k].centroids[i]), float(p))  # noqa: E731
-    if answers is None:  # the paper's rule: the chain of the best finest cell, by product score
-        fin = int(pred.levels[-1][0].index)
-        chain = v.hierarchy.ancestors()[fin]
-        pred.chain = [cell(k, i, scores[k][b, i].exp()) for k, i in enumerate(chain)]
-        pred.runners_up = [[c for c in lvl if c.index != chain[k]][: level_top - 1] for k, lvl in enumerate(pred.levels)]
-        return
-    res, fin = answers["res"], int(answers["cells"][b])
-    chain = v.posterior.ancestors[fin].numpy()
-    pred.decision = answers["decision"]
-    pred.within_km = {r: float(p[b]) for r, p in res.within_km.items()}
-    pred.chain = [cell(k, i, answers["marginals"][k][b, i]) for k, i in enumerate(chain)]
-    pred.runners_up = []
-    for k, m in enumerate(answers["marginals"]):
-        val, idx = m[b].topk(min(level_top, m.shape[1]))
-        pred.runners_up.append([cell(k, i, p) for p, i in zip(val.tolist(), idx.tolist()) if i != chain[k]][: level_top - 1])
-    pred.credible = {int(q * 100): credible_set(res.log_post[b], q).tolist() for q in (0.5, 0.9)}
+    j = int(ref[0][b])
+    rlat, rlon = v.reference.latlon[j]
+    return ReferenceMatch(v.reference.ids[j], float(rlat), float(rlon), float(ref[1][b]),
+                          float(haversine_km(lat, lon, rlat, rlon)), bool(ref[2][b]))

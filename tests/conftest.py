@@ -23,7 +23,7 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="module")
 def server():
     """``app.py`` on the embedded checkpoint, started once per test module and stopped after it."""
-    from geosurge.app.testing import AppServer
+    from .app_testing import AppServer
 
     s = AppServer()
     yield s

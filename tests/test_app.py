@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from geosurge.app.exif import exif_gps, with_gps
+from geosurge.data.exif import exif_gps, with_gps
 
-from geosurge.app.testing import ROOT, AppServer
+from .app_testing import ROOT, AppServer
 
 from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT as CHECKPOINT  # noqa: E402
 COORDS = re.compile(r"### (-?\d+\.\d+), (-?\d+\.\d+)")
@@ -52,7 +52,7 @@ def test_locate_real_photo_fusion_and_rgb(client, photos):
     lat, lon = coords(summary)
     assert -90 <= lat <= 90 and -180 <= lon <= 180
     assert overlay is not None and Path(overlay).is_file()  # segmentation overlay
-    assert "Nearest training photo" in caption and " km from the prediction" in caption
+    assert " km** from the answer" in caption or "No training photo near the answer" in caption
     # the calibrated chances are the headline, the credible regions are on the map, and the per-level table
     # gives the chain of the answer's cells, levels 1..7
     assert re.search(r"\*\*\d+ % within 2,500 km\*\* · \d+ % within 750 km · \d+ % within 200 km", summary), summary
@@ -98,7 +98,7 @@ def test_shipped_examples_show_their_true_point(client):
 
 def test_uploads_are_scrubbed_and_never_served_with_exif(server, client, photos, tmp_path):
     """What stays on disk of an upload is a copy without metadata; the GPS still reaches the answer."""
-    from geosurge.app.testing import upload_raw
+    from .app_testing import upload_raw
 
     img = Image.open(photos[2]).convert("RGB")
     p = tmp_path / "private.jpg"
@@ -125,7 +125,7 @@ def test_data_url_inside_the_queue_request_obeys_the_size_limit(server):
     import base64
 
     from geosurge.app.settings import EXAMPLES
-    from geosurge.app.testing import data_url_payload, locate_raw
+    from .app_testing import data_url_payload, locate_raw
 
     photo = (EXAMPLES / "Apple_iPhone_5.jpg").read_bytes()
     ok = "data:image/jpeg;base64," + base64.b64encode(photo).decode()
@@ -151,7 +151,7 @@ def test_data_url_inside_the_queue_request_obeys_the_size_limit(server):
 
 
 def test_rejected_upload_leaves_no_temp_file(server, photos):
-    from geosurge.app.testing import upload_raw
+    from .app_testing import upload_raw
 
     data = photos[0].read_bytes()
     for name in ("..", "x" * 10):
@@ -440,12 +440,13 @@ def test_map_lines_take_the_short_way_across_the_antimeridian():
     _, hierarchy, _, _ = load_checkpoint(ckpt / "rgb")
     fiji, samoa = replace(pred, lat=-17.7, lon=178.1), replace(pred, lat=-13.8, lon=-172.1)
     page = html_lib.unescape(prediction_map(fiji, hierarchy, "fusion", samoa, "rgb", truth=(-14.3, -170.7)))
-    lines = re.findall(r"L\.polyline\(\s*(\[\[.*?\]\])", page, flags=re.S)
+    spec = json.loads(re.search(r"GeoSurgeMap\.draw\(\w+, (\{.*\})\);", page, flags=re.S).group(1))
+    lines = [line["path"] for line in spec["lines"]]
     assert len(lines) == 2, lines
-    for line in lines:
-        (lat0, lon0), (lat1, lon1) = json.loads(line)
+    for (lat0, lon0), (lat1, lon1) in lines:
         assert lon0 == pytest.approx(178.1) and 180 < lon1 < 200  # Samoa drawn east of 180, next to Fiji
     assert "-172.1000" in page  # tooltips keep the true longitude
+    assert spec["basemap"]["copies"] == [0, 360]  # the basemap is drawn on that side of 180 too
 
 
 def test_sweep_keeps_the_examples(tmp_path, monkeypatch):

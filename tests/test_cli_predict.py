@@ -46,6 +46,9 @@ def test_single_photo_with_the_embedded_checkpoint(tmp_path):
     assert line.startswith(f"{photo}: ") and "[fusion, within:750]" in line
     assert "% within 2,500 km, " in r.stdout and "level 1: cell" in r.stdout and "level 7: cell" in r.stdout
     assert "score 0.000" not in r.stdout
+    assert "the photo told the model " in r.stdout  # how much it said, in words
+    assert "cells holding the answer, with their posterior probability (answer chosen by the most chance within 750 km" in r.stdout
+    assert "also " in r.stdout and "product score" not in r.stdout  # runners-up labelled by what ranks them
 
 
 def test_folder_to_csv_and_geojson(folder, tmp_path):
@@ -59,6 +62,13 @@ def test_folder_to_csv_and_geojson(folder, tmp_path):
     ok = [row for row in rows if not row["error"]]
     assert len(ok) == 3 and any("day2" in row["image"] for row in ok)
     for row in ok:
+        assert float(row["evidence_bits"]) >= 0 and row["evidence"].startswith("the photo told the model ")
+        # numbers that agree: the first top cell is the answer's own cell, and score/confidence are its figures
+        token, lat, lon, cell_score = row["top_cells"].split(";")[0].split(":")
+        assert (float(lat), float(lon)) == pytest.approx((float(row["lat"]), float(row["lon"])), abs=1e-3)
+        assert float(cell_score) == pytest.approx(float(row["score"]), rel=1e-3) and row["ranked_by"] == "posterior probability"
+        others = [float(c.split(":")[3]) for c in row["top_cells"].split(";")[1:]]
+        assert others == sorted(others, reverse=True)  # runners-up by the same figure, best first
         assert -90 <= float(row["lat"]) <= 90 and 0 < float(row["confidence"]) <= 1 and len(row["top_cells"].split(";")) == 3
     [bad] = [row for row in rows if row["error"]]
     assert bad["image"].endswith("broken.jpg") and bad["lat"] == ""
@@ -79,6 +89,9 @@ def test_json_errors_are_json(folder, tmp_path):
     assert {o["image"].rsplit("/", 1)[-1] for o in out} == {"broken.jpg", "missing.jpg", sorted(p.name for p in EXAMPLES.glob("*.jpg"))[2]}
     errors = {o["image"].rsplit("/", 1)[-1]: o["error"] for o in out if o.get("error")}
     assert "no such image file" in errors["missing.jpg"] and "not a readable image" in errors["broken.jpg"]
+    [located] = [o for o in out if not o.get("error")]
+    assert located["evidence_bits"] == pytest.approx(located["prediction"]["evidence_bits"], abs=1e-4) and located["evidence_bits"] > 0
+    assert located["evidence"] == located["prediction"]["evidence_text"]
     for line in r.stderr.splitlines():
         if "error" in line:
             json.loads(line)  # stderr errors are JSON too

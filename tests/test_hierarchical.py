@@ -67,6 +67,13 @@ def test_reference_nearest_in_cell_and_fallback():
     assert idx.tolist() == [0, 0] and inside.tolist() == [True, False]
     idx, _, inside = ref.nearest(torch.tensor([[0.0, 0.0, 0.0, 1.0]]), np.array([1]))
     assert idx.tolist() == [2] and inside.tolist() == [True]  # best *inside* cell 1, not the global best
+    # no reference in the answer's cell: the most similar within the radius of the answer, not the most similar anywhere
+    near = ReferenceIndex(feats, np.array([[0.0, 0.0], [52.0, 4.0], [48.9, 2.3], [-34.0, 151.0]]), list("abcd"), np.array([0, 0, 1, 1]))
+    q = torch.tensor([[0.1, 0.0, 0.2, 1.0]])  # most like d (Sydney), then c (Paris)
+    assert near.nearest(q, np.array([7]))[0].tolist() == [3]
+    idx, sim, inside = near.nearest(q, np.array([7]), np.array([[52.1, 4.3]]), radius_km=750)
+    assert idx.tolist() == [2] and not inside[0]  # Paris, 450 km from The Hague; b (52, 4) looks less alike
+    assert near.nearest(q, np.array([7]), np.array([[-80.0, 0.0]]), radius_km=750)[0].tolist() == [3]  # none near: anywhere
 
 
 def test_prior_is_added_once_per_cell(setup):
@@ -76,24 +83,3 @@ def test_prior_is_added_once_per_cell(setup):
     for k, (a, b) in enumerate(zip(plain.cumulative_log_scores(feats), with_prior.cumulative_log_scores(feats))):
         counts = h.levels[k].counts
         torch.testing.assert_close(b - a, torch.from_numpy(np.log(counts / counts.sum())).float().expand_as(a))
-
-
-def test_median_decision(setup):
-    h, _, tables, scales = setup
-    feats = torch.randn(5, 16)
-    m = HierarchicalScorer(tables, scales, h, decision="map")
-    pts, scores = m.predict_latlon(feats)
-    np.testing.assert_allclose(pts, h.levels[-1].centroids[scores[-1].argmax(1).numpy()])
-    # very sharp scores: the weighted median is the best cell itself
-    sharp = HierarchicalScorer(tables, scales * 50, h, decision="median")
-    p2, s2 = sharp.predict_latlon(feats)
-    np.testing.assert_allclose(p2, h.levels[-1].centroids[s2[-1].argmax(1).numpy()], atol=1e-3)
-    # flat scores: the median of the (top) cell centroids, i.e. a central point, not any one cell
-    flat = HierarchicalScorer(tables, scales * 0, h, decision="median")
-    p3, _ = flat.predict_latlon(feats[:1], top=len(h.levels[-1]))
-    from geosurge.eval.baselines import geographic_median
-
-    c = h.levels[-1].centroids
-    assert np.allclose(p3[0], geographic_median(c[:, 0], c[:, 1]), atol=0.05)
-    with pytest.raises(ValueError, match="decision"):
-        HierarchicalScorer(tables, scales, h, decision="mean")

@@ -116,7 +116,7 @@ def test_wheel_installs_and_runs_from_another_folder(tmp_path):
     for f in EMBEDDED_CHECKPOINT.rglob("*"):
         if f.is_file():
             assert str(f.relative_to(ROOT)) in names, f
-    for f in list(EXAMPLES.iterdir()) + list((ROOT / "geosurge/app/assets").rglob("*.js")):
+    for f in list(EXAMPLES.iterdir()) + [p for p in (ROOT / "geosurge/app/assets").rglob("*") if p.is_file()]:
         assert str(f.relative_to(ROOT)) in names, f
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
@@ -135,7 +135,7 @@ def test_wheel_installs_and_runs_from_another_folder(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.splitlines()[0])
     assert out["model"] == "fusion" and out["prediction"]["fusion_used"]
-    r = subprocess.run([str(venv / "bin/python"), "-c", "import geosurge, geosurge.app.geomap as g; print(geosurge.__file__, g.LEAFLET.is_dir())"],
+    r = subprocess.run([str(venv / "bin/python"), "-c", "import geosurge, geosurge.app.geomap as g; print(geosurge.__file__, g.LEAFLET.is_dir() and g.BASEMAP.is_file())"],
                        capture_output=True, text=True, timeout=300, cwd=away, env=env)
     path, leaflet = r.stdout.split()
     assert path.startswith(str(venv)) and leaflet == "True"

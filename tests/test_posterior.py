@@ -7,7 +7,7 @@ from geosurge.eval.cv import (bootstrap_mean, expected_calibration_error, fit_is
                               score)
 from geosurge.geo import build_hierarchy
 from geosurge.geo.prior import PhotoDensity, read_photo_density
-from geosurge.model.config import ModelConfig, PosteriorConfig, parse_decision
+from geosurge.model.config import ModelConfig, PosteriorConfig
 from geosurge.model.posterior import (Posterior, calibrate, combine, credible_set, likelihood_ratios, monotone_in_radius,
                                      training_counts)
 
@@ -55,15 +55,15 @@ def test_strong_evidence_moves_the_answer_and_within_rule_maximizes_mass(world):
         z = torch.full((1, n), -20.0)
         z[0, h.ancestors()[tokyo, k]] = 20.0
         logits.append(z)
-    res = post(logits)
-    assert np.abs(h.finest.centroids[res.answer[0]] - [35.7, 139.7]).max() < 5
-    lp = res.log_post
+    lp = post.log_posterior(logits)
+    answer = post.decide(lp)
+    assert np.abs(h.finest.centroids[answer[0]] - [35.7, 139.7]).max() < 5
     for radius in (200.0, 2500.0):
         ans = post.decide(lp, f"within:{radius:g}")
         masses = [(lp.exp()[0] * torch.from_numpy(post.distances[i] <= radius)).sum().item() for i in range(len(h.finest))]
         assert masses[ans[0]] == pytest.approx(max(masses))
     # the raw chance within R grows with R and is a probability
-    raw = [res.raw_within_km[r][0] for r in sorted(res.raw_within_km)]
+    raw = [post.mass_within(lp, answer, r)[0] for r in (1, 25, 200, 750, 2500)]
     assert all(0 <= a <= b <= 1 + 1e-9 for a, b in zip(raw, raw[1:]))
     # so do the calibrated chances, even where the per-radius maps disagree
     crossed = {1: np.array([0.3, 0.0]), 25: np.array([0.2, 0.1]), 200: np.array([0.5, 0.05])}
@@ -94,8 +94,6 @@ def test_config_round_trip_and_validation():
                          calibration={"within:750@25": [[0.0, 0.5, 1.0], [0.0, 0.2, 0.9]]})
     cfg = ModelConfig(posterior=pc)
     assert ModelConfig.from_dict(cfg.to_dict()).posterior == pc
-    assert parse_decision("argmax") is None and parse_decision("within:2500") == 2500
-    assert parse_decision("median") is None
     for bad in ({"decision": "mean"}, {"decision": "within:-3"}, {"level_weights": [-0.1]}, {"train_correction": 2.0},
                 {"calibration": {"argmax@25": [[0.0, 1.0], [0.6, 0.2]]}}, {"calibration": {"argmax": [[0.0], [0.1]]}}):
         with pytest.raises(ValueError):

@@ -88,7 +88,7 @@ def test_config_defaults_are_the_papers_and_overrides(tmp_path):
 
 @pytest.mark.parametrize("override, allowed", [
     ("model.geo.head=mlp", "embeddings.*linear"),  # the geo-head registry's names
-    ("model.geo.decision=mean", "map.*median"),
+    ("model.geo.decision=mean", "argmax.*median.*within"),
     ("data.views=six", "five.*ten"),
     ("run.val_metric=acc_100km", "geoscore.*median_km.*acc_25km"),
     ("run.variants=[fusion, depth]", "fusion.*rgb"),

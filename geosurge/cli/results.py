@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,21 +18,28 @@ from ..predictor import Prediction
 
 
 def _top_cells(r: Prediction) -> str:
-    return ";".join(f"{c.token}:{c.lat:.4f}:{c.lon:.4f}:{c.score:.4g}" for c in r.top_k)
+    """The answer's finest cell, then the best other finest cells by the same figure (``r.ranked_by``)."""
+    cells = [r.chain[-1], *(r.runners_up[-1] if r.runners_up else [])][: len(r.top_k)] if r.chain else r.top_k
+    return ";".join(f"{c.token}:{c.lat:.4f}:{c.lon:.4f}:{c.score:.4g}" for c in cells)
 
 
-#: (column, value from the prediction). "confidence" is the probability of the predicted level-1 cell
-#: (the coarsest, continent-scale one); "score" is the product over all levels of the best finest cell,
-#: tiny by construction (a product of 7 probabilities) and only comparable between photos.
+#: (column, value from the prediction). Every figure describes the answer's own cells, by ``ranked_by`` (the
+#: posterior probability, or the paper's product score without a fitted posterior): "confidence" is that of the
+#: answer's level-1 cell (the coarsest, continent-scale one), "score" that of its finest cell, and "top_cells"
+#: starts with the answer's finest cell, then the best other finest cells by the same figure.
 COLUMNS: list[tuple[str, Callable[[Prediction], Any]]] = [
     ("lat", lambda r: round(r.lat, 6)),
     ("lon", lambda r: round(r.lon, 6)),
-    ("confidence", lambda r: round(r.levels[0][0].score, 4)),
+    ("confidence", lambda r: round(r.chain[0].score if r.chain else r.levels[0][0].score, 4)),
     ("score", lambda r: float(f"{r.score:.4g}")),
+    ("ranked_by", lambda r: r.ranked_by),
     ("model", lambda r: variant_name(r.fusion_used)),
     ("top_cells", _top_cells),
     ("nearest_reference", lambda r: r.nearest_reference.id if r.nearest_reference else ""),
     ("decision", lambda r: r.decision),
+    # bits the photo added beyond the Flickr prior (empty without a fitted posterior) and that in words
+    ("evidence_bits", lambda r: "" if math.isnan(r.evidence_bits) else round(r.evidence_bits, 4)),
+    ("evidence", lambda r: r.evidence_text),
     # calibrated chance that the truth lies within R km (empty without a fitted posterior)
     *((f"within_{R}km", lambda r, R=R: round(r.within_km[R], 4) if R in r.within_km else "") for R in (1, 25, 200, 750, 2500)),
 ]

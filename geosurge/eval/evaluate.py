@@ -26,11 +26,12 @@ from ..model.checkpoint import CONFIG, WEIGHTS, load_checkpoint, segmenter_sourc
 from ..model.config import SegmenterConfig
 from ..model.encode import image_features, view_features
 from ..model.geosurge import GeoSURGE
-from ..model.hierarchical import HierarchicalScorer
+from ..model.decode import Decoder
 from ..model.posterior import Posterior, load_posterior
 from ..model.segmenters import create_segmenter
 from ..model.variants import variant_dir, variant_name
 from ..model.views import load_or_build_views
+from ..runtime import configure_threads
 
 DEFAULT_LABELS = ".cache/labels"
 
@@ -56,18 +57,17 @@ def _weights_hash(directory: Path) -> str:
 
 def score_features(model: GeoSURGE, hierarchy: Hierarchy, feats: torch.Tensor, true: np.ndarray,
                    posterior: Posterior | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Predicted points and metrics (distance table, median, GeoScore, per-level cell accuracy).
+    """Predicted points and metrics (distance table, median, GeoScore, per-level accuracy of the answer's cells).
 
-    With the checkpoint's ``posterior`` the points are its decision's, as the predictor's; else the paper's rule."""
-    scorer = HierarchicalScorer.for_model(model, hierarchy)
-    pred, scores = scorer.predict_latlon(feats.float())
-    if posterior is not None:
-        pred = posterior.centroids[posterior(scorer.level_logits(feats.float())).answer]
-    best = [s.argmax(dim=1).numpy() for s in scores]
+    The points come from the one decode step (:class:`~geosurge.model.decode.Decoder`), as the predictor's: the
+    ``posterior``'s rule when the checkpoint has one, else the paper's."""
+    d = Decoder.for_model(model, hierarchy, posterior)(feats.float())
+    pred = d.latlon
     m = accuracy_report(pred[:, 0], pred[:, 1], true[:, 0], true[:, 1]).as_dict()
     cells = hierarchy.assign(true[:, 0], true[:, 1])
-    m["level_acc"] = [float(100.0 * np.mean(b == cells[:, k])) for k, b in enumerate(best)]
+    m["level_acc"] = [float(100.0 * np.mean(d.chain[:, k] == cells[:, k])) for k in range(len(hierarchy.levels))]
     m["level_cells"] = hierarchy.num_cells
+    m["decision"] = d.rule
     return pred, m
 
 
@@ -131,8 +131,10 @@ def evaluate_checkpoint(
 ) -> EvalResult:
     """Evaluate one checkpoint (or one variant of a pair) on ``records``.
 
-    ``model_overrides`` changes inference settings, e.g. ``{"geo": {"prior_weight": 0.0}}``.
+    ``model_overrides`` changes inference settings, e.g. ``{"geo": {"prior_weight": 0.0}}``. Applies the
+    thread policy (``geosurge.runtime``), as every entry point does.
     """
+    configure_threads()
     model, hierarchy, feats, keep, directory = checkpoint_features(
         checkpoint, records, ten_crop, fusion, labels, cache_dir, device, progress, report, model_overrides)
     true = np.stack([records.lats[keep], records.lons[keep]], axis=1)

@@ -5,12 +5,11 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..geo.hierarchy import PAPER_TAU_MAXES, PAPER_TAU_MIN
+from .decisions import canonical_decision
 
 FORMAT_VERSION = 1
 #: config keys renamed since they were first written: section -> {old key: new key}; both are read
 RENAMED_KEYS = {"fusion": {"seg_cells": "label_samples"}}
-#: ``GeoConfig.decision``: how :class:`~geosurge.model.hierarchical.HierarchicalScorer` turns scores into a point
-SCORER_DECISIONS = ("map", "median")
 
 
 @dataclass
@@ -59,9 +58,10 @@ class GeoConfig:
     #: with in-batch negatives learns log p(cell|x) - log p(cell) + const, so 1.0 restores the posterior;
     #: 0.0 is the paper's plain product of per-level softmaxes.
     prior_weight: float = 0.0
-    #: the predicted point: "map" = centroid of the best finest cell (paper); "median" = the point of least
-    #: expected distance under the normalized finest-cell scores (see HierarchicalScorer.predict_latlon)
-    decision: str = "map"
+    #: the answer's rule when the checkpoint has no fitted posterior (geosurge.model.decisions), applied to the
+    #: normalized product scores of the finest cells: "argmax" = the best finest cell (paper; "map" in older
+    #: configs), "median", "within:R"
+    decision: str = "argmax"
     #: MP-16 cell statistics (``cells_50_*.csv``) whose 4.7 M photos define the cells, so the hierarchy covers
     #: where Flickr photos are (None: the training photos, as the paper on MP-16); the taus then count MP-16 photos
     partition: str | None = None
@@ -70,8 +70,7 @@ class GeoConfig:
         from .geo_heads._registry import GEO_HEADS  # imported here: the heads' modules import this one
 
         GEO_HEADS.check(self.head, "geo.head")
-        if self.decision not in SCORER_DECISIONS:
-            raise ValueError(f"geo.decision must be one of {list(SCORER_DECISIONS)}, not {self.decision!r}")
+        self.decision = canonical_decision(self.decision, "geo.decision")
 
 
 @dataclass
@@ -89,23 +88,23 @@ class PosteriorConfig:
     level_weights: list[float] | None = None  # per level, >= 0; None = all 1
     train_correction: float = 0.0  # 0: InfoNCE scores are likelihood ratios already; 1: a classifier's posterior
     prior_weight: float = 1.0  # exponent of the MP-16 prior (1: as counted; < 1 flattens it towards uniform cells)
-    decision: str = "argmax"  # "argmax" (most probable finest cell) or "within:R" (most posterior mass within R km)
+    decision: str = "argmax"  # the answer's rule (geosurge.model.decisions): "argmax", "median" or "within:R"
     #: per decision rule and radius (key "argmax@750", "within:750@2500") a monotone map [[raw...], [calibrated...]]
     #: from the posterior mass within R km of the answer to the chance the truth is there (grouped cross-validation)
     calibration: dict[str, list[list[float]]] = field(default_factory=dict)
     cv: dict[str, Any] = field(default_factory=dict)  # how the fit was made (folds, figures), for the record
 
     def __post_init__(self) -> None:
-        parse_decision(self.decision)
+        self.decision = canonical_decision(self.decision, "posterior.decision")
         if self.level_weights is not None and any(not (w >= 0) for w in self.level_weights):
             raise ValueError(f"posterior.level_weights must be >= 0, got {self.level_weights}")
         if not self.prior_weight >= 0:
             raise ValueError(f"posterior.prior_weight must be >= 0, got {self.prior_weight}")
         if not 0.0 <= self.train_correction <= 1.0:
             raise ValueError(f"posterior.train_correction must be in [0, 1], got {self.train_correction}")
+        self.calibration = {_calibration_key(key): knots for key, knots in self.calibration.items()}
         for key, knots in self.calibration.items():
-            dec, _, r = key.rpartition("@")
-            parse_decision(dec)
+            r = key.rpartition("@")[2]
             if not r.replace(".", "", 1).isdigit() or float(r) <= 0 or len(knots) != 2 or len(knots[0]) != len(knots[1]) or not knots[0]:
                 raise ValueError(f"posterior.calibration[{key!r}] (key DECISION@R) must be [[raw...], [calibrated...]] of equal, non-zero length")
             x, y = (list(map(float, k)) for k in knots)
@@ -113,19 +112,12 @@ class PosteriorConfig:
                 raise ValueError(f"posterior.calibration[{key!r}] is not a non-decreasing map into [0, 1]")
 
 
-def parse_decision(decision: str) -> float | None:
-    """R for ``within:R`` (km), None for the rules without a radius (``argmax``, ``median``); anything else is an
-    error."""
-    if decision in ("argmax", "median"):
-        return None
-    if isinstance(decision, str) and decision.startswith("within:"):
-        try:
-            r = float(decision.split(":", 1)[1])
-        except ValueError:
-            r = -1.0
-        if r > 0:
-            return r
-    raise ValueError(f"posterior.decision must be 'argmax', 'median' or 'within:R' with R > 0 km, not {decision!r}")
+def _calibration_key(key: str) -> str:
+    """``DECISION@R`` with the decision written canonically (the key the posterior looks up)."""
+    dec, at, r = key.rpartition("@")
+    if not at:
+        raise ValueError(f"posterior.calibration key {key!r} must be DECISION@R")
+    return f"{canonical_decision(dec, f'the decision of posterior.calibration[{key!r}]')}@{r}"
 
 
 @dataclass

@@ -7,9 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..geo.distance import spherical_median
+from ..geo.distance import pairwise_haversine_km
 from ..geo.hierarchy import Hierarchy
-from .config import SCORER_DECISIONS
 
 
 class HierarchicalScorer:
@@ -30,12 +29,7 @@ class HierarchicalScorer:
         hierarchy: Hierarchy,
         biases: list[torch.Tensor] | None = None,
         prior_weight: float = 0.0,
-        decision: str = "map",
     ):
-        if decision not in SCORER_DECISIONS:
-            raise ValueError(f"decision must be one of {list(SCORER_DECISIONS)}, not {decision!r}")
-        self.decision = decision
-        self.centroids = torch.from_numpy(hierarchy.levels[-1].centroids).double()
         if [len(t) for t in tables] != hierarchy.num_cells:
             raise ValueError(f"embedding tables {[len(t) for t in tables]} do not match the hierarchy {hierarchy.num_cells}")
         self.tables = [t.detach().float() for t in tables]
@@ -57,7 +51,7 @@ class HierarchicalScorer:
     def for_model(cls, model, hierarchy: Hierarchy) -> "HierarchicalScorer":
         """The scorer of a :class:`~geosurge.model.GeoSURGE` model's geographic head."""
         s, g = model.geo.scoring(), model.cfg.geo
-        return cls(s.tables, s.scales, hierarchy, s.biases, g.prior_weight, decision=g.decision)
+        return cls(s.tables, s.scales, hierarchy, s.biases, g.prior_weight)
 
     def to(self, device: torch.device | str) -> "HierarchicalScorer":
         self.tables = [t.to(device) for t in self.tables]
@@ -65,7 +59,6 @@ class HierarchicalScorer:
         self.scales = self.scales.to(device)
         self.offsets = self.offsets.to(device)
         self.priors = [p.to(device) if p is not None else None for p in self.priors]
-        self.centroids = self.centroids.to(device)
         self.parents = [p.to(device) for p in self.parents]
         return self
 
@@ -79,29 +72,26 @@ class HierarchicalScorer:
         """Per level, log-softmax over its cells: list of (B, n_l)."""
         return [torch.log_softmax(z, dim=-1) for z in self.level_logits(features)]
 
-    def cumulative_log_scores(self, features: torch.Tensor) -> list[torch.Tensor]:
+    def cumulative_from_logits(self, logits: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per level, log of (own probability x all ancestors' probabilities) [x the cell's training
-        frequency ** prior_weight]: list of (B, n_l)."""
-        logp = self.level_log_probs(features)
+        frequency ** prior_weight], from :meth:`level_logits`: list of (B, n_l). The paper's product scores;
+        :class:`~geosurge.model.decode.Decoder` turns them into answers."""
+        logp = [torch.log_softmax(z, dim=-1) for z in logits]
         chain = [logp[0]]
         for k in range(1, len(logp)):
             chain.append(logp[k] + chain[-1][:, self.parents[k]])
         return [c + p if p is not None else c for c, p in zip(chain, self.priors)]
 
-    def predict_latlon(self, features: torch.Tensor, top: int = 256) -> tuple[np.ndarray, list[torch.Tensor]]:
-        """Predicted (lat, lon) per image, (B, 2), and the cumulative scores they come from.
+    def cumulative_log_scores(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """:meth:`cumulative_from_logits` of ``features``' logits."""
+        return self.cumulative_from_logits(self.level_logits(features))
 
-        ``map``: the centroid of the best finest cell (paper). ``median``: the point that minimizes the
-        expected great-circle error under the normalized finest-cell scores (their weighted spherical
-        median over the ``top`` best cells), which falls back towards the data's median when a photo
-        is ambiguous and onto the best cell when it is not.
-        """
-        scores = self.cumulative_log_scores(features)
-        fin = scores[-1]
-        if self.decision == "map":
-            return self.centroids[fin.argmax(dim=1)].cpu().numpy(), scores
-        val, idx = fin.double().topk(min(top, fin.shape[1]), dim=1)
-        return spherical_median(self.centroids[idx], torch.softmax(val, dim=1)).cpu().numpy(), scores
+
+#: Where no training photo lies in the answer's finest cell, the nearest one shown is the most similar within this
+#: distance of the answer. 750 km is the "country" radius of the 1/25/200/750/2500 km ladder and the radius the
+#: demo's answer is chosen for (the most chance within 750 km): a photo farther away no longer shows the place the
+#: answer stands for, and the app says that no training photo is near the answer instead of showing one.
+NEAR_REFERENCE_KM = 750.0
 
 
 @dataclass
@@ -120,8 +110,11 @@ class ReferenceIndex:
         if not (self.features.shape[0] == self.latlon.shape[0] == self.cells.shape[0] == n):
             raise ValueError("reference index arrays disagree in length")
 
-    def nearest(self, features: torch.Tensor, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For each query, the most similar reference inside ``cells[i]`` (or overall if that cell has none).
+    def nearest(self, features: torch.Tensor, cells: np.ndarray, points: np.ndarray | None = None,
+                radius_km: float = NEAR_REFERENCE_KM) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each query, the most similar reference inside ``cells[i]``; when that cell has none, the most
+        similar within ``radius_km`` of ``points[i]`` ((B, 2) lat, lon: the answers), else the most similar
+        overall (the caller tells by its distance).
 
         Returns (index, cosine similarity, in_cell flag), each (B,).
         """
@@ -129,7 +122,12 @@ class ReferenceIndex:
         same = torch.from_numpy(self.cells[None, :] == np.asarray(cells)[:, None]).to(sims.device)
         masked = sims.masked_fill(~same, float("-inf"))
         best_in = masked.argmax(dim=1)
-        best_any = sims.argmax(dim=1)
+        fallback = sims
+        if points is not None:
+            pts, ref = torch.as_tensor(np.asarray(points), dtype=torch.float32), torch.as_tensor(self.latlon, dtype=torch.float32)
+            near = (pairwise_haversine_km(pts[:, 0], pts[:, 1], ref[:, 0], ref[:, 1]) <= radius_km).to(sims.device)
+            fallback = torch.where(near.any(dim=1, keepdim=True), sims.masked_fill(~near, float("-inf")), sims)
+        best_any = fallback.argmax(dim=1)
         in_cell = same.any(dim=1)
         idx = torch.where(in_cell, best_in, best_any)
         sim = sims.gather(1, idx[:, None])[:, 0]

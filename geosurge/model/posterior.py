@@ -15,7 +15,6 @@ Everything here works on batches and is vectorized over cells.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,8 @@ import torch
 from ..files import atomic_write
 from ..geo.distance import pairwise_haversine_km
 from ..geo.hierarchy import Hierarchy
-from .config import PosteriorConfig, parse_decision
+from .config import PosteriorConfig
+from .decisions import DecisionRule, parse_decision
 
 #: Radii (km) of the calibrated chances: the benchmark's accuracy thresholds.
 RADII_KM = (1, 25, 200, 750, 2500)
@@ -107,14 +107,6 @@ def monotone_in_radius(chances: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
     return {r: running[k] for k, r in enumerate(radii)}
 
 
-@dataclass
-class PosteriorResult:
-    log_post: torch.Tensor  # (B, n_fin)
-    answer: np.ndarray  # (B,) finest cell whose centroid is the answer
-    within_km: dict[int, np.ndarray]  # R -> (B,) calibrated probability that the truth lies within R km
-    raw_within_km: dict[int, np.ndarray]  # R -> (B,) posterior mass of finest cells within R km of the answer
-
-
 class Posterior:
     """The checkpoint's posterior: prior, per-level weights, decision rule and calibration maps."""
 
@@ -136,6 +128,11 @@ class Posterior:
         self._dist: np.ndarray | None = None
 
     @property
+    def log_base(self) -> torch.Tensor:
+        """(n_fin,) the normalized log posterior without a photo: the prior raised to ``prior_weight``."""
+        return torch.log_softmax(self.cfg.prior_weight * self.log_prior, dim=0)
+
+    @property
     def distances(self) -> np.ndarray:
         """(n_fin, n_fin) km between finest-cell centroids, computed once."""
         if self._dist is None:
@@ -147,29 +144,24 @@ class Posterior:
         ratios = likelihood_ratios([z.cpu() for z in logits], self.train_counts, self.cfg.train_correction)
         return combine(self.log_prior, ratios, self.ancestors, self.weights, self.cfg.prior_weight)
 
+    def rule(self, decision: str | None = None) -> DecisionRule:
+        """The rule asked for, else the checkpoint's (``posterior.decision``)."""
+        return parse_decision(decision or self.cfg.decision)
+
     def decide(self, log_post: torch.Tensor, decision: str | None = None) -> np.ndarray:
-        """Finest cell of the answer: the most probable one (``argmax``), the one of least expected great-circle
-        distance to the truth (``median``), or the one with the most mass within R km (``within:R``)."""
-        rule = decision or self.cfg.decision
-        radius = parse_decision(rule)
-        if rule == "median":
-            return (log_post.exp() @ torch.from_numpy(self.distances.astype(np.float64))).argmin(dim=1).numpy()
-        if radius is None:
-            return log_post.argmax(dim=1).numpy()
-        near = torch.from_numpy((self.distances <= radius).astype(np.float64))
-        return (log_post.exp() @ near).argmax(dim=1).numpy()
+        """Finest cell of the answer under a rule of :mod:`geosurge.model.decisions` (default: the checkpoint's)."""
+        rule = self.rule(decision)
+        return rule.choose(log_post.exp(), self.distances if rule.needs_distances else None)
 
     def mass_within(self, log_post: torch.Tensor, answer: np.ndarray, radius_km: float) -> np.ndarray:
         near = torch.from_numpy(self.distances[answer] <= radius_km)
         return (log_post.exp() * near).sum(dim=1).clamp(0, 1).numpy()
 
-    def __call__(self, logits: Sequence[torch.Tensor], decision: str | None = None) -> PosteriorResult:
-        log_post = self.log_posterior(logits)
-        answer = self.decide(log_post, decision)
+    def chances(self, log_post: torch.Tensor, answer: np.ndarray, decision: str | None = None) -> dict[int, np.ndarray]:
+        """R -> (B,) calibrated chance that the truth lies within R km of the answer (the rule's calibration maps)."""
+        rule = str(self.rule(decision))
         raw = {r: self.mass_within(log_post, answer, r) for r in RADII_KM}
-        rule = decision or self.cfg.decision
-        cal = monotone_in_radius({r: calibrate(raw[r], self.cfg.calibration.get(f"{rule}@{r}")) for r in RADII_KM})
-        return PosteriorResult(log_post, answer, cal, raw)
+        return monotone_in_radius({r: calibrate(raw[r], self.cfg.calibration.get(f"{rule}@{r}")) for r in RADII_KM})
 
 
 def credible_set(log_post_row: torch.Tensor, mass: float) -> np.ndarray:
