@@ -11,7 +11,11 @@ and every fold trains only the fusion / RGB head and the geographic embeddings).
   pooled backbone features, and the GeoEstimation peer (its published predictions);
 * ``--ablations``: the paper's Tables VI (linear head), VII (depth 1/3/5) and VIII (fusion off), same folds.
 
-Run:  python benchmarks/crossval.py --config configs/demo.yaml [--ablations] [--write-checkpoint DIR] [--docs]
+The training, the posterior fit and its judgement are the package's (``geosurge.train.crossval``,
+``geosurge.eval.posterior_cv``): the very code ``geosurge train`` runs when its config has ``cv:``, which is what
+builds the shipped checkpoint. This script only reads and reports; it writes no checkpoint.
+
+Run:  python benchmarks/crossval.py --config configs/demo.yaml [--ablations] [--docs]
 Writes runs/cv/results.md, runs/cv/report.json, docs/results-reliability.png (with --docs: docs/results.md).
 """
 from __future__ import annotations
@@ -33,35 +37,31 @@ sys.path.insert(0, str(ROOT))
 
 from geosurge.data.labels import LabelStore  # noqa: E402
 from geosurge.data.records import read_records  # noqa: E402
-from geosurge.eval.cv import (RADII_KM, bootstrap_mean, expected_calibration_error, fit_isotonic, fit_logistic,  # noqa: E402
+from geosurge.eval.cv import (RADII_KM, bootstrap_mean, expected_calibration_error, fit_isotonic, fit_logistic,  # noqa: E402,F401
                               fit_level_weights, grouped_folds, reliability, score)
+# the posterior's fit and judgement, and a fold's training: the package's (what `geosurge train` runs with cv:),
+# re-exported under the names other scripts import from here
+from geosurge.eval.posterior_cv import (CALIBRATORS, DECISIONS, OutOfFold, PosteriorFit,  # noqa: E402,F401
+                                        chances_leaving_photographers_out, evaluate_posterior, fit_calibration,
+                                        fit_posterior, hit_and_mass, log_posterior_of, oof_ratios)
 from geosurge.files import atomic_write  # noqa: E402
 from geosurge.geo.distance import haversine_km, spherical_median  # noqa: E402
 from geosurge.geo.hierarchy import Hierarchy, build_hierarchy  # noqa: E402
 from geosurge.geo.prior import read_photo_density  # noqa: E402
 from geosurge.model.config import PosteriorConfig  # noqa: E402
-from geosurge.model.encode import view_features  # noqa: E402
 from geosurge.model.geosurge import GeoSURGE  # noqa: E402
-from geosurge.model.posterior import (Posterior, calibrate, combine, likelihood_ratios, monotone_in_radius,  # noqa: E402
-                                     training_counts)
-from geosurge.model.checkpoint import CONFIG  # noqa: E402
-from geosurge.model.checkpoint_dir import CheckpointDir  # noqa: E402
+from geosurge.model.posterior import Posterior, combine  # noqa: E402
 from geosurge.model.variants import FUSION, VARIANTS  # noqa: E402
 from geosurge.model.views import ViewSet, load_or_build_views  # noqa: E402
 from geosurge.train.config import load_train_config  # noqa: E402
-from geosurge.train.sources import ViewSource  # noqa: E402
+from geosurge.train.crossval import out_of_fold, subset_views, train_fold, variant_config  # noqa: E402,F401
 
 DEV = ROOT.parent / "shared" / "data" / "im2gps3k-dev"
 PEER = ROOT.parent / "shared" / "data" / "peers" / "geoestimation-im2gps3k" / "ISNs_M-fstar-S3.csv"
-DECISIONS = ("argmax", "median", "within:25", "within:200", "within:750", "within:2500")
 OUT = ROOT / "runs" / "cv"
-#: fit the MP-16 prior's exponent too (--fit-prior-weight); off by default: under CV it fitted 0.8-0.94, moved
-#: accuracy within noise and made the 2,500 km chances worse calibrated (docs/results.md)
-FIT_PRIOR = False
-#: how raw posterior mass becomes a stated chance (--calibration). Logistic by default: two parameters per map
-#: vary less than isotonic's steps when fitted on four folds of ~30 photographers (ECE at 750 km 3.0 vs 4.9)
-CALIBRATORS = {"isotonic": fit_isotonic, "logistic": fit_logistic}
-CALIBRATE = fit_logistic
+#: how the posterior is fitted (--calibration, --fit-prior-weight). The prior's exponent stays 1 by default: under
+#: CV it fitted 0.8-0.94, moved accuracy within noise and made the 2,500 km chances worse calibrated (docs/results.md)
+HOW = PosteriorFit()
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -83,9 +83,7 @@ def dev_records(out: Path):
     return rec, np.array([r["author"] for r in rows]), np.array([r["split"] for r in rows])
 
 
-def subset(views: ViewSet, rows: np.ndarray, labels: bool) -> ViewSet:
-    t = torch.from_numpy(rows)
-    return ViewSet(views.hidden[t], views.labels[t] if labels and views.labels is not None else None, np.arange(rows.size))
+subset = subset_views  # the name this script used before the package held it
 
 
 def pooled(views: ViewSet, chunk: int = 128) -> torch.Tensor:
@@ -98,27 +96,6 @@ def pooled(views: ViewSet, chunk: int = 128) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ models
-def train_fold(cfg, hierarchy: Hierarchy, backbone, views: ViewSet, cells: np.ndarray, epochs: int) -> GeoSURGE:
-    """The config's recipe on one fold's training photos (fixed epochs, no early stopping)."""
-    torch.manual_seed(cfg.run.seed)
-    model = GeoSURGE(cfg.model, hierarchy.num_cells, backbone=backbone)
-    params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
-    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    source = ViewSource(views, cells, cfg.run.seed)
-    model.train()
-    for epoch in range(epochs):
-        for g in opt.param_groups:
-            g["lr"] = cfg.optim.lr * cfg.optim.lr_gamma**epoch
-        for hidden, labels, c in source.batches(epoch, cfg.optim.micro_batch):
-            loss, _, _ = model.geo.loss(model.encode_hidden(hidden, labels), c)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-            opt.step()
-    return model.eval()
-
-
 def linear_probe(x: torch.Tensor, cells: np.ndarray, n_cells: int, steps: int = 300, wd: float = 1e-3) -> torch.nn.Linear:
     """Multinomial logistic regression of the finest cell on pooled backbone features."""
     torch.manual_seed(0)
@@ -134,7 +111,7 @@ def linear_probe(x: torch.Tensor, cells: np.ndarray, n_cells: int, steps: int = 
     return head
 
 
-def cross_validate(cfg, rec, folds: np.ndarray, hierarchy: Hierarchy, views: ViewSet, epochs: int, tag: str, reuse: bool = False) -> dict:
+def cross_validate(cfg, rec, folds: np.ndarray, hierarchy: Hierarchy, views: ViewSet, epochs: int, tag: str, reuse: bool = False) -> OutOfFold:
     """Out-of-fold per-level logits of the recipe, and each fold's training counts per cell (saved under
     runs/cv/oof-<tag>.npz; ``reuse`` reads them back instead of training, to refit the posterior only)."""
     path = OUT / f"oof-{tag.replace(' ', '_').replace('(', '').replace(')', '')}.npz"
@@ -143,125 +120,17 @@ def cross_validate(cfg, rec, folds: np.ndarray, hierarchy: Hierarchy, views: Vie
         z = np.load(path, allow_pickle=False)
         if np.array_equal(z["key"], key):
             n_levels, k = len(hierarchy.levels), int(folds.max()) + 1
-            return {"logits": [z[f"logits{i}"] for i in range(n_levels)], "levels": n_levels, "seconds": float(z["seconds"]),
-                    "counts": [[z[f"counts{f}_{i}"] for i in range(n_levels)] for f in range(k)]}
+            return OutOfFold([z[f"logits{i}"] for i in range(n_levels)], [[z[f"counts{f}_{i}"] for i in range(n_levels)] for f in range(k)],
+                             float(z["seconds"]))
         print(f"{path} is from another setting: training again")
-    run = _cross_validate(cfg, rec, folds, hierarchy, views, epochs, tag)
-    arrays = {f"logits{i}": z for i, z in enumerate(run["logits"])}
-    arrays.update({f"counts{f}_{i}": c for f, cs in enumerate(run["counts"]) for i, c in enumerate(cs)})
-    np.savez(path, key=key, seconds=run["seconds"], **arrays)
+    c = copy.deepcopy(cfg)
+    c.optim.epochs = epochs
+    run = out_of_fold(c, rec, folds, hierarchy, views, tag)
+    arrays = {f"logits{i}": z for i, z in enumerate(run.logits)}
+    arrays.update({f"counts{f}_{i}": n for f, ns in enumerate(run.counts) for i, n in enumerate(ns)})
+    np.savez(path, key=key, seconds=run.seconds, **arrays)
+    print(f"[{tag}] {int(folds.max()) + 1} folds in {run.seconds:.0f} s", flush=True)
     return run
-
-
-def _cross_validate(cfg, rec, folds: np.ndarray, hierarchy: Hierarchy, views: ViewSet, epochs: int, tag: str) -> dict:
-    cells = hierarchy.assign(rec.lats, rec.lons)
-    n_levels = len(hierarchy.levels)
-    oof = [np.zeros((len(rec), n)) for n in hierarchy.num_cells]
-    counts = []
-    backbone = None
-    t0 = time.time()
-    for k in range(folds.max() + 1):
-        tr, te = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
-        if backbone is None:
-            backbone = GeoSURGE(cfg.model, hierarchy.num_cells).backbone
-        model = train_fold(cfg, hierarchy, backbone, subset(views, tr, cfg.model.fusion.enabled), cells[tr], epochs)
-        with torch.no_grad():
-            feats = view_features(model, subset(views, te, cfg.model.fusion.enabled))
-            for lvl, z in enumerate(model.logits(feats)):
-                oof[lvl][te] = z.double().numpy()
-        counts.append(training_counts(hierarchy, rec.lats[tr], rec.lons[tr]))
-        print(f"[{tag}] fold {k}: {tr.size} train / {te.size} scored ({time.time() - t0:.0f} s)", flush=True)
-    return {"logits": oof, "counts": counts, "levels": n_levels, "seconds": time.time() - t0}
-
-
-# ------------------------------------------------------------------------------------------ posterior under CV
-def oof_ratios(run: dict, folds: np.ndarray, beta: float) -> list[torch.Tensor]:
-    """Per-level likelihood ratios of every photo, each under its own fold's training counts."""
-    out = [torch.zeros(z.shape, dtype=torch.float64) for z in run["logits"]]
-    for k in range(folds.max() + 1):
-        te = np.flatnonzero(folds == k)
-        zs = [torch.from_numpy(z[te]) for z in run["logits"]]
-        for lvl, r in enumerate(likelihood_ratios(zs, run["counts"][k], beta)):
-            out[lvl][te] = r
-    return out
-
-
-def fit_posterior(post: Posterior, ratios_by_beta: dict, true_fin: np.ndarray, truth: np.ndarray, rows: np.ndarray) -> dict:
-    """Weights + correction (max mean log-probability) and decision (max sum of accuracy at 200/750/2500 km),
-    fitted on ``rows`` only."""
-    best = None
-    for beta, ratios in ratios_by_beta.items():
-        w, alpha, ll = fit_level_weights(post.log_prior, [r[rows] for r in ratios], post.ancestors, true_fin[rows], fit_prior=FIT_PRIOR)
-        if best is None or ll > best["loglik"]:
-            best = {"beta": beta, "weights": w, "alpha": alpha, "loglik": ll}
-    lp = log_posterior_of(post, ratios_by_beta, best, rows)
-    gains = {rule: sum(float(np.mean(hit_and_mass(post, lp, rule, truth[rows])[r][0])) for r in (200, 750, 2500)) for rule in DECISIONS}
-    return {**best, "decision": max(gains, key=gains.get)}
-
-
-def log_posterior_of(post: Posterior, ratios_by_beta: dict, fit: dict, rows: np.ndarray) -> torch.Tensor:
-    ratios = [r[rows] for r in ratios_by_beta[fit["beta"]]]
-    return combine(post.log_prior, ratios, post.ancestors, torch.from_numpy(fit["weights"]), fit["alpha"])
-
-
-def hit_and_mass(post: Posterior, lp: torch.Tensor, rule: str, truth: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Per radius R: (whether the truth lies within R km of the rule's answer, the posterior mass there)."""
-    ans = post.decide(lp, rule)
-    d = haversine_km(post.centroids[ans, 0], post.centroids[ans, 1], truth[:, 0], truth[:, 1])
-    return {r: (d <= r, post.mass_within(lp, ans, r)) for r in RADII_KM}
-
-
-def fit_calibration(post: Posterior, lp: torch.Tensor, truth: np.ndarray) -> dict:
-    """A map from posterior mass to stated chance per decision rule and radius (``"within:750@2500"``)."""
-    maps = {}
-    for rule in DECISIONS:
-        for r, (hit, mass) in hit_and_mass(post, lp, rule, truth).items():
-            maps[f"{rule}@{r}"] = CALIBRATE(mass, hit)
-    return maps
-
-
-def evaluate_posterior(post: Posterior, ratios_by_beta: dict, folds: np.ndarray, true_fin: np.ndarray, truth: np.ndarray,
-                       groups: np.ndarray) -> dict:
-    """Cross-fitted: every fold judged with the weights and decision the other folds' out-of-fold scores fitted.
-
-    The chances go through calibration maps fitted leaving the photo's photographer out: the shipped maps are
-    fitted on all 139 photographers and meet a new one, which leave-one-photographer-out mimics; maps fitted on
-    four folds instead meet a fold whose hit rate is off in the opposite direction (17 % vs 48 % within
-    2,500 km between folds), which states that offset as miscalibration."""
-    n = truth.shape[0]
-    res = {"answer": {rule: np.zeros(n, np.int64) for rule in DECISIONS + ("default",)},
-           "logpost_true": np.full(n, np.nan), "fits": []}
-    hit = {rule: {r: np.zeros(n, bool) for r in RADII_KM} for rule in DECISIONS}
-    mass = {rule: {r: np.zeros(n) for r in RADII_KM} for rule in DECISIONS}
-    chosen = np.empty(n, dtype=object)
-    for k in range(folds.max() + 1):
-        te, tr = np.flatnonzero(folds == k), np.flatnonzero(folds != k)
-        fit = fit_posterior(post, ratios_by_beta, true_fin, truth, tr)
-        res["fits"].append({"beta": fit["beta"], "weights": fit["weights"].round(3).tolist(), "alpha": round(fit["alpha"], 3),
-                            "decision": fit["decision"]})
-        lp = log_posterior_of(post, ratios_by_beta, fit, te)
-        for rule in DECISIONS:
-            res["answer"][rule][te] = post.decide(lp, rule)
-            for r, (h, m) in hit_and_mass(post, lp, rule, truth[te]).items():
-                hit[rule][r][te], mass[rule][r][te] = h, m
-        res["answer"]["default"][te] = res["answer"][fit["decision"]][te]
-        chosen[te] = fit["decision"]
-        ok = true_fin[te] >= 0
-        res["logpost_true"][te[ok]] = lp[torch.from_numpy(np.flatnonzero(ok)), torch.from_numpy(true_fin[te][ok])].numpy()
-    res["prob"] = chances_leaving_photographers_out(hit, mass, chosen, groups)
-    return res
-
-
-def chances_leaving_photographers_out(hit: dict, mass: dict, chosen: np.ndarray, groups: np.ndarray) -> dict[int, np.ndarray]:
-    """Each photo's calibrated chance at every radius under its fold's rule, through a map fitted on the other
-    photographers' photos (their masses and hits under that rule)."""
-    prob = {r: np.zeros(len(groups)) for r in RADII_KM}
-    for author in np.unique(groups):
-        me = groups == author
-        rule = chosen[me][0]
-        for r in RADII_KM:
-            prob[r][me] = calibrate(mass[rule][r][me], CALIBRATE(mass[rule][r][~me], hit[rule][r][~me]))
-    return monotone_in_radius(prob)
 
 
 # ------------------------------------------------------------------------------------------ baselines
@@ -350,22 +219,15 @@ def judge(cfg, rec, groups, folds, hierarchy, views, epochs, tag, reuse=False) -
     run = cross_validate(cfg, rec, folds, hierarchy, views, epochs, tag, reuse)
     truth = np.stack([rec.lats, rec.lons], 1)
     true_fin = hierarchy.assign(rec.lats, rec.lons)[:, -1]
-    post = Posterior(PosteriorConfig(enabled=True), hierarchy, run["counts"][0])
+    post = Posterior(PosteriorConfig(enabled=True), hierarchy, run.counts[0])
     ratios = {beta: oof_ratios(run, folds, beta) for beta in (0.0, 1.0)}
-    res = evaluate_posterior(post, ratios, folds, true_fin, truth, groups)
+    res = evaluate_posterior(post, ratios, folds, true_fin, truth, groups, HOW)
     cen = post.centroids
     rows = [row(f"{tag}: CV-chosen decision per fold", dist_of(cen[res["answer"]["default"]], truth), groups)]
     rows += [row(f"{tag}: posterior, decision {rule}", dist_of(cen[res["answer"][rule]], truth), groups) for rule in DECISIONS]
     paper = combine(torch.zeros_like(post.log_prior), ratios[0.0], post.ancestors, torch.ones(len(hierarchy.levels), dtype=torch.float64))
     rows.append(row(f"{tag}: paper product rule (no prior, T as trained)", dist_of(cen[paper.argmax(1).numpy()], truth), groups))
     return {"run": run, "res": res, "rows": rows, "post": post, "ratios": ratios, "truth": truth, "true_fin": true_fin}
-
-
-def variant_config(cfg, name: str):
-    """The config with the variant's fusion setting."""
-    c = copy.deepcopy(cfg)
-    c.model.fusion.enabled = VARIANTS[name].fusion
-    return c
 
 
 def ablations(cfg, tag: str, rec, groups, folds, hierarchy: Hierarchy, views: ViewSet, epochs: int, reuse: bool) -> list[dict]:
@@ -393,10 +255,9 @@ def finest_only(h: Hierarchy) -> Hierarchy:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/demo.yaml")
-    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--folds", type=int, default=None, help="default: the config's cv.folds (5 when it has none)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs per fold (default: the config's optim.epochs)")
     ap.add_argument("--ablations", action="store_true", help="also Tables VI, VII, VIII under the same folds")
-    ap.add_argument("--write-checkpoint", type=Path, default=None, help="store the posterior fitted on all folds in this checkpoint pair")
     ap.add_argument("--docs", action="store_true", help="rewrite the generated block of docs/results.md")
     ap.add_argument("--limit", type=int, default=None, help="every n-th photo only (a quick smoke run)")
     ap.add_argument("--fit-prior-weight", action="store_true", help="also fit the exponent of the MP-16 prior (default: 1)")
@@ -404,9 +265,10 @@ def main() -> None:
                     help="map from posterior mass to stated chance: isotonic (pool adjacent violators) or logistic (Platt)")
     ap.add_argument("--reuse", action="store_true", help="reuse the out-of-fold scores saved by an earlier run with the same setting")
     args = ap.parse_args()
-    global FIT_PRIOR, CALIBRATE
-    FIT_PRIOR, CALIBRATE = args.fit_prior_weight, CALIBRATORS[args.calibration]
+    global HOW
+    HOW = PosteriorFit(args.calibration, args.fit_prior_weight)
     cfg = load_train_config(ROOT / args.config)
+    args.folds = args.folds or cfg.cv.folds or 5
     epochs = args.epochs or cfg.optim.epochs
     rec, groups, splits = dev_records(OUT)
     folds = grouped_folds(groups, args.folds, cfg.run.seed)
@@ -491,7 +353,7 @@ def report(args, cfg, results, rows, ablation_rows, groups, folds, splits, epoch
         "Per fold (fitted on the other folds): " + "; ".join(
             f"fold {k}: {f['decision']}, correction {f['beta']:.0f}, prior weight {f['alpha']}, level weights {f['weights']}"
             for k, f in enumerate(fus["res"]["fits"])),
-        "", "Training under CV: " + ", ".join(f"{n} {r['run']['seconds']:.0f} s" for n, r in results.items()) + f" for {args.folds} folds.",
+        "", "Training under CV: " + ", ".join(f"{n} {r['run'].seconds:.0f} s" for n, r in results.items()) + f" for {args.folds} folds.",
     ]
     if ablation_rows:
         lines += ["", "Ablations (both variants, same folds, posterior fitted the same way, CV-chosen decision):", "", table(ablation_rows)]
@@ -508,29 +370,6 @@ def report(args, cfg, results, rows, ablation_rows, groups, folds, splits, epoch
         doc = path.read_text()
         a, b = doc.index("<!-- cv:begin -->"), doc.index("<!-- cv:end -->")
         atomic_write(path, doc[: a + len("<!-- cv:begin -->")] + "\n" + text + "\n" + doc[b:])
-    if args.write_checkpoint:
-        write_posterior(args.write_checkpoint, results, folds, args.folds)
-
-
-def write_posterior(directory: Path, results: dict, folds: np.ndarray, k: int) -> None:
-    """Fit on all out-of-fold scores and store each variant's posterior in its checkpoint's config.json."""
-    for variant, r in results.items():
-        path = CheckpointDir.read(directory).variant(variant).path / CONFIG
-        if not path.is_file():
-            print(f"no {path}: skipped")
-            continue
-        rows = np.arange(len(folds))
-        fit = fit_posterior(r["post"], r["ratios"], r["true_fin"], r["truth"], rows)
-        calibration = fit_calibration(r["post"], log_posterior_of(r["post"], r["ratios"], fit, rows), r["truth"])
-        pc = PosteriorConfig(enabled=True, level_weights=[round(float(w), 5) for w in fit["weights"]],
-                             prior_weight=round(float(fit["alpha"]), 5), train_correction=float(fit["beta"]), decision=fit["decision"], calibration=calibration,
-                             cv={"folds": k, "photos": int(len(folds)), "script": "benchmarks/crossval.py",
-                                 "mean_log_prob_true_cell": round(fit["loglik"], 4)})
-        cfg = json.loads(path.read_text())
-        cfg["model"]["posterior"] = {f: getattr(pc, f) for f in pc.__dataclass_fields__}
-        atomic_write(path, json.dumps(cfg, indent=2) + "\n")
-        print(f"wrote the posterior into {path}: decision {pc.decision}, level weights {pc.level_weights}, "
-              f"prior weight {pc.prior_weight}, correction {pc.train_correction}")
 
 
 if __name__ == "__main__":

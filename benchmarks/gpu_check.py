@@ -6,7 +6,9 @@
    photos per second, peak GPU memory;
 2. the Predictor on the GPU (OneFormer Swin-L + CLIP-L + fusion + hierarchical matching over 7 levels):
    ms per photo at batch 1 and at batch 64, with segmentation and with label maps given (model + matching);
-3. the app's request handler on the GPU (segmentation, both models, map, overlay): ms per photo.
+3. OneFormer alone, one photo per forward vs ``--seg-batch`` photos per forward (what ``geosurge segment
+   --batch-size`` runs): ms per photo, peak memory, and how many label pixels agree;
+4. the app's request handler on the GPU (segmentation, both models, map, overlay): ms per photo.
 
 Models have random weights, built from ``transformers`` configurations (no download). Any error on the
 CUDA path is printed with its traceback and the script exits 1; without CUDA it says so and exits 2.
@@ -183,6 +185,28 @@ def predictor_timing(chk: Check, ckpt: Path, imgs: list[Path], segmenter: bool) 
             chk.row(f"Predictor, batch {batch}, {what}", f"{ms:.1f} ms/photo", chk.memory())
 
 
+def segmenter_timing(chk: Check, work: Path, imgs: list[Path], batch: int) -> None:
+    from PIL import Image
+
+    from geosurge.model.config import SegmenterConfig
+    from geosurge.model.segmenters.oneformer import OneFormerADE20K
+
+    seg = OneFormerADE20K(SegmenterConfig("oneformer", str(work / "oneformer")), device=chk.device)
+    images = [Image.open(p).convert("RGB") for p in imgs[:batch]]
+    seg.segment_batch(images)  # warm-up
+    maps = {}
+    for b in (1, batch):
+        chk.reset_memory()
+        chk.sync()
+        t = time.perf_counter()
+        maps[b] = [lab for s in range(0, len(images), b) for lab in seg.segment_batch(images[s : s + b])]
+        chk.sync()
+        ms = (time.perf_counter() - t) / len(images) * 1000
+        chk.row(f"OneFormer segmentation, {b} photo(s) per forward", f"{ms:.1f} ms/photo", chk.memory())
+    agree = float(np.mean([(a == c).mean() for a, c in zip(maps[1], maps[batch])]))
+    chk.row(f"OneFormer label maps, batch {batch} vs 1", f"{100 * agree:.3f} % of pixels agree", "-")
+
+
 def app_timing(chk: Check, ckpt: Path, imgs: list[Path]) -> None:
     from geosurge import Predictor
     from geosurge.app.settings import AppSettings
@@ -205,6 +229,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dry", action="store_true", help="tiny models: checks the script's paths, not the GPU")
     ap.add_argument("--micro-batch", type=int, default=None, help="training micro-batch (default 128, the paper config's; --dry 4)")
     ap.add_argument("--batch", type=int, default=None, help="Predictor batch (default 64; --dry 4)")
+    ap.add_argument("--seg-batch", type=int, default=None, help="OneFormer photos per forward (default 8, geosurge segment's; --dry 2)")
     ap.add_argument("--no-segmenter", action="store_true", help="skip OneFormer (Predictor with label maps only, no app)")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
@@ -216,6 +241,7 @@ def main(argv=None) -> int:
         print("gpu_check: --device cpu is only meaningful with --dry", file=sys.stderr)
         return 2
     micro, batch = args.micro_batch or (4 if args.dry else 128), args.batch or (4 if args.dry else 64)
+    seg_batch = args.seg_batch or (2 if args.dry else 8)
     if dev.type == "cuda":
         print(f"gpu_check: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     chk = Check(dev)
@@ -231,10 +257,11 @@ def main(argv=None) -> int:
         for dtype in (torch.bfloat16, torch.float16):
             chk.run(f"training step ({dtype})", training_step, chk, cfg, hierarchy, micro, dtype)
         ckpt = chk.run("checkpoint", make_checkpoint, chk, work, cfg, hierarchy)
-        imgs = photos(work, max(batch, 4))
+        imgs = photos(work, max(batch, seg_batch, 4))
         if ckpt is not None:
             chk.run("Predictor", predictor_timing, chk, ckpt, imgs, not args.no_segmenter)
             if not args.no_segmenter:
+                chk.run("segmenter batch", segmenter_timing, chk, work, imgs, seg_batch)
                 chk.run("app handler", app_timing, chk, ckpt, imgs)
     print("\n| check | speed | memory |\n| --- | --- | --- |")
     for what, value, mem in chk.rows:

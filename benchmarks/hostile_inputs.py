@@ -5,8 +5,10 @@
 Starts ``python app.py`` (the embedded checkpoint, fusion on) and sends every case of the corpus
 (``tests/app_testing.hostile_corpus``: extreme aspect ratios, tiny and huge images, decompression
 bombs, truncated files, non-images, wrong extensions, CMYK / 16-bit / palette / animated GIF, EXIF edge
-cases, a ``data:`` URL inside the queue request, oversize files by upload and by data: URL) through its
-transport. Per input: the outcome, the wall time of the call (upload + queue + answer, best of
+cases, a ``data:`` URL inside the queue request, oversize files by upload and by data: URL; and issue 22's
+GIF/BMP/TIFF/WebP/PPM header bombs, zTXt bomb, SVG, AVIF, multi-frame and NaN TIFFs, odd orientations,
+malformed GPS, filename tricks, chunked bodies and ``url``-key payloads) through its transport. Concurrency
+is measured by ``benchmarks/load.py``. Per input: the outcome, the wall time of the call (upload + queue + answer, best of
 ``--repeat``) and the server's peak resident memory while it ran (sampled every 5 ms); the worst case
 of each is marked, against the bounds of issue 13 (< 2 s, < 1.5 GB on 2 cores).
 """

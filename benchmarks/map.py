@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from geosurge.app import geomap  # noqa: E402
-from geosurge.app.exif import exif_gps  # noqa: E402
+from geosurge.data.exif import exif_gps  # noqa: E402
 from geosurge.app.settings import EXAMPLES  # noqa: E402
 from geosurge.model.variants import pick_variants  # noqa: E402
 from geosurge.predictor import Predictor  # noqa: E402

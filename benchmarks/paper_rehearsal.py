@@ -254,7 +254,7 @@ def projection(flops: dict) -> list[str]:
     lines = [f"| work | FLOPs per photo | GPU-hours per pass over MP-16 ({MP16_PHOTOS / 1e6:.1f} M photos) at "
              f"{UTILIZATION:.0%} of peak: " + ", ".join(f"{g} ({p:.0f} TFLOP/s)" for g, p in GPUS.items()) + " |",
              "| --- | ---: | --- |"]
-    for name, key in (("segmentation (OneFormer Swin-L, shorter side 512)", "segment"),
+    for name, key in (("segmentation (OneFormer Swin-L, shorter side 512, 8 photos per forward)", "segment"),
                       ("training epoch (CLIP-L/14-336 frozen but last block, fusion, 7 levels)", "train"),
                       ("inference (one pass, e.g. validation or the reference index)", "infer")):
         hours = {g: MP16_PHOTOS * flops[key] / (p * 1e12 * UTILIZATION) / 3600 for g, p in GPUS.items()}
@@ -264,7 +264,10 @@ def projection(flops: dict) -> list[str]:
     lines.append("")
     lines.append(f"The paper's 21 h on 8 A6000s is {21 * 8} A6000-hours; at {UTILIZATION:.0%} of their peak that budget holds "
                  f"{epochs:.1f} training epochs of the FLOPs counted here (the paper does not give its epoch count; "
-                 f"early stopping after 4 epochs without gain). Segmentation is extra: {MP16_PHOTOS * flops['segment'] / (GPUS['A6000'] * 1e12 * UTILIZATION) / 3600:.0f} A6000-hours.")
+                 f"early stopping after 4 epochs without gain). Segmentation is extra: {MP16_PHOTOS * flops['segment'] / (GPUS['A6000'] * 1e12 * UTILIZATION) / 3600:.0f} A6000-hours, "
+                 f"if OneFormer reaches {UTILIZATION:.0%} of peak: plausible only with a batch per forward, which `geosurge segment` "
+                 f"now runs (8 photos of one processed size per forward by default, the same label maps as one at a time); "
+                 f"one photo per forward, as before, leaves a large GPU mostly idle. `benchmarks/gpu_check.py` measures both.")
     return lines
 
 

@@ -14,6 +14,7 @@ import torch
 from .data.images import load_image
 from .geo.distance import haversine_km
 from .geo.hierarchy import Hierarchy
+from .model.backbones.onnx_runtime import attach_onnx, wanted
 from .model.checkpoint import EMBEDDED_CHECKPOINT
 from .model.checkpoint_dir import CheckpointDir
 from .model.decode import PRODUCT_SCORE, Decision, Decoder
@@ -24,6 +25,7 @@ from .model.hierarchical import ReferenceIndex
 from .model.posterior import Posterior, credible_set
 from .model.segmenters import Segmenter, SegmenterUnavailable, create_segmenter
 from .model.variants import FUSION, RGB, variant_name
+from .runtime import configure_threads
 
 
 @dataclass
@@ -47,7 +49,7 @@ class ReferenceMatch:
     lon: float
     similarity: float  # cosine similarity of visual features
     distance_km: float  # from the predicted point
-    in_predicted_cell: bool  # False: the predicted cell has no reference, so the nearest overall
+    in_predicted_cell: bool  # False: none in the predicted cell: the most similar within NEAR_REFERENCE_KM (else anywhere)
 
 
 @dataclass
@@ -117,6 +119,7 @@ class Predictor:
         self.segmenter = segmenter
         self.segmenter_error = segmenter_error
         self.device = device
+        self.backbone_runtime = "torch"  # or "onnxruntime" (see _attach_backbone_runtime)
         #: the checkpoint directory it was loaded from (None when built from variants directly)
         self.checkpoint: CheckpointDir | None = None
 
@@ -131,6 +134,7 @@ class Predictor:
         revision: str | None = None,
         cache_dir: str | Path | None = None,
         local_files_only: bool = False,
+        backbone_runtime: str | None = None,
     ) -> "Predictor":
         """Load a checkpoint directory, or a directory holding ``fusion/`` and/or ``rgb/`` checkpoints, or a
         Hugging Face Hub repo id laid out the same way (``revision``, ``cache_dir`` and ``local_files_only``
@@ -139,7 +143,11 @@ class Predictor:
         ``segmenter="auto"`` builds the segmenter the checkpoint was trained with (``segmenter_path``
         overrides its model path); ``None`` disables it. When it cannot be built (e.g. the DeepLab file
         is missing) the predictor still works without fusion and ``segmenter_error`` says why.
+        Applies the thread policy (:func:`geosurge.runtime.configure_threads`: one torch thread unless
+        the caller chose a number). ``backbone_runtime`` ("auto", "torch", "onnx"; default
+        ``$GEOSURGE_BACKBONE_RUNTIME`` or "auto") runs the frozen backbone in onnxruntime where it wins.
         """
+        configure_threads()
         checkpoint = CheckpointDir.open(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         variants: dict[str, _Variant] = {}
@@ -162,7 +170,16 @@ class Predictor:
             raise ValueError("segmenter must be 'auto', None or a Segmenter")
         predictor = cls(variants, seg, err, dev)
         predictor.checkpoint = checkpoint
+        predictor._attach_backbone_runtime(backbone_runtime)
         return predictor
+
+    def _attach_backbone_runtime(self, runtime: str | None) -> None:
+        """Export each distinct backbone's frozen part to onnxruntime where it wins (torch otherwise);
+        ``self.backbone_runtime`` says which runs."""
+        self.backbone_runtime = "torch"
+        for v in self.variants.values():
+            if wanted(v.model.cfg.backbone.name, self.device, runtime) and attach_onnx(v.model.backbone):
+                self.backbone_runtime = "onnxruntime"
 
     @property
     def fusion_available(self) -> bool:
@@ -259,7 +276,7 @@ class Predictor:
     def _decode(self, v: _Variant, feats: torch.Tensor, top_k: int, level_top: int, fused: bool, note: str | None, label_maps,
                 decision: str | None = None) -> list[Prediction]:
         d = v.decoder(feats, decision)
-        ref = v.reference.nearest(feats, d.cells) if v.reference is not None else None
+        ref = v.reference.nearest(feats, d.cells, d.latlon) if v.reference is not None else None
         return [_prediction(v, d, b, top_k, level_top, fused, note, label_maps[b], ref) for b in range(feats.shape[0])]
 
 

@@ -26,13 +26,13 @@ def free_port() -> int:
 
 
 class AppServer:
-    def __init__(self, *args: str, env: dict | None = None, timeout: float = 240):
+    def __init__(self, *args: str, env: dict | None = None, timeout: float = 240, root: Path = ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"geosurge-app-{self.port}.log"
         self._f = self.log.open("w")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(self.port), *args],
-                                     cwd=ROOT, stdout=self._f, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen([sys.executable, str(Path(root) / "app.py"), "--port", str(self.port), *args],
+                                     cwd=root, stdout=self._f, stderr=subprocess.STDOUT,
                                      env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})})
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -85,12 +85,12 @@ class AppServer:
 
 
 # ---------------------------------------------------------------------------- raw transport (tests, benchmarks)
-def upload_raw(url: str, data: bytes, name: str) -> tuple[int, str | None]:
-    """POST a file to Gradio's /upload; (HTTP status, server path or None)."""
+def upload_raw(url: str, data: bytes, name: str, timeout: float = 120) -> tuple[int, str | None]:
+    """POST a file to Gradio's /upload; (HTTP status, server path, or the refusal's text)."""
     import httpx
 
-    r = httpx.post(url + "gradio_api/upload", files={"files": (name, data)}, timeout=120)
-    return r.status_code, (r.json()[0] if r.status_code == 200 else None)
+    r = httpx.post(url + "gradio_api/upload", files={"files": (name, data)}, timeout=timeout)
+    return r.status_code, (r.json()[0] if r.status_code == 200 else r.text)
 
 
 def data_url_payload(url: str) -> dict:
@@ -100,17 +100,26 @@ def data_url_payload(url: str) -> dict:
     return {"path": "photo.jpg", "url": url}
 
 
-def locate_raw(url: str, file_data: dict, fusion: bool = True, timeout: float = 180) -> tuple[int, list | str]:
+def locate_fn(url: str) -> int:
+    """The queue's id of the demo's /locate event (from /config)."""
+    import httpx
+
+    config = httpx.get(url + "config", timeout=30).json()
+    fn = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "locate")
+    return config["dependencies"][fn].get("id", fn)
+
+
+def locate_raw(url: str, file_data: dict, fusion: bool = True, timeout: float = 180, fn: int | None = None,
+               messages: list | None = None) -> tuple[int, list | str]:
     """Call the demo's /locate event through the queue with a hand-made FileData payload (e.g. a ``data:``
-    URL, which gradio_client never sends); (HTTP status of the join, output list or error text)."""
+    URL, which gradio_client never sends); (HTTP status of the join, output list or error text). The
+    stream's messages (queue estimations with rank, ...) are appended to ``messages`` when given."""
     import json
     import secrets
 
     import httpx
 
-    config = httpx.get(url + "config", timeout=30).json()
-    fn = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "locate")
-    fn = config["dependencies"][fn].get("id", fn)
+    fn = locate_fn(url) if fn is None else fn
     session = secrets.token_hex(6)
     body = {"data": [file_data, fusion], "fn_index": fn, "session_hash": session, "event_data": None, "trigger_id": None}
     r = httpx.post(url + "gradio_api/queue/join", json=body, timeout=timeout)
@@ -121,24 +130,42 @@ def locate_raw(url: str, file_data: dict, fusion: bool = True, timeout: float = 
             if not line.startswith("data:"):
                 continue
             msg = json.loads(line[5:])
+            if messages is not None:
+                messages.append(msg)
             if msg.get("msg") == "process_completed":
                 out = msg.get("output", {})
                 return 200, out.get("data") if msg.get("success") else str(out.get("error"))
     return 200, "no answer"
 
 
+def upload_and_locate(url: str, data: bytes, name: str, fusion: bool = True, fn: int | None = None,
+                      timeout: float = 180, messages: list | None = None) -> tuple[int, list | str]:
+    """What a browser does with a photo, over raw HTTP: upload it, then ask /locate about the path it got
+    back; (HTTP status of the upload or the join, output list or error text)."""
+    status, path = upload_raw(url, data, name, timeout=timeout)
+    if status != 200:
+        return status, str(path)
+    return locate_raw(url, {"path": path, "orig_name": name, "meta": {"_type": "gradio.FileData"}}, fusion,
+                      timeout, fn, messages)
+
+
 # ---------------------------------------------------------------------------- the hostile-input corpus
 @dataclass
 class HostileCase:
     """One odd or hostile upload. ``expect``: "answer" (a prediction), "message" (our explanation instead
-    of an answer) or "refused" (turned away by the transport's size limit). ``transport``: "file" (an upload
-    through gradio_client) or "data-url" (a ``data:`` URL inside the queue request)."""
+    of an answer), "refused" (turned away by the transport's size limit) or "blocked" (a request naming a
+    file it may not: refused, never answered). ``transport``: "file" (an upload through gradio_client),
+    "data-url" (a ``data:`` URL inside the queue request), "raw" (an upload over raw HTTP under the name
+    ``wire_name``, which gradio_client could not send), "chunked" (the same with a chunked body, no length)
+    or "payload" (``payload`` sent as the photo in the queue request, no upload)."""
 
     name: str
     data: bytes
     expect: str
     transport: str = "file"
     summary_has: str | None = None  # text the answer must contain (EXIF cases)
+    wire_name: str | None = None
+    payload: dict | None = None
 
 
 def _png(img: Image.Image, **kw) -> bytes:
@@ -164,21 +191,34 @@ def png_header_bomb(w: int, h: int) -> bytes:
             + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
 
 
-def exif_gps_block(lat_dms, lat_ref: str, lon_dms, lon_ref: str) -> bytes:
-    """Raw EXIF bytes with only a GPS block, degrees/minutes/seconds as (numerator, denominator) pairs
-    written as SRATIONAL, so negative degrees and zero denominators (as some writers produce) can be
-    stored, which Pillow's writer refuses."""
+def exif_gps_block(lat_dms, lat_ref: str, lon_dms, lon_ref: str, kind: str = "srational",
+                   gps_at: int | None = None, ifd0_gps: bool = False) -> bytes:
+    """Raw EXIF bytes with a GPS block, as some writers (or attackers) produce them and Pillow's writer
+    refuses: degrees/minutes/seconds as SRATIONAL (numerator, denominator) pairs, so negative degrees and
+    zero or huge denominators can be stored, or as DOUBLE (``kind="double"``: NaN, infinities).
+    ``gps_at`` overrides the GPS IFD offset (8: loops back to IFD0; past the end: out of bounds);
+    ``ifd0_gps`` also puts the four GPS tags into IFD0, so a loop back to it reads them as a position."""
     def entry(tag, typ, count, value: bytes) -> bytes:
         return struct.pack(">HHI", tag, typ, count) + value.ljust(4, b"\x00")
 
-    # layout: header(8) | IFD0: 1 entry (2+12+4=18) | GPS IFD: 4 entries (2+48+4=54) | lat (24) | lon (24)
-    gps_at, lat_at = 8 + 18, 8 + 18 + 54
+    if kind == "double":
+        typ, values = 12, lambda dms: b"".join(struct.pack(">d", float(v)) for v in dms)  # noqa: E731
+    else:
+        typ, values = 10, lambda dms: b"".join(struct.pack(">ii", *(v if isinstance(v, tuple) else (v, 1))) for v in dms)  # noqa: E731
+    n0 = 5 if ifd0_gps else 1
+    # layout: header(8) | IFD0: n0 entries | GPS IFD: 4 entries (2+48+4=54) | lat (24) | lon (24)
+    gps_real = 8 + 2 + 12 * n0 + 4
+    lat_at = gps_real + 54
     lon_at = lat_at + 24
-    pairs = lambda dms: b"".join(struct.pack(">ii", *(v if isinstance(v, tuple) else (v, 1))) for v in dms)  # noqa: E731
-    ifd0 = struct.pack(">H", 1) + entry(0x8825, 4, 1, struct.pack(">I", gps_at)) + struct.pack(">I", 0)
-    gps = (struct.pack(">H", 4) + entry(1, 2, 2, lat_ref.encode() + b"\x00") + entry(2, 10, 3, struct.pack(">I", lat_at))
-           + entry(3, 2, 2, lon_ref.encode() + b"\x00") + entry(4, 10, 3, struct.pack(">I", lon_at)) + struct.pack(">I", 0))
-    return b"Exif\x00\x00" + b"MM\x00*" + struct.pack(">I", 8) + ifd0 + gps + pairs(lat_dms) + pairs(lon_dms)
+
+    def gps_entries() -> bytes:
+        return (entry(1, 2, 2, lat_ref.encode() + b"\x00") + entry(2, typ, 3, struct.pack(">I", lat_at))
+                + entry(3, 2, 2, lon_ref.encode() + b"\x00") + entry(4, typ, 3, struct.pack(">I", lon_at)))
+
+    pointer = entry(0x8825, 4, 1, struct.pack(">I", gps_real if gps_at is None else gps_at))
+    ifd0 = struct.pack(">H", n0) + (gps_entries() if ifd0_gps else b"") + pointer + struct.pack(">I", 0)
+    gps = struct.pack(">H", 4) + gps_entries() + struct.pack(">I", 0)
+    return b"Exif\x00\x00" + b"MM\x00*" + struct.pack(">I", 8) + ifd0 + gps + values(lat_dms) + values(lon_dms)
 
 
 def _gps_jpeg(photo: Image.Image, lat_dms, lat_ref: str, lon_dms, lon_ref: str) -> bytes:
@@ -243,6 +283,86 @@ def hostile_corpus(photo: Path, max_upload_mb: int = 20) -> list[HostileCase]:
         HostileCase("data_url_photo.jpg", _jpeg(base), "answer", transport="data-url"),
         HostileCase("data_url_oversize.jpg", b"\xff\xd8\xff" + bytes(limit + 2**20), "refused", transport="data-url"),
         HostileCase("oversize.jpg", b"\xff\xd8\xff" + bytes(limit + 2**20), "refused"),
+        *more_hostile_cases(base, limit),
+    ]
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _patched(data: bytes, at: int, fmt: str, *values) -> bytes:
+    b = bytearray(data)
+    b[at:at + struct.calcsize(fmt)] = struct.pack(fmt, *values)
+    return bytes(b)
+
+
+def _saved(img: Image.Image, fmt: str, **kw) -> bytes:
+    b = io.BytesIO()
+    img.save(b, fmt, **kw)
+    return b.getvalue()
+
+
+def tiff_header_bomb(w: int, h: int) -> bytes:
+    """A tiny TIFF whose width and length tags claim w x h pixels."""
+    d = bytearray(_saved(Image.new("L", (8, 8)), "TIFF"))
+    order = "<" if d[:2] == b"II" else ">"
+    ifd = struct.unpack(order + "I", d[4:8])[0]
+    for i in range(struct.unpack(order + "H", d[ifd:ifd + 2])[0]):
+        e = ifd + 2 + 12 * i
+        tag = struct.unpack(order + "H", d[e:e + 2])[0]
+        if tag in (256, 257):  # ImageWidth, ImageLength as LONG
+            d[e + 2:e + 12] = struct.pack(order + "HII", 4, 1, w if tag == 256 else h)
+    return bytes(d)
+
+
+def more_hostile_cases(base: Image.Image, limit: int) -> list[HostileCase]:
+    """Issue 22's categories: header bombs of every format Pillow reads, a zTXt bomb, SVG, AVIF, multi-frame
+    and NaN TIFFs, odd orientations, malformed GPS, filename tricks, chunked bodies, ``url``-key URLs."""
+    import numpy as np
+
+    small = base.resize((320, 240))
+    png = _png(small)
+    nan = np.full((240, 320), np.nan, np.float32)
+    nan[:120] = np.linspace(0, 1, 320, dtype=np.float32)
+    frames = [small, small.transpose(Image.Transpose.FLIP_TOP_BOTTOM), small.convert("L").convert("RGB")]
+    oriented = []
+    for value in (0, 9, 65535):
+        exif = small.getexif()
+        exif[0x0112] = value
+        oriented.append(HostileCase(f"orientation_{value}.jpg", _jpeg(small, exif=exif), "answer"))
+    ztxt = _chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(b"\x00" * (64 * 2**20), 9))  # 64 MB inflated (Pillow stops at 1 MB)
+    tricks = ["../../../etc/passwd.jpg", "..\\..\\windows\\evil.jpg", ".hidden.jpg", "photo\u202egpj.exe",
+              "x" * 300 + ".jpg", "<img src=x onerror=alert(1)>.jpg", "file=..%2f.pid.jpg", "geosurge-private.jpg"]
+    photo = _jpeg(small)
+    return [
+        HostileCase("bomb_gif_65535x65535.gif", _patched(_saved(Image.new("P", (8, 8)), "GIF"), 6, "<HH", 65535, 65535), "message"),
+        HostileCase("bomb_bmp_50000x50000.bmp", _patched(_saved(Image.new("RGB", (4, 4)), "BMP"), 18, "<ii", 50000, 50000), "message"),
+        HostileCase("bomb_tiff_100000x100000.tif", tiff_header_bomb(100000, 100000), "message"),
+        HostileCase("bomb_webp_16383x2600.webp", _saved(Image.new("RGB", (16383, 2600), (9, 9, 9)), "WEBP", lossless=True), "message"),
+        HostileCase("bomb_ppm_60000x60000.ppm", b"P6\n60000 60000\n255\n" + bytes(300), "message"),
+        HostileCase("bomb_ztxt_64MB.png", png[:33] + ztxt + png[33:], "message"),
+        HostileCase("vector.svg", b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="100000" '
+                    b'height="100000"><image href="file:///etc/passwd"/></svg>', "message"),
+        HostileCase("photo.avif", _saved(small, "AVIF"), "answer"),
+        HostileCase("multi_frame.tif", _saved(frames[0], "TIFF", save_all=True, append_images=frames[1:]), "answer"),
+        HostileCase("nan_float.tif", _saved(Image.fromarray(nan), "TIFF"), "answer"),
+        *oriented,
+        HostileCase("exif_gps_loop.jpg", _jpeg(small, exif=exif_gps_block((1, 2, 3), "N", (4, 5, 6), "E", gps_at=8, ifd0_gps=True)),
+                    "answer", summary_has="GPS is malformed (the GPS block's offset 8 loops back to IFD0)"),
+        HostileCase("exif_minutes_999.jpg", _gps_jpeg(small, (10, 999, 99999), "N", (10, 0, 0), "E"), "answer",
+                    summary_has="GPS is malformed (minutes 999"),
+        HostileCase("exif_nan.jpg", _jpeg(small, exif=exif_gps_block((float("nan"), 0, 0), "N", (10, 0, 0), "E", kind="double")),
+                    "answer", summary_has="GPS is malformed (not a finite number: nan)"),
+        *[HostileCase(f"name_trick_{i}", photo, "answer", transport="raw", wire_name=n) for i, n in enumerate(tricks)],
+        HostileCase("chunked_photo.jpg", photo, "answer", transport="chunked"),
+        HostileCase("chunked_oversize.jpg", b"\xff\xd8\xff" + bytes(limit + 2**20), "refused", transport="chunked"),
+        HostileCase("url_key_metadata_service", b"", "blocked", transport="payload", payload={
+            "path": "photo.jpg", "url": "http://169.254.169.254/latest/meta-data/", "meta": {"_type": "gradio.FileData"}}),
+        HostileCase("url_key_outside_file", b"", "blocked", transport="payload",
+                    payload={"path": "/etc/passwd", "url": None, "meta": {"_type": "gradio.FileData"}}),
+        HostileCase("url_key_private_pid", b"", "blocked", transport="payload",
+                    payload={"path": "/geosurge-private/../.pid", "meta": {"_type": "gradio.FileData"}}),
     ]
 
 
@@ -250,7 +370,16 @@ def send_case(server: AppServer, client, case: HostileCase, tmp: Path, fusion: b
     """Send one corpus case the way its transport says; ("answer" | "message" | "refused", summary text)."""
     import base64
 
-    if case.transport == "data-url":
+    if case.transport in ("raw", "chunked", "payload"):
+        status, out = _send_raw(server.url, case, fusion)
+        if status == 413:
+            return "refused", str(out)
+        if status in (400, 403, 404) or (case.transport == "payload" and isinstance(out, str)):
+            return "blocked", f"{status}: {out}"
+        if status != 200 or not isinstance(out, list):
+            return "error", f"{status}: {out}"
+        summary = out[1]
+    elif case.transport == "data-url":
         url = "data:image/jpeg;base64," + base64.b64encode(case.data).decode()
         status, out = locate_raw(server.url, data_url_payload(url), fusion)
         if status == 413:
@@ -275,3 +404,40 @@ def send_case(server: AppServer, client, case: HostileCase, tmp: Path, fusion: b
     if "cannot be used" in summary:
         return ("refused" if "upload limit" in summary else "message"), summary
     return ("answer" if summary.startswith("### ") else "error"), summary
+
+
+def chunked_upload(url: str, data: bytes, name: str, pause_at: int | None = None, pause_s: float = 0.0,
+                   timeout: float = 120) -> tuple[int, str]:
+    """POST a file to /upload with a chunked body (no Content-Length), optionally pausing ``pause_s`` seconds
+    after ``pause_at`` bytes (a slow visitor); (HTTP status, server path or the refusal's text)."""
+    import secrets
+
+    import httpx
+
+    boundary = secrets.token_hex(8)
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+
+    def chunks():
+        cut = len(body) if pause_at is None else min(pause_at, len(body))
+        for i in range(0, cut, 65536):
+            yield body[i:min(i + 65536, cut)]
+        if pause_at is not None:
+            time.sleep(pause_s)
+        for i in range(cut, len(body), 65536):
+            yield body[i:i + 65536]
+
+    r = httpx.post(url + "gradio_api/upload", content=chunks(), timeout=timeout,
+                   headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    return r.status_code, (r.json()[0] if r.status_code == 200 else r.text)
+
+
+def _send_raw(url: str, case: HostileCase, fusion: bool) -> tuple[int, list | str]:
+    if case.transport == "payload":
+        return locate_raw(url, case.payload, fusion)
+    if case.transport == "raw":
+        return upload_and_locate(url, case.data, case.wire_name or case.name, fusion)
+    status, path = chunked_upload(url, case.data, case.name)
+    if status != 200:
+        return status, path
+    return locate_raw(url, {"path": path, "orig_name": case.name, "meta": {"_type": "gradio.FileData"}}, fusion)

@@ -1,4 +1,4 @@
-"""Photos with EXIF GPS for the tests (the app reads such blocks with ``geosurge.app.exif.read_exif_gps``)."""
+"""Photos with EXIF GPS for the tests (the app reads such blocks with ``geosurge.data.exif.read_exif_gps``)."""
 from __future__ import annotations
 
 from PIL import Image

@@ -1,20 +1,29 @@
-"""End-to-end in a real headless Chromium (Debian's, driven by Playwright): upload, map, legend, markers in
-sight, toggle, screenshots (desktop and phone). Needs nothing from ``../shared``: the photo is a shipped
-example with EXIF GPS, so the truth marker is drawn too."""
+"""End-to-end in a real headless Chromium (Debian's, driven by Playwright), with every request that would leave
+this machine blocked, as on a machine without internet: upload, answer, map, legend, markers in sight, toggle,
+nearest training photo, a refusal, on a desktop and on a phone; screenshots of each. Needs nothing from
+``../shared``: the photo is a shipped example with EXIF GPS, so the truth marker is drawn too."""
 from __future__ import annotations
 
+import io
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from .app_testing import ROOT, AppServer
+from .app_testing import ROOT, AppServer, png_header_bomb
+
+pytestmark = pytest.mark.slow
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 SCREENSHOT_DIR = Path(os.environ.get("GEOSURGE_SCREENSHOTS", ROOT / "runs" / "screenshots"))
+DESKTOP, PHONE = {"width": 1400, "height": 1000}, {"width": 390, "height": 844}
+ANSWERED = "() => (document.querySelector('#summary') || {innerText: ''}).innerText.includes('The photo told the model')"
+#: the evidence sentence, in the words and bands of geosurge.model.evidence.EVIDENCE_BANDS
+EVIDENCE = re.compile(r"The photo told the model (little|something|a lot) \(\d[\d.e+-]* bits?\): \w")
 
 
 def _chromium() -> str:
@@ -24,6 +33,83 @@ def _chromium() -> str:
             pytest.fail("CI must provide Debian's chromium (.ci/run installs it)")
         pytest.skip("chromium is not installed (apt-get install chromium)")
     return path
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """The demo without local training photos (a fresh machine, a Space): the nearest one must come from Flickr."""
+    no_photos = tmp_path_factory.mktemp("no-training-photos")
+    server = AppServer(env={"GEOSURGE_REFERENCE_IMAGES": str(no_photos)})
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def browser():
+    """A fresh headless Chromium per test (a second, until the test ends: Playwright's sync API allows one at a time)."""
+    exe = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    profile = tempfile.mkdtemp(prefix="geosurge-chromium-")
+    try:
+        with sync_api.sync_playwright() as pw:
+            # a fresh --user-data-dir: Playwright passes it for a persistent context
+            context = pw.chromium.launch_persistent_context(profile, executable_path=exe, args=CHROMIUM_ARGS,
+                                                            headless=True, viewport=DESKTOP)
+            yield context
+            context.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+class Offline:
+    """A page whose requests to anywhere but this machine are aborted (no internet); records every request
+    that failed, so a test can tell the blocked ones (which must degrade gracefully) from real failures."""
+
+    def __init__(self, context, url: str, viewport: dict, flickr: bytes | None = None):
+        self.flickr = flickr  # when given, Flickr's image server answers with these bytes (a stand-in, as if online)
+        self.page = context.new_page()
+        self.page.set_viewport_size(viewport)
+        self.blocked: list[str] = []
+        self.failed: list[str] = []
+        self.page.route("**/*", self._route)
+        self.page.on("requestfailed", lambda r: self.failed.append(f"{r.url} {r.failure}"))
+        self.page.on("response", lambda r: self.failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        self.page.goto(url, wait_until="domcontentloaded")
+
+    def _route(self, route) -> None:
+        url = route.request.url
+        if url.startswith(("http://127.0.0.1", "data:", "blob:", "about:")):
+            route.continue_()
+        elif self.flickr is not None and url.startswith("https://live.staticflickr.com/"):
+            route.fulfill(status=200, content_type="image/jpeg", body=self.flickr)
+        else:
+            self.blocked.append(url)
+            route.abort("internetdisconnected")
+
+    def assert_no_failed_request(self) -> None:
+        assert [u for u in self.failed if u.split()[0] not in self.blocked and not _closed_stream(u)] == [], self.failed
+
+    def upload(self, path: Path) -> None:
+        self.page.locator("#photo input[type=file]").set_input_files(str(path))
+
+    def broken_images(self) -> list[str]:
+        """Images on the page drawn as broken: in the layout, finished loading, and empty."""
+        return self.page.evaluate("() => [...document.querySelectorAll('img')].filter(i => i.complete && i.naturalWidth === 0"
+                                  " && i.getBoundingClientRect().width > 0).map(i => i.src)")
+
+    def screenshot(self, name: str) -> Path:
+        SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+        shot = SCREENSHOT_DIR / name
+        self.page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 20_000
+        return shot
+
+
+def _closed_stream(failure: str) -> bool:
+    """Gradio's event stream, which its client closes itself once the answer is in (Chromium reports that as
+    net::ERR_ABORTED): not a request that failed."""
+    url, _, why = failure.partition(" ")
+    return "/gradio_api/queue/data" in url and why == "net::ERR_ABORTED"
 
 
 MARKERS = ("path.geosurge-pred-fusion", "path.geosurge-pred-rgb", "path.geosurge-truth")
@@ -50,86 +136,150 @@ def assert_markers_in_sight(frame) -> None:
             assert not _overlap(box, c), f"{sel} is under {name}: {box} vs {c}"
 
 
-@pytest.mark.slow
-def test_upload_map_toggle_screenshot():
-    exe = _chromium()
-    sync_api = pytest.importorskip("playwright.sync_api")
+def assert_reference_degrades(page) -> None:
+    """Flickr is out of reach: the nearest training photo box shows its placeholder (or says that no training
+    photo is near the answer), and the caption still links to the photo on Flickr when one is near."""
+    box = page.locator("#reference .geosurge-ref")
+    box.wait_for(state="attached", timeout=30_000)
+    page.wait_for_function("() => !document.querySelector('#reference .geosurge-ref img')", timeout=30_000)
+    placeholder = page.locator("#reference .geosurge-ref-placeholder")
+    assert placeholder.is_visible() and len(placeholder.inner_text()) > 20
+    caption = page.locator("#reference-caption").inner_text()
+    if "No training photo near the answer" not in caption:
+        assert "flickr.com/photos/" in page.locator("#reference-caption a").first.get_attribute("href")
+
+
+def test_desktop_upload_map_toggle(app_url, browser):
     from geosurge.app.settings import EXAMPLES
 
-    photo = EXAMPLES / "Apple_iPhone_6.jpg"
-    server = AppServer()
-    profile = tempfile.mkdtemp(prefix="geosurge-chromium-")
-    try:
-        with sync_api.sync_playwright() as pw:
-            # a fresh --user-data-dir: Playwright passes it for a persistent context
-            browser = pw.chromium.launch_persistent_context(
-                profile, executable_path=exe, args=CHROMIUM_ARGS, headless=True,
-                viewport={"width": 1400, "height": 1100})
-            page = browser.new_page()
-            page.goto(server.url, wait_until="networkidle")
-            # a first visitor clicks an example: the answer with its true point and the error
-            page.locator("button:has(img)").nth(3).click()
-            page.wait_for_function("() => (document.querySelector('#summary') || {}).innerText"
-                                   " && document.querySelector('#summary').innerText.includes('EXIF GPS of the upload')",
-                                   timeout=120_000)
-            assert "error **" in page.locator("#summary").inner_html() or "error" in page.locator("#summary").inner_text()
-            page.frame_locator("iframe.geosurge-map").locator("path.geosurge-truth").first.wait_for(state="attached", timeout=60_000)
-            page.locator("#photo input[type=file]").set_input_files(str(photo))
-            page.wait_for_function("() => document.querySelector('#summary').innerText.includes('51.7624, -0.3179')",
-                                   timeout=120_000)  # the upload's own EXIF GPS: its answer, not the example's
-            frame = page.frame_locator("iframe.geosurge-map")
-            # the map draws the top cells of all 7 levels and the predicted marker
-            frame.locator("path.geosurge-level-7").first.wait_for(state="attached", timeout=120_000)
-            for level in range(1, 8):
-                assert frame.locator(f"path.geosurge-level-{level}").count() >= 1, level
-            assert frame.locator("path.geosurge-pred-fusion").count() == 1
-            # the colour legend: both predictions, the truth (the example carries EXIF GPS) and the levels
-            legend = frame.locator(".geosurge-legend")
-            legend.wait_for(state="visible", timeout=10_000)
-            text = legend.inner_text()
-            for entry in ("fusion prediction", "RGB-only prediction", "true location (EXIF GPS)", "level 1 cells", "level 7 cells"):
-                assert entry in text, (entry, text)
-            assert_markers_in_sight(frame)
-            assert "EXIF GPS of the upload" in page.locator("#summary").inner_text()
-            # hovering a finest cell shows its tooltip with the product score
-            frame.locator("path.geosurge-level-7").first.dispatch_event("mouseover")
-            tip = frame.locator(".leaflet-tooltip").first
-            tip.wait_for(state="visible", timeout=10_000)
-            assert "level 7" in tip.inner_text() and "product score" in tip.inner_text()
-            summary = page.locator("#summary")
-            assert "with semantic fusion" in summary.inner_text()
-            before = summary.inner_text()
-            # flip the fusion toggle: the answer switches to the RGB-only model
-            page.locator("#fusion input[type=checkbox]").click()
-            page.wait_for_function(
-                "() => { const t = document.querySelector('#summary').innerText;"
-                " return t.includes('Model: RGB only') && !t.includes('processing'); }", timeout=120_000)
-            after = summary.inner_text()
-            assert after != before and "Model: RGB only" in after
-            frame.locator("path.geosurge-level-7").first.wait_for(state="attached", timeout=60_000)
-            SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-            shot = SCREENSHOT_DIR / "app.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 20_000
-            # a phone: the same photo, the markers still clear of the controls, the legend readable
-            phone = browser.new_page()
-            phone.set_viewport_size({"width": 390, "height": 844})
-            phone.goto(server.url, wait_until="domcontentloaded")
-            phone.locator("#photo input[type=file]").set_input_files(str(photo))
-            small = phone.frame_locator("iframe.geosurge-map")
-            small.locator("path.geosurge-truth").first.wait_for(state="attached", timeout=120_000)
-            assert_markers_in_sight(small)
-            font = small.locator(".geosurge-legend div div").first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
-            assert font >= 10
-            overlay = phone.locator("#overlay img").first
-            overlay.wait_for(state="visible", timeout=60_000)
-            ow = overlay.evaluate("e => [e.naturalWidth, e.clientWidth]")
-            assert ow[1] > 0 and ow[0] / ow[1] < 4  # the overlay (its legend inside) is not shrunk to a sliver
-            phone.screenshot(path=str(SCREENSHOT_DIR / "app-phone.png"), full_page=True)
-            browser.close()
-    finally:
-        server.stop()
-        shutil.rmtree(profile, ignore_errors=True)
+    tab = Offline(browser, app_url, DESKTOP)
+    page = tab.page
+    # a first visitor clicks an example: the answer with its true point and the error
+    page.locator("button:has(img)").nth(3).click()
+    page.wait_for_function("() => (document.querySelector('#summary') || {}).innerText"
+                           " && document.querySelector('#summary').innerText.includes('EXIF GPS of the upload')",
+                           timeout=120_000)
+    assert "error" in page.locator("#summary").inner_text()
+    page.frame_locator("iframe.geosurge-map").locator("path.geosurge-truth").first.wait_for(state="attached", timeout=60_000)
+    tab.upload(EXAMPLES / "Apple_iPhone_6.jpg")
+    page.wait_for_function("() => document.querySelector('#summary').innerText.includes('51.7624, -0.3179')",
+                           timeout=120_000)  # the upload's own EXIF GPS: its answer, not the example's
+    summary = page.locator("#summary").inner_text()
+    # the answer: calibrated chances and, in words, how much the photo told the model
+    assert "within 2,500 km" in summary and EVIDENCE.search(summary), summary
+    frame = page.frame_locator("iframe.geosurge-map")
+    # the map draws the top cells of all 7 levels and the predicted marker
+    frame.locator("path.geosurge-level-7").first.wait_for(state="attached", timeout=120_000)
+    for level in range(1, 8):
+        assert frame.locator(f"path.geosurge-level-{level}").count() >= 1, level
+    assert frame.locator("path.geosurge-pred-fusion").count() == 1
+    # the colour legend: both predictions, the truth (the example carries EXIF GPS) and the levels
+    legend = frame.locator(".geosurge-legend")
+    legend.wait_for(state="visible", timeout=10_000)
+    text = legend.inner_text()
+    for entry in ("fusion prediction", "RGB-only prediction", "true location (EXIF GPS)", "level 1 cells", "level 7 cells"):
+        assert entry in text, (entry, text)
+    assert_markers_in_sight(frame)
+    # hovering a finest cell shows its tooltip with the product score
+    frame.locator("path.geosurge-level-7").first.dispatch_event("mouseover")
+    tip = frame.locator(".leaflet-tooltip").first
+    tip.wait_for(state="visible", timeout=10_000)
+    assert "level 7" in tip.inner_text() and "product score" in tip.inner_text()
+    assert_reference_degrades(page)
+    assert "with semantic fusion" in summary
+    # flip the fusion toggle: the answer switches to the RGB-only model; the photo's segmentation is reused
+    page.locator("#fusion input[type=checkbox]").click()
+    page.wait_for_function(
+        "() => { const t = document.querySelector('#summary').innerText;"
+        " return t.includes('Model: RGB only') && !t.includes('processing'); }", timeout=120_000)
+    after = page.locator("#summary").inner_text()
+    assert after != summary and "segmentation cached" in after and "segmentation 0 ms" not in after
+    frame.locator("path.geosurge-level-7").first.wait_for(state="attached", timeout=60_000)
+    assert tab.broken_images() == []
+    tab.screenshot("app.png")
+    tab.assert_no_failed_request()
+    page.close()
+
+
+def test_phone_answer_comes_first(app_url, browser):
+    """On a 390 x 844 phone the answer (place, chances, evidence sentence) follows the Locate button and ends
+    within the first 1.5 screens; the level table fits the screen without breaking words; markers in sight."""
+    from geosurge.app.settings import EXAMPLES
+
+    tab = Offline(browser, app_url, PHONE)
+    phone = tab.page
+    tab.upload(EXAMPLES / "Apple_iPhone_6.jpg")
+    phone.wait_for_function(ANSWERED, timeout=120_000)
+    top = phone.evaluate("() => window.scrollY")
+    locate = phone.locator("#locate").bounding_box()
+    answer = phone.locator("#summary").bounding_box()
+    evidence = phone.locator("#summary p", has_text=EVIDENCE).first.bounding_box()
+    assert 0 <= answer["y"] - (locate["y"] + locate["height"]) < 60, (locate, answer)  # nothing in between
+    assert evidence["y"] + evidence["height"] + top <= 1.5 * PHONE["height"], evidence
+    assert answer["x"] >= 0 and answer["x"] + answer["width"] <= PHONE["width"]
+    # the level table: within the screen, words and numbers whole
+    table = phone.locator("#summary table").first
+    fits = table.evaluate("t => [t.getBoundingClientRect().right, t.scrollWidth, t.clientWidth]")
+    assert fits[0] <= PHONE["width"] and fits[1] <= fits[2] + 1, fits
+    styles = table.evaluate("t => [...t.querySelectorAll('th, td')].map(c => getComputedStyle(c).wordBreak + '/' + getComputedStyle(c).overflowWrap)")
+    assert set(styles) == {"normal/normal"}, set(styles)
+    small = phone.frame_locator("iframe.geosurge-map")
+    small.locator("path.geosurge-truth").first.wait_for(state="attached", timeout=120_000)
+    assert_markers_in_sight(small)
+    font = small.locator(".geosurge-legend div div").first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
+    assert font >= 10
+    phone.locator("#overlay").scroll_into_view_if_needed()  # the picture loads lazily
+    overlay = phone.locator("#overlay img").first
+    overlay.wait_for(state="visible", timeout=60_000)
+    ow = overlay.evaluate("e => [e.naturalWidth, e.clientWidth]")
+    assert ow[1] > 0 and ow[0] / ow[1] < 4  # the overlay (its legend inside) is not shrunk to a sliver
+    assert_reference_degrades(phone)
+    assert tab.broken_images() == []
+    tab.screenshot("app-phone.png")
+    tab.assert_no_failed_request()
+    phone.close()
+
+
+def test_refusal_is_said_once_without_a_broken_image(app_url, browser, tmp_path):
+    """A decompression bomb: one sentence in the project's words, no answer, an empty photo box."""
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header_bomb(30000, 30000))
+    tab = Offline(browser, app_url, PHONE)
+    page = tab.page
+    tab.upload(bomb)
+    page.wait_for_function("() => document.querySelector('#summary').innerText.includes('cannot be used')", timeout=120_000)
+    page.wait_for_timeout(1500)  # the photo box is cleared by a second event: let it settle
+    said = page.locator("#summary").inner_text()
+    body = page.locator("body").inner_text()
+    assert body.count("cannot be used") == 1, body
+    assert "too many pixels" in said or "too large" in said, said
+    assert "DOS attack" not in body and "decompression bomb DOS" not in body
+    assert page.locator("#photo img").count() == 0  # no photo drawn, broken or not
+    assert tab.broken_images() == []
+    assert "cannot be used" in page.locator("#summary").inner_text()  # the clearing did not wipe it
+    tab.screenshot("app-refusal.png")
+    tab.assert_no_failed_request()
+    page.close()
+
+
+def test_nearest_training_photo_from_flickr(app_url, browser):
+    """Where Flickr answers (here a stand-in serves its thumbnail), the nearest training photo is shown, linked to
+    its page on Flickr, and the placeholder is gone."""
+    from geosurge.app.settings import EXAMPLES
+    from geosurge.data.images import load_image
+
+    thumb = io.BytesIO()
+    load_image(EXAMPLES / "Apple_iPhone_5.jpg").resize((240, 180)).save(thumb, "JPEG")
+    tab = Offline(browser, app_url, DESKTOP, flickr=thumb.getvalue())
+    tab.upload(EXAMPLES / "Apple_iPhone_6.jpg")
+    tab.page.wait_for_function(ANSWERED, timeout=120_000)
+    img = tab.page.locator("#reference .geosurge-ref img")
+    img.wait_for(state="visible", timeout=30_000)
+    assert img.evaluate("i => i.naturalWidth") == 240
+    assert img.evaluate("i => i.closest('a').href").startswith("https://www.flickr.com/photos/")
+    assert not tab.page.locator("#reference .geosurge-ref-placeholder").is_visible()
+    tab.page.locator("#reference").screenshot(path=str(SCREENSHOT_DIR / "reference-flickr.png"))
+    tab.assert_no_failed_request()
 
 
 #: (lat, lon) well inside land and well out at sea, for the basemap's pixels at world zoom
@@ -216,6 +366,9 @@ def test_offline_map_basemap_icons_and_no_failed_request(server):
             browser.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+    # the nearest training photo's thumbnail is Flickr's to serve (a placeholder shows when it cannot be reached,
+    # see test_desktop_upload_map_toggle); nothing else may leave this machine
+    blocked = [u for u in blocked if not u.startswith("https://live.staticflickr.com/")]
     assert not blocked, f"the page asked for non-local resources: {blocked}"
     # Gradio's client closes its own event stream (queue/data) once an answer is in: an abort it asked for
     failed = [(u, why) for u, why in failed if not ("/gradio_api/queue/data" in u and why == "net::ERR_ABORTED")]

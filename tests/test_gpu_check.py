@@ -16,7 +16,8 @@ def test_gpu_check_dry_run_on_cpu(capsys):
     assert gpu_check.main(["--device", "cpu", "--dry"]) == 0
     out = capsys.readouterr().out
     for row in ("training step, bf16", "training step, fp16 + GradScaler", "Predictor, batch 1, with OneFormer",
-                "Predictor, batch 4, label maps given", "app handler"):
+                "Predictor, batch 4, label maps given", "OneFormer segmentation, 2 photo(s) per forward",
+                "OneFormer label maps, batch 2 vs 1", "app handler"):
         assert f"| {row}" in out, out[-2000:]
     assert "all checks passed on cpu" in out
 

@@ -72,6 +72,13 @@ def test_reference_nearest_in_cell_and_fallback():
     assert idx.tolist() == [0, 0] and inside.tolist() == [True, False]
     idx, _, inside = ref.nearest(torch.tensor([[0.0, 0.0, 0.0, 1.0]]), np.array([1]))
     assert idx.tolist() == [2] and inside.tolist() == [True]  # best *inside* cell 1, not the global best
+    # no reference in the answer's cell: the most similar within the radius of the answer, not the most similar anywhere
+    near = ReferenceIndex(feats, np.array([[0.0, 0.0], [52.0, 4.0], [48.9, 2.3], [-34.0, 151.0]]), list("abcd"), np.array([0, 0, 1, 1]))
+    q = torch.tensor([[0.1, 0.0, 0.2, 1.0]])  # most like d (Sydney), then c (Paris)
+    assert near.nearest(q, np.array([7]))[0].tolist() == [3]
+    idx, sim, inside = near.nearest(q, np.array([7]), np.array([[52.1, 4.3]]), radius_km=750)
+    assert idx.tolist() == [2] and not inside[0]  # Paris, 450 km from The Hague; b (52, 4) looks less alike
+    assert near.nearest(q, np.array([7]), np.array([[-80.0, 0.0]]), radius_km=750)[0].tolist() == [3]  # none near: anywhere
 
 
 def test_prior_is_added_once_per_cell(setup):

@@ -1,7 +1,8 @@
 """Lower layers never import higher ones: read from the package's import statements, not from running it.
 
-files < geo < data < model < {train, eval, predictor} < app < cli: each layer may import the layers listed
-for it and nothing else (train and eval are siblings: evaluation never reaches into the training loop).
+{files, runtime} < geo < data < model < eval < train, predictor beside eval and train < app < cli: each layer may
+import the layers listed for it and nothing else. Training uses evaluation (cross-validation inside `geosurge train`
+scores and fits the posterior with geosurge.eval); evaluation never reaches into the training loop.
 """
 import ast
 import sys
@@ -14,14 +15,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "geosurge"
 #: layer -> the layers it may import (besides itself)
 ALLOWED = {
     "files": set(),
-    "geo": {"files"},
-    "data": {"files", "geo"},
-    "model": {"files", "geo", "data"},
-    "train": {"files", "geo", "data", "model"},
-    "eval": {"files", "geo", "data", "model"},
-    "predictor": {"files", "geo", "data", "model"},
-    "app": {"files", "geo", "data", "model", "predictor"},
-    "cli": {"files", "geo", "data", "model", "train", "eval", "predictor", "app"},
+    "runtime": set(),  # the thread policy every entry point applies
+    "geo": {"files", "runtime"},
+    "data": {"files", "runtime", "geo"},
+    "model": {"files", "runtime", "geo", "data"},
+    "train": {"files", "runtime", "geo", "data", "model", "eval"},
+    "eval": {"files", "runtime", "geo", "data", "model"},
+    "predictor": {"files", "runtime", "geo", "data", "model"},
+    "app": {"files", "runtime", "geo", "data", "model", "predictor"},
+    "cli": {"files", "runtime", "geo", "data", "model", "train", "eval", "predictor", "app"},
 }
 
 

@@ -53,7 +53,8 @@ def test_distributed_segmentation_survives_a_kill(shared_dir, tmp_path):
     assert len(ref) == 48 and len(ref.chunk_names()) == 24
 
     out = tmp_path / "dist"
-    proc = _launch([*common, "--out", str(out)], 29631)
+    # the ranks segment 2 photos per forward: the stored labels must still match the one-by-one reference
+    proc = _launch([*common, "--batch-size", "2", "--out", str(out)], 29631)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if (out / "chunks").is_dir() and len(list((out / "chunks").glob("*.lbl"))) >= 3:
@@ -65,7 +66,7 @@ def test_distributed_segmentation_survives_a_kill(shared_dir, tmp_path):
     assert 3 <= done_before < 24
 
     # the same command finishes the job (here through torchrun's script mode), redoing no finished chunk
-    proc = _launch([*common, "--out", str(out)], 29632, script_mode=True)
+    proc = _launch([*common, "--batch-size", "2", "--out", str(out)], 29632, script_mode=True)
     log = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, log[-3000:]
     already = [int(x.split(" chunks already done")[0].split("(")[-1]) for x in log.splitlines() if "already done" in x]

@@ -204,3 +204,24 @@ def test_every_segmenter_labels_at_image_size_or_says_why_not(name, tmp_path, mo
 def test_unknown_segmenter_lists_the_registry():
     with pytest.raises(ValueError, match="unknown segmenter 'segformer'.*deeplab-ade20k.*oneformer"):
         create_segmenter(SegmenterConfig("segformer"))
+
+
+@pytest.mark.parametrize("name", list_segmenters())
+def test_every_segmenter_batches_like_one_at_a_time(name, tmp_path, monkeypatch):
+    """``segment_batch`` (what ``geosurge segment --batch-size`` runs) gives each photo the label map it gets alone."""
+    from pathlib import Path
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    seg = create_segmenter(_small_segmenter(name, tmp_path))
+    examples = sorted((Path(__file__).resolve().parents[1] / "geosurge/app/examples").glob("*.jpg"))[:3]
+    photos = [Image.open(p).convert("RGB").reduce(8) for p in examples]
+    rng = np.random.default_rng(1)
+    noise = [Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)) for h, w in ((48, 80), (48, 80), (64, 40))]
+    images = [photos[0], noise[0], photos[1], noise[1], noise[2], photos[2]]  # sizes repeat and differ
+    batched = seg.segment_batch(images)
+    assert len(batched) == len(images)
+    for img, lab in zip(images, batched):
+        alone = seg(img)
+        assert lab.shape == alone.shape == (img.height, img.width)
+        np.testing.assert_array_equal(lab, alone)
+    assert seg.segment_batch([]) == []

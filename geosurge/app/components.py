@@ -57,7 +57,7 @@ class PhotoInput(gr.Image):
             return self.store.from_data_url(payload.url, self.GRADIO_CACHE)
         if not payload.path:
             return None
-        return self.store.from_file(payload.path)
+        return self.store.from_file(payload.path, within=self.GRADIO_CACHE)  # never a file elsewhere
 
 
 class ResultImage(gr.Image):

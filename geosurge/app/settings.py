@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..model.checkpoint import EMBEDDED_CHECKPOINT
 from ..model.checkpoint_dir import training_images
+from .admission import QUEUE_SIZE
 
 DEFAULT_CHECKPOINT = EMBEDDED_CHECKPOINT
 #: The 20 EXIF-GPS photos shipped with the package (README.md there: source and licence).
@@ -29,6 +30,7 @@ class AppSettings:
     on_space: bool = False
     delete_after_s: int = DEFAULT_DELETE_AFTER_S
     online_tiles: bool = False
+    queue_size: int = QUEUE_SIZE
 
     @property
     def max_upload_bytes(self) -> int:
@@ -81,6 +83,9 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
                    default=_env("GEOSURGE_ONLINE_TILES", "1" if on_space else "0") not in ("0", "false", "no"),
                    help="draw OpenStreetMap tiles over the offline Natural Earth basemap (default: only on a Space; "
                         "the tile requests tell the tile server where each answer is) [$GEOSURGE_ONLINE_TILES]")
+    p.add_argument("--queue-size", type=int, default=int(_env("GEOSURGE_QUEUE_SIZE", str(QUEUE_SIZE))),
+                   help=f"requests waiting for an answer before more are told the demo is busy (default {QUEUE_SIZE}) "
+                        "[$GEOSURGE_QUEUE_SIZE]")
     p.add_argument("--device", default=_env("GEOSURGE_DEVICE"), help="cpu, cuda ... (default: GPU when present)")
 
 
@@ -93,8 +98,10 @@ def settings_from_args(a: argparse.Namespace) -> AppSettings:
         raise ValueError(f"--delete-after must be between 60 and 86400 seconds, not {a.delete_after}")
     if a.max_upload_mb < 1:
         raise ValueError("--max-upload-mb must be at least 1")
+    if a.queue_size < 1:
+        raise ValueError("--queue-size must be at least 1")
     return AppSettings(a.host, a.port, a.checkpoint, a.segmenter_path, examples, refs, a.max_upload_mb, a.device,
-                       on_space, a.delete_after, a.online_tiles)
+                       on_space, a.delete_after, a.online_tiles, a.queue_size)
 
 
 def parse_settings(argv: list[str] | None = None) -> AppSettings:

@@ -1,17 +1,21 @@
 """What the demo does with an uploaded photo before and after the model sees it (kept free of Gradio).
 
-The original bytes are read once into memory and the file on disk is replaced by an upright, downscaled
-copy without any metadata: that copy is all the server can ever serve back (EXIF, GPS included, never is).
-The EXIF GPS, read before the scrub, travels with the :class:`Upload` to the handler, which shows it as
-the truth. A few recent uploads are remembered in memory (bounded count and age) so that flipping the
-fusion toggle answers on the same original pixels and truth.
+An upload arrives in memory (the server's guard parses it there, never into a file) and is handed to
+:meth:`UploadStore.add`: its EXIF GPS is read, it is decoded once (within the decode budget of
+:mod:`.admission`), and the only thing written to disk is an upright, downscaled copy without any metadata,
+in a folder named by 128 random bits (``<folder>/<32 hex>/<name>``): the path is unguessable, and only the
+uploader is ever told it. That copy is all the server can serve back (EXIF, GPS included, never is). The
+original's reading (bytes, decoded image, GPS) waits in memory for the handler, bounded in bytes and age;
+once it is let go, the handler answers on the scrubbed copy and still shows the GPS read from the original.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import hashlib
+import os
 import re
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -22,12 +26,15 @@ from PIL import Image
 
 from ..data.images import ImageLoadError, load_image
 from ..files import atomic_write
-from .exif import ExifGps, read_exif_gps
+from .admission import DECODES, Budget, Busy, decode_cost
+from ..data.exif import ExifGps, read_exif_gps
 
 #: Longest side of the metadata-free copy left in place of an upload (what the photo box shows).
 PREVIEW_SIDE = 1600
-#: Decoded images up to this size are remembered with their upload (larger ones are decoded again).
-REMEMBER_PIXELS = 8_000_000
+#: Bytes of uploads (original bytes + decoded image) waiting in memory for the handler: more than the queue
+#: usually holds of ordinary photos; beyond it the oldest fall back to their scrubbed copy.
+REMEMBER_BYTES = 160 * 2**20
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 _DATA_URL = re.compile(r"^data:([\w/+.-]*)(;[\w=.+-]*)*?(;base64)?,", re.I)
 
 
@@ -72,60 +79,116 @@ def decode_data_url(url: str, max_bytes: int) -> bytes:
     return data
 
 
-def write_private(data: bytes, folder: str | Path, name: str) -> Path:
-    """Write ``data`` to ``folder/<sha1>/name`` atomically (a file only this server reads)."""
-    target = Path(folder) / hashlib.sha1(data).hexdigest() / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(target, data, mode=0o600)
+def safe_name(filename: str) -> str:
+    """The base name an upload is stored under: ASCII letters, digits, ``_.-`` only, no leading dot, at most
+    80 characters; the suffix is set by what is written (see :func:`scrub`). ``UploadRefused`` for a name
+    that is no name at all ("", ".", "..": what Gradio refuses too)."""
+    base = str(filename).replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if base in ("", ".", ".."):
+        raise UploadRefused(f"invalid file name {filename[:80]!r}")
+    stem = base.rsplit(".", 1)[0] if "." in base.lstrip(".") else base
+    return _UNSAFE_NAME.sub("_", stem).lstrip("._-")[:80] or "photo"
+
+
+def private_folder(folder: str | Path) -> Path:
+    """A new folder under ``folder`` named by 128 random bits, readable by this user only."""
+    target = Path(folder) / secrets.token_hex(16)
+    target.mkdir(mode=0o700, parents=True)
+    return target
+
+
+def decode(data: bytes, budget: Budget = DECODES) -> Image.Image:
+    """``load_image(data)`` within the decode budget (waits for room; ``admission.Busy`` after a while)."""
+    with budget.hold(decode_cost(data)):
+        return load_image(data)
+
+
+def write_preview(target: Path, full: Image.Image) -> None:
+    """Write an upright copy of ``full``, at most PREVIEW_SIDE a side and without metadata, at ``target``:
+    PNG for a ``.png`` name, JPEG otherwise (neither carries EXIF here)."""
+    img = full.copy()
+    img.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    if target.suffix.lower() == ".png":
+        atomic_write(target, lambda p: img.save(p, "PNG", compress_level=1), mode=0o600)  # fastest level: 5x quicker
+    else:
+        atomic_write(target, lambda p: img.save(p, "JPEG", quality=88), mode=0o600)
+
+
+def write_stand_in(path: Path) -> None:
+    """Put a plain grey picture where a refused upload was: nothing of it is kept, but the photo box is already
+    fetching this path, and a missing file would be a failed request drawn as a broken image (the page then
+    clears the photo box and says why the file was refused)."""
+    fmt = "PNG" if path.suffix.lower() == ".png" else "JPEG"  # what the name says: browsers trust the suffix
+    atomic_write(path, lambda p: Image.new("L", (64, 48), 230).save(p, fmt), mode=0o600)
 
 
 def scrub(path: Path, data: bytes) -> Image.Image | None:
     """Replace the file at ``path`` by an upright, downscaled copy without metadata and return the decoded
-    image; delete the file when it is not a readable image (nothing unusable is kept) and return None."""
+    image; when it is not a readable image, replace it by a grey stand-in (nothing unusable is kept) and return None."""
     try:
-        full = load_image(data)
+        full = decode(data)
     except ImageLoadError:
-        path.unlink(missing_ok=True)
+        write_stand_in(path)
         return None
-    img = full.copy()
-    img.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
-    # PNG for a ".png" name (browsers trust the suffix), JPEG otherwise; neither carries EXIF here.
-    if path.suffix.lower() == ".png":
-        atomic_write(path, lambda p: img.save(p, "PNG", compress_level=1), mode=0o600)  # fastest level: 5x quicker
-    else:
-        atomic_write(path, lambda p: img.save(p, "JPEG", quality=88), mode=0o600)
+    write_preview(path, full)
     return full
 
 
 class UploadStore:
-    """Reads uploads (files or ``data:`` URLs) into :class:`Upload` objects, scrubbing the files on disk.
+    """Reads uploads (in memory, files or ``data:`` URLs) into :class:`Upload` objects; only scrubbed copies
+    reach the disk.
 
     ``public`` files (the shipped examples, whose EXIF is published with them) are read but not rewritten.
     """
 
-    def __init__(self, max_bytes: int, keep_s: float, public: list[Path] = (), remember: int = 8):
-        self.max_bytes, self.keep_s, self.remember = max_bytes, keep_s, remember
+    def __init__(self, max_bytes: int, keep_s: float, public: list[Path] = (), remember_bytes: int = REMEMBER_BYTES):
+        self.max_bytes, self.keep_s, self.remember_bytes = max_bytes, keep_s, remember_bytes
         self._public = {hashlib.sha1(p.read_bytes()).hexdigest() for p in public if p.is_file()}
-        self._recent: OrderedDict[str, tuple[float, Upload]] = OrderedDict()
+        # path -> (time, upload, stamp): the full readings, bounded by bytes and age
+        self._recent: OrderedDict[str, tuple[float, Upload, tuple | None]] = OrderedDict()
+        # path -> (time, gps, error): what must outlive a full reading let go (a few hundred bytes each)
+        self._scrubbed: OrderedDict[str, tuple[float, ExifGps | None, str | None]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def add(self, data: bytes, name: str, folder: str | Path) -> Path:
+        """An upload received in memory: its GPS read, decoded once, and only its scrubbed copy written, at
+        ``folder/<32 random hex>/<name>.jpg|.png`` (returned; nothing is written when it is not an image)."""
+        target = private_folder(folder) / (safe_name(name) + (".png" if data[:8] == b"\x89PNG\r\n\x1a\n" else ".jpg"))
+        upload = Upload(data, read_exif_gps(data), target.name)
+        try:
+            if len(data) > self.max_bytes:
+                raise ImageLoadError(size_limit_message(self.max_bytes))
+            upload.image = decode(data)
+            write_preview(target, upload.image)
+        except ImageLoadError as e:  # the handler explains it; the bytes are not needed for that
+            upload.data, upload.error = b"", str(e)
+            write_stand_in(target)  # the photo box fetches this path at once: a missing file is a broken image
+        self._remember(target, upload)
+        return target
+
     def from_data_url(self, url: str, cache_dir: str | Path) -> Upload | str:
-        """A ``data:`` URL: refused (as an :class:`Upload` with ``error``) or written as a file and read."""
+        """A ``data:`` URL: refused (as an :class:`Upload` with ``error``) or read like an upload."""
         try:
             data = decode_data_url(url, self.max_bytes)
         except UploadRefused as e:
             return Upload(b"", None, "data: URL", error=str(e))
-        return self.from_file(write_private(data, cache_dir, "upload"))
+        return self.from_file(self.add(data, "upload", cache_dir))
 
-    def from_file(self, path: str | Path) -> Upload:
-        """Read an uploaded file (the same file again: the remembered reading, unless it was replaced)."""
+    def from_file(self, path: str | Path, within: str | Path | None = None) -> Upload:
+        """The upload at ``path``: its reading in memory while it lasts; else its scrubbed copy with the GPS
+        read from the original; else (a file this store was not handed: an example, or an upload when no
+        guard is in front) the file read and scrubbed in place. A path outside ``within`` (the upload
+        folder) is refused unread: the scrub would rewrite or delete it."""
         path = Path(path)
         key = str(path)
+        if within is not None and Path(os.path.realpath(within)) not in Path(os.path.realpath(path)).parents:
+            return Upload(b"", None, path.name, error="the file was not uploaded to this server")
         with self._lock:
             self._expire()
             if key in self._recent and self._recent[key][2] == _stamp(path):
                 self._recent.move_to_end(key)
                 return self._recent[key][1]
+            scrubbed = self._scrubbed.get(key)
         try:
             size = path.stat().st_size
             if size > self.max_bytes:
@@ -133,22 +196,46 @@ class UploadStore:
                 return Upload(b"", None, path.name, error=size_limit_message(self.max_bytes))
             data = path.read_bytes()
         except OSError as e:
+            if scrubbed is not None and scrubbed[2]:  # refused at upload: nothing of it was kept
+                return Upload(b"", None, path.name, error=scrubbed[2])
             return Upload(b"", None, path.name, error=f"the upload could not be read ({e.strerror or e})")
-        upload = Upload(data, read_exif_gps(data), path.name)
-        if hashlib.sha1(data).hexdigest() not in self._public:
-            upload.image = scrub(path, data)
-        if upload.image is not None and upload.image.width * upload.image.height > REMEMBER_PIXELS:
-            upload.image = None  # decoded again if asked again: a few such images would weigh a GB
+        try:
+            if scrubbed is not None:  # the copy is already clean; the truth comes from the original
+                upload = Upload(data, scrubbed[1], path.name)
+                upload.image = decode(data)
+            else:
+                upload = Upload(data, read_exif_gps(data), path.name)
+                if hashlib.sha1(data).hexdigest() not in self._public:
+                    upload.image = scrub(path, data)
+        except ImageLoadError as e:
+            return Upload(b"", None, path.name, error=str(e))
+        except Busy as e:
+            return Upload(b"", None, path.name, error=str(e))
+        self._remember(path, upload)
+        return upload
+
+    def _remember(self, path: Path, upload: Upload) -> None:
+        key = str(path)
         with self._lock:
             self._recent[key] = (time.monotonic(), upload, _stamp(path))
-            while len(self._recent) > self.remember:
+            self._recent.move_to_end(key)
+            self._scrubbed[key] = (time.monotonic(), upload.gps, upload.error)
+            while len(self._recent) > 1 and sum(_weight(u) for _, u, _ in self._recent.values()) > self.remember_bytes:
                 self._recent.popitem(last=False)
-        return upload
+            while len(self._scrubbed) > 4096:
+                self._scrubbed.popitem(last=False)
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for key in [k for k, (t, *_) in self._recent.items() if now - t > self.keep_s]:
-            del self._recent[key]
+        for table in (self._recent, self._scrubbed):
+            for key in [k for k, (t, *_) in table.items() if now - t > self.keep_s]:
+                del table[key]
+
+
+def _weight(upload: Upload) -> int:
+    """Bytes an upload's reading holds in memory."""
+    img = upload.image
+    return len(upload.data) + (img.width * img.height * len(img.getbands()) if img is not None else 0)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

@@ -44,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        from ..runtime import configure_threads
+
+        configure_threads()  # every command: torch's default threads cost up to 6x on shared 2-core machines
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as e:
         if getattr(args, "json", False):

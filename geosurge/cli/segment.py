@@ -12,6 +12,15 @@ from pathlib import Path
 
 #: the paper's fusion lattice: CLIP ViT-L/14-336 samples 14 x 14 labels per patch of its 24 x 24 grid
 PAPER_LABEL_SIDE = 336
+#: photos per forward by default on a GPU (benchmarks/gpu_check.py --seg-batch); on the CPU batches measured
+#: slower for both segmenters (python benchmarks/segmenter.py --batch 8 --oneformer: 0.76-0.82 x), so 1 there
+GPU_BATCH = {"oneformer": 8}
+
+
+def default_batch(segmenter: str) -> int:
+    import torch
+
+    return GPU_BATCH.get(segmenter, 1) if torch.cuda.is_available() else 1
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="chunks: samples per side the fusion module takes from a crop (backbone grid x label_samples; "
                         f"paper {PAPER_LABEL_SIDE}); maps are stored with their shorter side at this / 0.875")
     p.add_argument("--chunk-size", type=int, default=256, help="chunks: photos per chunk file (the unit of resumption)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="photos per segmenter forward (default: 8 for oneformer on a GPU, else 1: on the CPU batches measured "
+                        "slower, benchmarks/segmenter.py --batch; label maps are the same at any size)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -69,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     rank, world = _distributed()
     cfg = SegmenterConfig(args.segmenter, args.segmenter_path, args.input_size)
     seg = create_segmenter(cfg)
+    args.batch_size = args.batch_size or default_batch(args.segmenter)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     progress = not args.no_progress and rank == 0
     if layout == "png":
         local = _run_png(args, cfg, seg, rank, world, progress)
@@ -110,7 +125,7 @@ def _run_png(args, cfg, seg, rank: int, world: int, progress: bool) -> dict:
         if skipped.total and rank == 0:
             print(f"{csv_path}: {skipped.summary()}")
         mine = records.subset(list(range(rank, len(records), world)))  # row i to rank i % world
-        report = segment_records(mine, seg, store, progress=progress)
+        report = segment_records(mine, seg, store, progress=progress, batch_size=args.batch_size)
         print(f"{csv_path}{f' [rank {rank}]' if world > 1 else ''}: {report.summary()}")
         photos += report.done
         failed += report.failed.total
@@ -141,6 +156,6 @@ def _run_chunks(args, cfg, seg, rank: int, world: int, progress: bool) -> dict:
             units += csv_units(records, f"{Path(csv_path).stem}{k}", args.chunk_size)
     if len(units) < world and rank == 0:
         print(f"segment: warning: {len(units)} units for {world} processes; some stay idle (use more, smaller shards)")
-    report = segment_units(my_units(units, rank, world), seg, store, args.chunk_size, progress)
+    report = segment_units(my_units(units, rank, world), seg, store, args.chunk_size, progress, args.batch_size)
     print(f"segment{f' [rank {rank}]' if world > 1 else ''}: {report.summary()}")
     return {"photos": report.photos, "seconds": report.seconds, "failed": report.failed.total}

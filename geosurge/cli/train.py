@@ -19,5 +19,12 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides) + ([f"run.output={args.output}"] if args.output else [])
     cfg = load_train_config(args.config, overrides)
-    train(cfg, resume=args.resume)
+    train(cfg, resume=args.resume, command=_command(args))
     return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command that reproduces this run, for the record in the checkpoint."""
+    parts = ["geosurge", "train", "--config", str(args.config)]
+    parts += [f"--set {o}" for o in args.overrides] + ([f"--output {args.output}"] if args.output else [])
+    return " ".join(parts + (["--resume"] if args.resume else []))

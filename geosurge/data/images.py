@@ -59,19 +59,24 @@ def load_image(src: Any, draft: int | None = DRAFT_SIZE) -> Image.Image:
             img.load()
             if img.getexif().get(0x0112, 1) != 1:  # turned only when needed: a copy of a big image costs
                 img = ImageOps.exif_transpose(img)
-        img = _to_rgb(img)
         if draft and fmt != "JPEG" and min(img.size) >= 2 * draft:
             # What draft mode does for JPEGs, for the other formats: an integer box reduction that keeps
-            # the short side >= draft, so a huge PNG costs its decode once, not every later step.
-            img = img.reduce(min(img.size) // draft)
-        return img
+            # the short side >= draft, so a huge PNG costs its decode once, not every later step. Done
+            # before the conversion to RGB: converting a 40 MP 16-bit or palette PNG first took 0.8-1 GB.
+            img = _reducible(img).reduce(min(img.size) // draft)
+        return _to_rgb(img)
     except ImageLoadError:
         raise
     except Image.UnidentifiedImageError:
         raise ImageLoadError("not a readable image: not an image file, or a format Pillow cannot read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageLoadError(f"image refused as a possible decompression bomb: {e}") from None
+        # Pillow's own text ("... could be decompression bomb DOS attack.") is not for a visitor to read
+        limit = (Image.MAX_IMAGE_PIXELS or MAX_PIXELS) * (2 if isinstance(e, Image.DecompressionBombError) else 1)
+        raise ImageLoadError(f"the image claims too many pixels to be a photo (over {limit / 1e6:.0f} MP; "
+                             "a possible decompression bomb)") from None
     except (OSError, SyntaxError, ValueError, TypeError) as e:
+        if "truncated" in str(e).lower():  # the common case, said plainly (Pillow: "Truncated File Read" and kin)
+            raise ImageLoadError("not a readable image: the file is cut short (an upload or copy that did not finish?)") from None
         raise ImageLoadError(f"not a readable image ({type(e).__name__}: {e})") from None
 
 
@@ -90,6 +95,17 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
     elif hi > 255:
         a = (a - lo) * (255.0 / max(hi - lo, 1e-9))
     return np.clip(np.nan_to_num(a), 0, 255).astype(np.uint8)
+
+
+def _reducible(img: Image.Image) -> Image.Image:
+    """The same picture in a mode ``Image.reduce`` averages meaningfully (not palette indices, not 1-bit)."""
+    if img.mode in ("P", "PA"):
+        return img.convert("RGBA")
+    if img.mode == "1":
+        return img.convert("L")
+    if img.mode.startswith("I;16"):
+        return img.convert("I")
+    return img
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -285,9 +285,22 @@ def _chunks_of(it: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
+def _segment_items(items: list, segmenter: Callable, short_side: int, report: ChunkReport) -> list[tuple[str, bytes]]:
+    """``(id, encoded label map)`` of the readable photos of ``items``, segmented in one batch."""
+    ids, images = [], []
+    for rid, src in items:
+        try:
+            images.append(load_image(src))
+            ids.append(rid)
+        except ImageLoadError as e:
+            report.failed.add("unreadable image", f"{rid} ({e})")
+    return [(rid, encode_labels(lab, short_side)) for rid, lab in zip(ids, segmenter.segment_batch(images))]
+
+
 def segment_units(units: list[Unit], segmenter: Callable, store: ChunkStore, chunk_size: int = 256,
-                  progress: bool = True) -> ChunkReport:
-    """Segment the photos of ``units`` into chunks ``<unit>-<k>`` of the store; chunks already present are skipped."""
+                  progress: bool = True, batch_size: int = 1) -> ChunkReport:
+    """Segment the photos of ``units`` into chunks ``<unit>-<k>`` of the store; chunks already present are
+    skipped. ``batch_size`` photos go through the segmenter's ``segment_batch`` at once."""
     report = ChunkReport()
     t0 = time.perf_counter()
     bar = None
@@ -302,15 +315,10 @@ def segment_units(units: list[Unit], segmenter: Callable, store: ChunkStore, chu
                 report.chunks_already += 1
                 continue
             out = []
-            for rid, src in items:
-                try:
-                    image = load_image(src)
-                except ImageLoadError as e:
-                    report.failed.add("unreadable image", f"{rid} ({e})")
-                    continue
-                out.append((rid, encode_labels(segmenter(image), store.short_side)))
+            for s in range(0, len(items), batch_size):
+                out += _segment_items(items[s : s + batch_size], segmenter, store.short_side, report)
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(len(items[s : s + batch_size]))
             store.write_chunk(name, out)
             report.photos += len(out)
             report.chunks += 1

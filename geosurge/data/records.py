@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,12 +61,14 @@ class SkipReport:
 
 @dataclass
 class GeoRecords:
-    """Image ids (paths relative to ``root``) with their coordinates."""
+    """Image ids (paths relative to ``root``) with their coordinates and, when known, their photographers
+    (what photographer-grouped cross-validation keeps together)."""
 
     ids: list[str]
     lats: np.ndarray
     lons: np.ndarray
     root: Path | None = None
+    groups: np.ndarray | None = None  # (n,) photographer of each photo
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -75,7 +78,19 @@ class GeoRecords:
 
     def subset(self, index: np.ndarray | list[int]) -> "GeoRecords":
         index = np.asarray(index, dtype=np.int64)
-        return GeoRecords([self.ids[i] for i in index], self.lats[index], self.lons[index], self.root)
+        groups = self.groups[index] if self.groups is not None else None
+        return GeoRecords([self.ids[i] for i in index], self.lats[index], self.lons[index], self.root, groups)
+
+
+def concat_records(parts: list[GeoRecords]) -> GeoRecords:
+    """One list of several (in order). Ids stay relative when every part has the same image root (the view
+    cache's keys then match a list read in one go); otherwise they become absolute paths."""
+    roots = {p.root for p in parts}
+    same = len(roots) == 1
+    ids = [i if same else str(p.path(k)) for p in parts for k, i in enumerate(p.ids)]
+    groups = np.concatenate([p.groups for p in parts]) if all(p.groups is not None for p in parts) else None
+    return GeoRecords(ids, np.concatenate([p.lats for p in parts]), np.concatenate([p.lons for p in parts]),
+                      roots.pop() if same else None, groups)
 
 
 def default_image_root(csv_path: str | Path) -> Path:
@@ -85,8 +100,11 @@ def default_image_root(csv_path: str | Path) -> Path:
     return folder / "images" if (folder / "images").is_dir() else folder
 
 
-def read_records(csv_path: str | Path, images: str | Path | None = None, check_files: bool = True) -> tuple[GeoRecords, SkipReport]:
+def read_records(csv_path: str | Path, images: str | Path | None = None, check_files: bool = True,
+                 group: str | None = None, locate: Callable[[str], str | None] | None = None) -> tuple[GeoRecords, SkipReport]:
     """Read an ``image,lat,lon`` CSV; columns are found by name (lat/lon are never taken by position).
+    ``group`` names the column of each photo's photographer (required then), kept in ``GeoRecords.groups``;
+    ``locate`` maps the image column to the file under ``images`` (None: not there, skipped as missing).
 
     ``images`` defaults to an ``images/`` folder beside the CSV, else the CSV's folder. Rows with an empty image, unparsable, NaN or out-of-range coordinates, or (``check_files``) a
     missing file are skipped and counted in the returned report.
@@ -99,7 +117,7 @@ def read_records(csv_path: str | Path, images: str | Path | None = None, check_f
     if check_files and not root.is_dir():
         raise FileNotFoundError(f"image directory {root} does not exist")
     report = SkipReport()
-    ids, lats, lons = [], [], []
+    ids, lats, lons, groups = [], [], [], []
     with csv_path.open(newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -107,15 +125,22 @@ def read_records(csv_path: str | Path, images: str | Path | None = None, check_f
             raise ValueError(f"{csv_path}: empty file")
         ii = find_column(header, IMAGE_NAMES, csv_path)
         ilat, ilon = find_column(header, LAT_NAMES, csv_path), find_column(header, LON_NAMES, csv_path)
+        ig = find_column(header, (group.lower(),), csv_path) if group else ii
         for n, row in enumerate(reader, start=2):
             where = f"line {n}"
-            if len(row) <= max(ii, ilat, ilon):
+            if len(row) <= max(ii, ilat, ilon, ig):
                 report.add("short row", where)
                 continue
             name = row[ii].strip()
             if not name:
                 report.add("empty image name", where)
                 continue
+            if locate is not None:
+                found = locate(name)
+                if found is None:
+                    report.add("missing image file", name)
+                    continue
+                name = found
             try:
                 lat, lon = float(row[ilat]), float(row[ilon])
             except ValueError:
@@ -127,11 +152,13 @@ def read_records(csv_path: str | Path, images: str | Path | None = None, check_f
             ids.append(name)
             lats.append(lat)
             lons.append(lon)
+            groups.append(row[ig].strip())
     if check_files and ids:
         exists = np.fromiter(((root / i).is_file() for i in ids), dtype=bool, count=len(ids))
         for i in np.flatnonzero(~exists):
             report.add("missing image file", ids[i])
         keep = np.flatnonzero(exists)
         ids = [ids[i] for i in keep]
-        lats, lons = np.asarray(lats)[keep], np.asarray(lons)[keep]
-    return GeoRecords(ids, np.asarray(lats, dtype=np.float64), np.asarray(lons, dtype=np.float64), root), report
+        lats, lons, groups = np.asarray(lats)[keep], np.asarray(lons)[keep], [groups[i] for i in keep]
+    return GeoRecords(ids, np.asarray(lats, dtype=np.float64), np.asarray(lons, dtype=np.float64), root,
+                      np.asarray(groups, dtype=str) if group else None), report

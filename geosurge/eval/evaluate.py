@@ -31,6 +31,7 @@ from ..model.posterior import Posterior
 from ..model.segmenters import create_segmenter
 from ..model.variants import variant_name
 from ..model.views import load_or_build_views
+from ..runtime import configure_threads
 
 DEFAULT_LABELS = ".cache/labels"
 
@@ -129,8 +130,10 @@ def evaluate_checkpoint(
 ) -> EvalResult:
     """Evaluate one checkpoint (or one variant of a pair) on ``records``.
 
-    ``model_overrides`` changes inference settings, e.g. ``{"geo": {"prior_weight": 0.0}}``.
+    ``model_overrides`` changes inference settings, e.g. ``{"geo": {"prior_weight": 0.0}}``. Applies the
+    thread policy (``geosurge.runtime``), as every entry point does.
     """
+    configure_threads()
     model, hierarchy, feats, keep, directory = checkpoint_features(
         checkpoint, records, ten_crop, fusion, labels, cache_dir, device, progress, report, model_overrides)
     true = np.stack([records.lats[keep], records.lons[keep]], axis=1)

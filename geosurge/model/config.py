@@ -17,7 +17,7 @@ RENAMED_KEYS = {"fusion": {"seg_cells": "label_samples"}}
 class BackboneConfig:
     """Which image encoder, and where its pretrained weights come from."""
 
-    name: str = "efficientnet-lite0"  # key of the backbone registry: clip, efficientnet-lite0/1/2
+    name: str = "efficientnet-lite0"  # key of the backbone registry: clip, efficientnet-lite0/1/2, efficientnet-lite-stack
     pretrained: str | None = None  # hub id or local directory (clip); None = the family's default source
     image_size: int | None = None  # None = the backbone's native size
     trainable_blocks: int = 1  # encoder blocks / stages left trainable, counted from the top

@@ -58,7 +58,7 @@ def encode_images_multi(
             pixels = torch.cat(px).to(device)
             labels = torch.cat(lb).to(device) if fuse else None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                hidden = lead.backbone.forward_frozen(pixels)
+                hidden = lead.backbone.infer_frozen(pixels)
                 for i in members:
                     f = models[i].encode_hidden(hidden, labels if models[i].uses_fusion else None)
                     f = torch.stack([c.mean(0) for c in f.float().split(n)])

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..geo.distance import pairwise_haversine_km
 from ..geo.hierarchy import Hierarchy
 
 
@@ -86,6 +87,13 @@ class HierarchicalScorer:
         return self.cumulative_from_logits(self.level_logits(features))
 
 
+#: Where no training photo lies in the answer's finest cell, the nearest one shown is the most similar within this
+#: distance of the answer. 750 km is the "country" radius of the 1/25/200/750/2500 km ladder and the radius the
+#: demo's answer is chosen for (the most chance within 750 km): a photo farther away no longer shows the place the
+#: answer stands for, and the app says that no training photo is near the answer instead of showing one.
+NEAR_REFERENCE_KM = 750.0
+
+
 @dataclass
 class ReferenceIndex:
     """Training images as references: normalized features, coordinates, ids and finest cell."""
@@ -102,8 +110,11 @@ class ReferenceIndex:
         if not (self.features.shape[0] == self.latlon.shape[0] == self.cells.shape[0] == n):
             raise ValueError("reference index arrays disagree in length")
 
-    def nearest(self, features: torch.Tensor, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For each query, the most similar reference inside ``cells[i]`` (or overall if that cell has none).
+    def nearest(self, features: torch.Tensor, cells: np.ndarray, points: np.ndarray | None = None,
+                radius_km: float = NEAR_REFERENCE_KM) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each query, the most similar reference inside ``cells[i]``; when that cell has none, the most
+        similar within ``radius_km`` of ``points[i]`` ((B, 2) lat, lon: the answers), else the most similar
+        overall (the caller tells by its distance).
 
         Returns (index, cosine similarity, in_cell flag), each (B,).
         """
@@ -111,7 +122,12 @@ class ReferenceIndex:
         same = torch.from_numpy(self.cells[None, :] == np.asarray(cells)[:, None]).to(sims.device)
         masked = sims.masked_fill(~same, float("-inf"))
         best_in = masked.argmax(dim=1)
-        best_any = sims.argmax(dim=1)
+        fallback = sims
+        if points is not None:
+            pts, ref = torch.as_tensor(np.asarray(points), dtype=torch.float32), torch.as_tensor(self.latlon, dtype=torch.float32)
+            near = (pairwise_haversine_km(pts[:, 0], pts[:, 1], ref[:, 0], ref[:, 1]) <= radius_km).to(sims.device)
+            fallback = torch.where(near.any(dim=1, keepdim=True), sims.masked_fill(~near, float("-inf")), sims)
+        best_any = fallback.argmax(dim=1)
         in_cell = same.any(dim=1)
         idx = torch.where(in_cell, best_in, best_any)
         sim = sims.gather(1, idx[:, None])[:, 0]

@@ -101,6 +101,11 @@ class Posterior:
         return torch.log_softmax(self.cfg.prior_weight * self.log_prior, dim=0)
 
     @property
+    def log_base(self) -> torch.Tensor:
+        """(n_fin,) the normalized log posterior without a photo: the prior raised to ``prior_weight``."""
+        return torch.log_softmax(self.cfg.prior_weight * self.log_prior, dim=0)
+
+    @property
     def distances(self) -> np.ndarray:
         """(n_fin, n_fin) km between finest-cell centroids, computed once (small hierarchies; the rules use
         :attr:`cell_distances`, which stays bounded for large ones)."""

@@ -17,8 +17,26 @@ LOWER_IS_BETTER = frozenset({"median_km", "mean_km"})
 
 
 @dataclass
+class HubDatasetConfig:
+    """OpenStreetView-5M's layout on the Hugging Face Hub (``geosurge.data.osv5m``)."""
+
+    repo: str = "osv5m/osv5m"  # dataset repository id
+    split: str = "train"  # train.csv + images/train/*.zip (or test)
+    shards: list[int] | None = None  # zip shards to use (00.zip = 0, ...); None = all of them (OSV-5M's train split: 5 M photos)
+    revision: str | None = None  # branch, tag or commit; None = main
+
+    def __post_init__(self):
+        if not isinstance(self.repo, str) or self.repo.count("/") != 1:
+            raise ValueError(f"data.hub.repo must be a Hub dataset id like 'osv5m/osv5m', not {self.repo!r}")
+        if self.shards is not None and not all(isinstance(k, int) and k >= 0 for k in self.shards):
+            raise ValueError(f"data.hub.shards must be shard numbers (0 for 00.zip, ...), not {self.shards!r}")
+
+
+@dataclass
 class DataConfig:
-    train_csv: str | None = None  # image,lat,lon rows (extra columns allowed)
+    train_csv: str | list[str] | None = None  # image,lat,lon rows (extra columns allowed); several CSVs are read as one list
+    photos: str | None = None  # instead: a folder of geotagged photos (position from EXIF GPS; geosurge.data.photo_folder)
+    hub: HubDatasetConfig | None = None  # instead: OSV-5M's layout on the Hugging Face Hub, e.g. {repo: osv5m/osv5m, shards: [0]}
     images: str | None = None  # image root the CSV's image column is relative to (default: the CSV's folder)
     val_csv: str | None = None  # validation rows; None = hold out ``val_fraction`` of the training rows
     val_images: str | None = None  # default: ``images``
@@ -37,6 +55,48 @@ class DataConfig:
     def __post_init__(self):
         if self.views not in VIEW_SETS:
             raise ValueError(f"data.views must be one of {sorted(VIEW_SETS)}, not {self.views!r}")
+        if isinstance(self.hub, dict):
+            unknown = set(self.hub) - {f.name for f in fields(HubDatasetConfig)}
+            if unknown:
+                raise ValueError(f"unknown data.hub key(s): {sorted(unknown)} (expected repo, split, shards, revision)")
+            self.hub = HubDatasetConfig(**self.hub)
+        given = [k for k in SOURCES if getattr(self, k)]
+        if len(given) > 1:
+            raise ValueError(f"the training data is one of data.{', data.'.join(SOURCES)}; this config sets {', '.join(given)}")
+
+    @property
+    def csvs(self) -> list[str]:
+        """``train_csv`` as a list (empty when the data comes from elsewhere)."""
+        return [self.train_csv] if isinstance(self.train_csv, str) else list(self.train_csv or [])
+
+
+#: where training photos can come from (exactly one per config)
+SOURCES = ("train_csv", "photos", "hub", "shards", "msgpack")
+
+
+@dataclass
+class CVConfig:
+    """Photographer-grouped cross-validation inside ``geosurge train`` (``geosurge.train.crossval``): it fits the
+    posterior (per-level weights, decision rule, calibration maps) on out-of-fold scores, then every variant is
+    trained on all the photos CV judged, for the same fixed number of epochs (no validation split)."""
+
+    folds: int = 0  # 0: no cross-validation (the posterior stays off; early stopping on data.val_csv)
+    group: str = "author"  # CSV column naming each photo's photographer (a photo folder: EXIF Artist / camera / sub-folder)
+    calibration: str = "logistic"  # posterior mass -> stated chance: logistic (Platt) or isotonic
+    fit_prior_weight: bool = False  # also fit the MP-16 prior's exponent (default: 1, as counted)
+
+    def __post_init__(self):
+        if not isinstance(self.folds, int) or self.folds == 1 or self.folds < 0:
+            raise ValueError(f"cv.folds must be 0 (off) or at least 2, not {self.folds}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"cv.calibration must be one of {list(CALIBRATIONS)}, not {self.calibration!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.folds >= 2
+
+
+CALIBRATIONS = ("logistic", "isotonic")
 
 
 @dataclass
@@ -105,6 +165,19 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
+
+    def __post_init__(self):
+        if not self.cv.enabled:
+            return
+        d = self.data
+        if not (d.train_csv or d.photos or d.hub):
+            raise ValueError("cv needs photos held in a list: data.train_csv, data.photos or data.hub (not streamed shards)")
+        if d.val_csv:
+            raise ValueError("with cv the final fit trains on every photo cross-validation judged: "
+                             "add data.val_csv to data.train_csv and remove data.val_csv")
+        if not d.view_cache:
+            raise ValueError("cv trains every fold on cached views of a frozen backbone: set data.view_cache: true")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -115,14 +188,14 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         d = dict(d or {})
         out = {"model": ModelConfig.from_dict(d.pop("model", {}) or {})}
-        for name, sub_cls in (("data", DataConfig), ("optim", OptimConfig), ("run", RunConfig)):
+        for name, sub_cls in (("data", DataConfig), ("optim", OptimConfig), ("run", RunConfig), ("cv", CVConfig)):
             sub = d.pop(name, {}) or {}
             unknown = set(sub) - {f.name for f in fields(sub_cls)}
             if unknown:
                 raise ValueError(f"unknown {name} key(s) in the training config: {sorted(unknown)}")
             out[name] = sub_cls(**sub)
         if d:
-            raise ValueError(f"unknown training config section(s): {sorted(d)} (expected model, data, optim, run)")
+            raise ValueError(f"unknown training config section(s): {sorted(d)} (expected model, data, optim, run, cv)")
         return cls(**out)
 
 
@@ -135,7 +208,7 @@ def load_train_config(path: str | Path, overrides: list[str] | None = None) -> T
         raise FileNotFoundError(f"no such config file: {path}")
     d = yaml.safe_load(path.read_text()) or {}
     if not isinstance(d, dict):
-        raise ValueError(f"{path}: expected a mapping of sections (model, data, optim, run)")
+        raise ValueError(f"{path}: expected a mapping of sections (model, data, optim, run, cv)")
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or "." not in key:

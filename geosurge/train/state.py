@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,20 @@ from ..files import atomic_write
 
 STATE = "train_state.safetensors"
 META = "train_state.json"
+
+
+@dataclass
+class Counters:
+    """Where a run stands: what a resumed run continues from, saved with the weights."""
+
+    epoch: int = 0  # epochs finished
+    batch: int = 0  # micro-batches done in the current epoch
+    step: int = 0  # optimizer steps in all
+    best: float | None = None  # best validation score so far
+    best_epoch: int = -1
+    bad_epochs: int = 0  # epochs since the last gain (early stopping)
+    history: list[dict[str, Any]] = field(default_factory=list)  # per epoch: train loss and validation scores
+    scaler: dict[str, Any] | None = None  # float16 loss scaler's state
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -40,7 +55,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_state(work_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, counters: dict[str, Any]) -> None:
+def save_state(work_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, counters: Counters) -> None:
     """Everything needed to continue exactly: trainable weights, optimizer moments, counters, RNG states."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_t, opt_meta = _flatten_optimizer(opt)
@@ -48,17 +63,17 @@ def save_state(work_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimize
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    meta = {"counters": counters, "optimizer": opt_meta, "numpy_rng": _np_state()}
+    meta = {"counters": asdict(counters), "optimizer": opt_meta, "numpy_rng": _np_state()}
     work_dir.mkdir(parents=True, exist_ok=True)
     # One atomic write holds everything (the JSON part in the safetensors header), so a kill at any
     # moment leaves the previous state or the new one, never a mix; the .json copy is for people to read.
-    tensors["step"] = torch.tensor([counters["step"]])
+    tensors["step"] = torch.tensor([counters.step])
     text = json.dumps(meta)
     atomic_write(work_dir / STATE, lambda p: save_file(tensors, p, metadata={"meta": text}))
     atomic_write(work_dir / META, lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
 
 
-def load_state(work_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any] | None:
+def load_state(work_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> Counters | None:
     """Restore a saved state into ``model`` and ``opt``; returns the counters (None when nothing saved)."""
     if not (work_dir / STATE).is_file():
         return None
@@ -80,7 +95,7 @@ def load_state(work_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimize
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     name, keys, pos, has_gauss, cached = meta["numpy_rng"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    return meta["counters"]
+    return Counters(**meta["counters"])
 
 
 def _np_state() -> list:

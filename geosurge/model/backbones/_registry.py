@@ -51,6 +51,16 @@ class Backbone(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.forward_trainable(self.forward_frozen(pixels))
 
+    #: the frozen part exported to a faster runtime (``onnx_runtime.attach_onnx``), used by ``infer_frozen``
+    frozen_runtime = None
+
+    def infer_frozen(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``forward_frozen`` at inference: through ``frozen_runtime`` when one is attached, the pixels are on
+        the CPU and no gradient is wanted; torch (the reference) otherwise."""
+        if self.frozen_runtime is not None and pixels.device.type == "cpu" and not torch.is_grad_enabled():
+            return self.frozen_runtime(pixels)
+        return self.forward_frozen(pixels)
+
     def freeze(self, n_blocks: int) -> None:
         """Freeze all parameters but those of the top ``n_blocks`` blocks/stages."""
         self.requires_grad_(False)

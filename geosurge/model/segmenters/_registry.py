@@ -1,6 +1,7 @@
 """Segmenter registry: each produces an ADE20K label map (0 = other, k = class k) at image resolution."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,6 +25,11 @@ class Segmenter:
     def __call__(self, image: Image.Image) -> np.ndarray:
         """(H, W) uint8 labels in [0, 150] for an RGB image of size (W, H)."""
         raise NotImplementedError
+
+    def segment_batch(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
+        """Label maps of several images, the same as one at a time; segmenters that run a batch per
+        forward override it (``geosurge segment --batch-size``)."""
+        return [self(im) for im in images]
 
 
 SEGMENTERS: Registry[Segmenter] = Registry("segmenter")

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -72,10 +73,14 @@ class DeepLabADE20K(Segmenter):
         self.input_size = int(self._interp.get_input_details()[0]["shape"][1])
         self._out = self._interp.get_output_details()[0]["index"]
         self._lock = threading.Lock()  # one interpreter, not re-entrant: serialize concurrent callers
+        self._batched = None  # (batch size, interpreter) of segment_batch
+
+    def _pixels(self, image: Image.Image) -> np.ndarray:
+        x = np.asarray(image.convert("RGB").resize((self.input_size, self.input_size), Image.BILINEAR), np.float32)
+        return x / 127.5 - 1.0
 
     def __call__(self, image: Image.Image) -> np.ndarray:
-        x = np.asarray(image.convert("RGB").resize((self.input_size, self.input_size), Image.BILINEAR), np.float32)
-        x = x / 127.5 - 1.0
+        x = self._pixels(image)
         with self._lock:
             self._interp.set_tensor(self._in, x[None])
             self._interp.invoke()
@@ -83,3 +88,29 @@ class DeepLabADE20K(Segmenter):
             # logits (513 x 513 x 151 floats) per image; the argmax is taken before the lock is released.
             labels = self._interp.tensor(self._out)()[0].argmax(-1).astype(np.uint8)
         return resize_label_map(labels, image.size)
+
+    def segment_batch(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
+        """One invoke for all ``images`` (the input's batch dimension resized): the same label maps as one
+        at a time (tested). Logits take 90 MB per photo at 385 px (159 MB at 513): callers keep batches small."""
+        if len(images) <= 1:
+            return [self(im) for im in images]
+        x = np.stack([self._pixels(im) for im in images])
+        with self._lock:
+            interp = self._batch_interpreter(len(images))
+            interp.set_tensor(self._in, x)
+            interp.invoke()
+            logits = interp.tensor(self._out)()
+            labels = [logits[i].argmax(-1).astype(np.uint8) for i in range(len(images))]
+        return [resize_label_map(lab, im.size) for lab, im in zip(labels, images)]
+
+    def _batch_interpreter(self, batch: int):
+        """An interpreter whose input takes ``batch`` photos; the last one is kept (a run uses one size)."""
+        if self._batched is None or self._batched[0] != batch:
+            from ai_edge_litert.interpreter import Interpreter
+
+            self._batched = None  # free the previous buffers first
+            interp = Interpreter(model_content=self._model, num_threads=self.num_threads)
+            interp.resize_tensor_input(self._in, [batch, self.input_size, self.input_size, 3], strict=False)
+            interp.allocate_tensors()
+            self._batched = (batch, interp)
+        return self._batched[1]

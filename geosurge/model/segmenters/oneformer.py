@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -40,16 +41,35 @@ class OneFormerADE20K(Segmenter):
         self.model.to(self.device)
         self._lock = threading.Lock()
 
-    @torch.no_grad()
     def __call__(self, image: Image.Image) -> np.ndarray:
-        inputs = self.processor(images=[image.convert("RGB")], task_inputs=["semantic"], return_tensors="pt")
-        with self._lock:
-            out = self.model(**{k: v.to(self.device) for k, v in inputs.items()})
-        # Same arithmetic as OneFormer's post_process_semantic_segmentation (which needs torchvision):
-        # class probabilities (null class dropped) weight the sigmoid masks.
-        classes = out.class_queries_logits.softmax(dim=-1)[..., :-1]
-        masks = out.masks_queries_logits.sigmoid()
-        seg = torch.einsum("bqc,bqhw->bchw", classes, masks)
-        seg = F.interpolate(seg, size=(image.height, image.width), mode="bilinear", align_corners=False)
-        # OneFormer's ADE20K ids are 0..149 (wall = 0); ours keep 0 for "other".
-        return (seg[0].argmax(dim=0) + 1).to(torch.uint8).cpu().numpy()
+        return self.segment_batch([image])[0]
+
+    @torch.no_grad()
+    def segment_batch(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
+        """One forward per group of photos that the processor brings to the same size (no padding, so
+        each label map is the one the photo gets alone; tested), in order."""
+        images = [im.convert("RGB") for im in images]
+        inputs = [self.processor(images=[im], task_inputs=["semantic"], return_tensors="pt") for im in images]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, x in enumerate(inputs):
+            groups.setdefault(tuple(x["pixel_values"].shape[-2:]), []).append(i)
+        out: list[np.ndarray] = [None] * len(images)  # type: ignore[list-item]
+        for members in groups.values():
+            batch = {k: torch.cat([inputs[i][k] for i in members]).to(self.device) for k in inputs[members[0]]}
+            with self._lock:
+                res = self.model(**batch)
+            for j, i in enumerate(members):
+                out[i] = _labels(res.class_queries_logits[j : j + 1], res.masks_queries_logits[j : j + 1], images[i].size)
+        return out
+
+
+def _labels(class_logits: torch.Tensor, mask_logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) labels of one photo of ``size`` (W, H). Same arithmetic as OneFormer's
+    post_process_semantic_segmentation (which needs torchvision): class probabilities (null class dropped)
+    weight the sigmoid masks."""
+    classes = class_logits.softmax(dim=-1)[..., :-1]
+    masks = mask_logits.sigmoid()
+    seg = torch.einsum("bqc,bqhw->bchw", classes, masks)
+    seg = F.interpolate(seg, size=(size[1], size[0]), mode="bilinear", align_corners=False)
+    # OneFormer's ADE20K ids are 0..149 (wall = 0); ours keep 0 for "other".
+    return (seg[0].argmax(dim=0) + 1).to(torch.uint8).cpu().numpy()
