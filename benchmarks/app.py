@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import re
 import statistics
 import sys
@@ -37,17 +36,14 @@ def segmenter_alone_ms(photos: list[Path]) -> float | None:
     this process (None without its model file)."""
     from PIL import Image
 
-    from geosurge.model.config import ModelConfig
     from geosurge.model.segmenters import SegmenterUnavailable, create_segmenter
 
-    from geosurge.model.checkpoint import CONFIG, EMBEDDED_CHECKPOINT
-    from geosurge.model.variants import FUSION, variant_dir
-    from geosurge.model.checkpoint import segmenter_source as _segmenter_source
+    from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT
+    from geosurge.model.checkpoint_dir import CheckpointDir
+    from geosurge.model.variants import FUSION
 
-    cfg = ModelConfig.from_dict(json.loads((variant_dir(EMBEDDED_CHECKPOINT, FUSION) / CONFIG).read_text())["model"])
-    cfg.segmenter.path = _segmenter_source(cfg.segmenter, None, variant_dir(EMBEDDED_CHECKPOINT, FUSION))  # what the app runs
     try:
-        seg = create_segmenter(cfg.segmenter)
+        seg = create_segmenter(CheckpointDir.read(EMBEDDED_CHECKPOINT).variant(FUSION).segmenter_config())  # what the app runs
     except SegmenterUnavailable:
         return None
     images = [Image.open(p).convert("RGB") for p in photos]

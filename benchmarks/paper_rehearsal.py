@@ -71,7 +71,7 @@ def synthetic_photo(rng: np.random.Generator, size=(640, 480)) -> bytes:
 
 def write_data(work: Path, photos: int, held_out: int, seed: int = 0) -> dict:
     """MP-16-format shards + mp16_places365.csv, and val / test photos on disk with their CSVs."""
-    from geosurge.data.msgpack_shards import write_shard
+    from tests.mp16_synth import write_shard
 
     rng = np.random.default_rng(seed)
     per_shard = 8

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import statistics
 import sys
@@ -37,16 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from geosurge.model.config import SegmenterConfig  # noqa: E402
-from geosurge.model.checkpoint import CONFIG, EMBEDDED_CHECKPOINT, bundled_segmenter  # noqa: E402
-from geosurge.model.variants import FUSION, variant_dir  # noqa: E402
+from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT, bundled_segmenter  # noqa: E402
+from geosurge.model.checkpoint_dir import CheckpointDir  # noqa: E402
+from geosurge.model.variants import FUSION  # noqa: E402
 from geosurge.model.segmenters.deeplab import ENV_VAR, DeepLabADE20K, default_path  # noqa: E402
 
 
 def demo_size() -> int | None:
-    cfg = variant_dir(EMBEDDED_CHECKPOINT, FUSION) / CONFIG
-    if not cfg.is_file():
-        return None
-    return json.loads(cfg.read_text())["model"]["segmenter"].get("input_size")
+    return CheckpointDir.read(EMBEDDED_CHECKPOINT).variant(FUSION).model_config().segmenter.input_size
 
 
 def batch_ratio(name: str, seg, images: list, batch: int, rounds: int) -> None:

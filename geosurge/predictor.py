@@ -15,21 +15,23 @@ from .data.images import load_image
 from .geo.distance import haversine_km
 from .geo.hierarchy import Hierarchy
 from .model.backbones.onnx_runtime import attach_onnx, wanted
-from .model.checkpoint import EMBEDDED_CHECKPOINT, load_checkpoint, resolve_checkpoint, segmenter_source
+from .model.checkpoint import EMBEDDED_CHECKPOINT
+from .model.checkpoint_dir import CheckpointDir
 from .model.decode import PRODUCT_SCORE, Decision, Decoder
 from .model.evidence import NOT_MEASURED, describe_evidence
 from .model.encode import encode_images, encode_images_multi
 from .model.geosurge import GeoSURGE
 from .model.hierarchical import ReferenceIndex
-from .model.posterior import Posterior, credible_set, load_posterior
+from .model.posterior import Posterior, credible_set
 from .model.segmenters import Segmenter, SegmenterUnavailable, create_segmenter
-from .model.config import SegmenterConfig
-from .model.variants import FUSION, RGB, variant_dirs, variant_name
+from .model.variants import FUSION, RGB, variant_name
 from .runtime import configure_threads
 
 
 @dataclass
 class CellScore:
+    """One cell of the hierarchy with a figure (its ``Prediction.ranked_by``, or the product score in ``levels``)."""
+
     level: int  # hierarchy level, 1 = coarsest (numbered 1..7 everywhere a person reads them)
     index: int  # cell index within that level
     token: str  # S2 token
@@ -40,6 +42,8 @@ class CellScore:
 
 @dataclass
 class ReferenceMatch:
+    """The training photo most like the query, in the answer's cell when it holds one."""
+
     id: str
     lat: float
     lon: float
@@ -50,6 +54,8 @@ class ReferenceMatch:
 
 @dataclass
 class Prediction:
+    """One photo's answer and every figure beside it; all per-cell figures describe the answer's own cells."""
+
     lat: float
     lon: float
     score: float  # the answer's finest cell: its posterior probability (its product score without a posterior)
@@ -114,6 +120,8 @@ class Predictor:
         self.segmenter_error = segmenter_error
         self.device = device
         self.backbone_runtime = "torch"  # or "onnxruntime" (see _attach_backbone_runtime)
+        #: the checkpoint directory it was loaded from (None when built from variants directly)
+        self.checkpoint: CheckpointDir | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -140,23 +148,20 @@ class Predictor:
         ``$GEOSURGE_BACKBONE_RUNTIME`` or "auto") runs the frozen backbone in onnxruntime where it wins.
         """
         configure_threads()
-        path = resolve_checkpoint(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+        checkpoint = CheckpointDir.open(path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         variants: dict[str, _Variant] = {}
-        seg_cfg, seg_home = None, path
-        for name, d in variant_dirs(path).items():
-            model, hierarchy, reference, _ = load_checkpoint(d, dev)
-            variants[name] = _Variant(model, hierarchy, reference, dev, load_posterior(d, model.cfg.posterior, hierarchy))
-            if model.uses_fusion:
-                seg_cfg, seg_home = model.cfg.segmenter, d
+        for name, vd in checkpoint.variants.items():
+            model, hierarchy, reference = vd.load(dev)
+            variants[name] = _Variant(model, hierarchy, reference, dev, vd.posterior(hierarchy))
+        fused = next((vd for vd in checkpoint.variants.values() if vd.model_config().fusion.enabled), None)
         seg, err = None, None
         if isinstance(segmenter, Segmenter):
             seg = segmenter
         elif segmenter == "auto":
-            if seg_cfg is not None:
-                cfg = SegmenterConfig(seg_cfg.name, segmenter_source(seg_cfg, segmenter_path, seg_home), seg_cfg.input_size)
+            if fused is not None:
                 try:
-                    seg = create_segmenter(cfg)
+                    seg = create_segmenter(fused.segmenter_config(segmenter_path))
                 except SegmenterUnavailable as e:
                     err = str(e)
         elif segmenter is None:
@@ -164,6 +169,7 @@ class Predictor:
         else:
             raise ValueError("segmenter must be 'auto', None or a Segmenter")
         predictor = cls(variants, seg, err, dev)
+        predictor.checkpoint = checkpoint
         predictor._attach_backbone_runtime(backbone_runtime)
         return predictor
 

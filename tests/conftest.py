@@ -10,6 +10,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GEOSURGE_SHARED", ROOT.parent / "shared"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the running demo (:func:`server`, :func:`client`) start the app: they are ``slow``
+    (``-m "not slow"`` skips them; plain ``python -m pytest`` and ``.ci/run`` run them). Tests that start
+    an ``AppServer`` themselves carry the mark in their module."""
+    for item in items:
+        if {"server", "client"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """``../shared`` (or ``$GEOSURGE_SHARED``); skips the test when it is not there (a user's machine)."""

@@ -8,7 +8,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from geosurge.data.msgpack_shards import write_shard
+
+
+def write_shard(path: str | Path, records: list[dict]) -> Path:
+    """Write records (``{"id": str, "image": bytes, ...}``) as one msgpack shard, as GeoEstimation does."""
+    import msgpack
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        for rec in records:
+            f.write(msgpack.packb(rec, use_bin_type=True))
+    return path
 
 
 def jpeg(rng: np.random.Generator, size: tuple[int, int] = (96, 72)) -> bytes:

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from geosurge.data.exif import exif_gps, with_gps
+from geosurge.data.exif import exif_gps
 
 from .app_testing import ROOT, AppServer
+from .exif_photos import with_gps
 
 from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT as CHECKPOINT  # noqa: E402
 COORDS = re.compile(r"### (-?\d+\.\d+), (-?\d+\.\d+)")
@@ -163,6 +164,7 @@ def test_rejected_upload_leaves_no_temp_file(server, photos):
     assert [p.name for p in server.workdir.iterdir() if p.is_file() and p.name != ".pid"] == []
 
 
+@pytest.mark.slow
 def test_uploads_go_with_age_and_at_shutdown(tmp_path):
     """The sweep deletes files older than the limit and empty folders; the whole private folder goes when
     the server stops (SIGTERM)."""
@@ -371,6 +373,7 @@ def test_settings_bind_loopback_unless_told(monkeypatch):
     assert parse_settings(["--host", "127.0.0.1", "--port", "8000"]).port == 8000
 
 
+@pytest.mark.slow
 def test_app_without_segmenter_says_so_once_and_plainly(photos, tmp_path):
     """With the DeepLab file missing the app still answers, RGB-only: one plain sentence for the visitor,
     the reason (and what to set) for the operator, in the log."""

@@ -56,6 +56,19 @@ def test_checkpoint_is_small_and_never_pickled(pair):
     assert cfg["model"]["backbone"]["name"] == "efficientnet-lite0" and cfg["model"]["fusion"]["enabled"]
 
 
+def test_without_posterior_the_rule_is_named_and_evidence_not_measured(pair, photos, segmenter):
+    from geosurge.model.decode import PRODUCT_SCORE
+    from geosurge.model.evidence import NOT_MEASURED
+
+    p = Predictor.from_pretrained(pair / "rgb")
+    [a] = p.predict(photos[0], fusion=False)
+    assert a.decision == "argmax" and a.ranked_by == PRODUCT_SCORE and not a.within_km
+    assert a.chain[-1].index == a.top_k[0].index and a.score == pytest.approx(a.top_k[0].score)  # the paper's best cell
+    assert a.evidence_text == NOT_MEASURED and a.as_dict()["evidence_bits"] is None
+    [m] = p.predict(photos[0], fusion=False, decision="within:2500")  # the same rules apply to the product scores
+    assert m.decision == "within:2500" and (m.lat, m.lon) == pytest.approx((m.chain[-1].lat, m.chain[-1].lon))
+
+
 def test_round_trip_bit_for_bit(pair, photos, segmenter, tmp_path):
     from geosurge.model.checkpoint import save_checkpoint
 
@@ -179,7 +192,8 @@ def posterior_pair(tmp_path_factory, pair, shared_dir):
     import shutil
 
     from geosurge.geo import Hierarchy
-    from geosurge.model.posterior import save_training_counts, training_counts
+    from geosurge.model.checkpoint import save_training_counts
+    from geosurge.model.posterior import training_counts
 
     root = tmp_path_factory.mktemp("posterior")
     rows = list(csv.DictReader(open(shared_dir / "data/im2gps3k-dev/train.csv")))

@@ -1,8 +1,17 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from geosurge.model.config import FusionConfig
 from geosurge.model.fusion import LatentCrossAttention, RGBHead, SemanticFusion, SemanticTokenizer
+
+
+def naive_tokens(tok: SemanticTokenizer, labels: torch.Tensor) -> torch.Tensor:
+    """What ``tok(labels)`` computes, through an explicit one-hot tensor (memory hungry: the reference)."""
+    idx = tok.patch_indices(labels) - tok.offsets  # class per position
+    onehot = F.one_hot(idx, tok.num_classes).float().flatten(2)  # (B, N, s*s*C)
+    semantic = onehot @ tok.proj.weight + tok.bias  # weight rows (s*s*C, dim) match the flattening above
+    return torch.cat([tok.cls.expand(labels.shape[0], -1, -1), semantic], dim=1) + tok.pos
 
 
 @pytest.mark.parametrize("grid,label_samples,side", [(3, 4, 12), (2, 5, 10), (4, 2, 32)])
@@ -10,7 +19,7 @@ def test_tokenizer_equals_naive_one_hot_projection(grid, label_samples, side):
     torch.manual_seed(0)
     tok = SemanticTokenizer(grid, label_samples, num_classes=151, dim=16)
     labels = torch.randint(0, 151, (2, side, side))
-    torch.testing.assert_close(tok(labels), tok.naive(labels), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tok(labels), naive_tokens(tok, labels), rtol=1e-5, atol=1e-6)
     assert tok(labels).shape == (2, 1 + grid * grid, 16)
 
 

@@ -6,15 +6,20 @@ from geosurge.geo import build_hierarchy
 from geosurge.model.hierarchical import HierarchicalScorer, ReferenceIndex
 
 
-@pytest.fixture(scope="module")
-def setup():
+def clustered_world() -> tuple:
+    """(photo lats, lons, a 4-level hierarchy over them, random cell tables, per-level scales)."""
     rng = np.random.default_rng(0)
     lat = np.r_[rng.normal(48, 2, 3000), rng.normal(35, 3, 2000), rng.uniform(-50, 60, 1000)]
     lon = np.r_[rng.normal(5, 3, 3000), rng.normal(-100, 5, 2000), rng.uniform(-180, 180, 1000)]
     h = build_hierarchy(lat, lon, tau_min=10, tau_maxes=[2000, 500, 150, 60])
     torch.manual_seed(0)
     tables = [torch.nn.functional.normalize(torch.randn(n, 16), dim=-1) for n in h.num_cells]  # as a head's scoring()
-    scales = torch.tensor([14.0, 10.0, 20.0, 5.0])
+    return lat, lon, h, tables, torch.tensor([14.0, 10.0, 20.0, 5.0])
+
+
+@pytest.fixture(scope="module")
+def setup():
+    _, _, h, tables, scales = clustered_world()
     return h, HierarchicalScorer(tables, scales, h), tables, scales
 
 

@@ -105,8 +105,23 @@ def test_antimeridian_centroid():
 
 
 def test_assign_outside_is_minus_one(hier):
-    far = hier.assign([-89.0], [0.0])
-    assert far.shape == (1, 4)
+    # photos only around Paris: Sydney lies in no kept cell at any level, Paris's centre in one at every level
+    rng = np.random.default_rng(3)
+    paris = build_hierarchy(rng.normal(48.85, 0.3, 3000), rng.normal(2.35, 0.3, 3000), tau_min=20, tau_maxes=[2000, 300])
+    got = paris.assign([-33.87, 48.85], [151.21, 2.35])
+    assert got[0].tolist() == [-1, -1] and (got[1] >= 0).all()
+    # and everywhere: -1 exactly where no kept cell's S2 range holds the point, else the cell that holds it
+    lat, lon = np.degrees(np.arcsin(rng.uniform(-1, 1, 4000))), rng.uniform(-180, 180, 4000)
+    cells = hier.assign(lat, lon)
+    leaf = s2.latlon_to_cell_id(lat, lon).astype(np.uint64)
+    assert (cells == -1).any() and (cells >= 0).any()
+    for k, p in enumerate(hier.levels):
+        ids = p.ids.astype(np.uint64)
+        half = (ids & (~ids + np.uint64(1))) - np.uint64(1)  # lowest set bit - 1: the cell's leaf range half-width
+        inside = (leaf[:, None] >= ids - half) & (leaf[:, None] <= ids + half)  # (points, cells)
+        assert (inside.sum(1) <= 1).all()  # cells of one level do not overlap
+        expect = np.where(inside.any(1), inside.argmax(1), -1)
+        np.testing.assert_array_equal(cells[:, k], expect, err_msg=f"level {k}")
 
 
 def test_round_trip(tmp_path, hier, data):

@@ -85,7 +85,7 @@ def test_exif_edge_cases_parse_right_or_are_reported():
     assert "malformed" in gps(((1, 0), 0, 0), "N", (10, 0, 0), "E").problem
     import io
 
-    from geosurge.data.exif import with_gps
+    from .exif_photos import with_gps
 
     small = Image.new("RGB", (64, 64))
     b = io.BytesIO()
@@ -354,7 +354,7 @@ def test_upload_store_bounds_memory_and_keeps_the_truth(tmp_path):
     the GPS read from the original; nothing is read or touched outside the upload folder."""
     import io
 
-    from geosurge.data.exif import with_gps
+    from .exif_photos import with_gps
     from geosurge.app.uploads import UploadStore
 
     img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (400, 600, 3), dtype=np.uint8))

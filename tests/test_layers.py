@@ -88,3 +88,103 @@ def test_the_checker_sees_relative_absolute_and_nested_imports(tmp_path, monkeyp
     (pkg / "model" / "sub" / "m.py").write_text(src)
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", pkg)
     assert _imported_layers(pkg / "model" / "sub" / "m.py") == {"train", "model", "eval", "app", "predictor"}
+
+
+# ------------------------------------------------------------------------------------ import cycles
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the import nodes under ``if TYPE_CHECKING:``: never run, so no edge of the import graph."""
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return skip
+
+
+def _module_of(parts: tuple[str, ...], root: Path) -> tuple[str, ...] | None:
+    """The module file ``geosurge.<parts>`` names (a package means its ``__init__``), or None outside the package."""
+    if parts[:1] != ("geosurge",):
+        return None
+    rel = parts[1:]
+    if (root.joinpath(*rel) / "__init__.py").is_file() if rel else True:
+        return (*rel, "__init__")
+    if rel and root.joinpath(*rel[:-1], f"{rel[-1]}.py").is_file():
+        return rel
+    return None
+
+
+def _imports(path: Path, root: Path) -> set[tuple[str, ...]]:
+    """Every module of the package that ``path`` imports when it runs: at module top, inside functions (lazy
+    imports are edges too: they hide a cycle, they do not remove it), but not under ``TYPE_CHECKING``."""
+    rel = path.relative_to(root).with_suffix("").parts
+    package = ("geosurge", *(rel[:-1]))
+    tree = ast.parse(path.read_text(), str(path))
+    skip = _type_checking_only(tree)
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            names = [tuple(a.name.split(".")) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else ()
+            module = base + tuple(node.module.split(".") if node.module else ())
+            # `from pkg import name`: the submodule when `name` is one, else pkg itself
+            names = [module + (a.name,) if _module_of(module + (a.name,), root) and _is_sub(module + (a.name,), root)
+                     else module for a in node.names]
+        else:
+            continue
+        found.update(m for m in (_module_of(n, root) for n in names) if m is not None)
+    return found - {rel}
+
+
+def _is_sub(parts: tuple[str, ...], root: Path) -> bool:
+    rel = parts[1:]
+    return bool(rel) and (root.joinpath(*rel[:-1], f"{rel[-1]}.py").is_file() or (root.joinpath(*rel) / "__init__.py").is_file())
+
+
+def _cycles(root: Path) -> list[list[str]]:
+    """Strongly connected components of more than one module in the package's import graph (Tarjan)."""
+    graph = {p.relative_to(root).with_suffix("").parts: _imports(p, root) for p in sorted(root.rglob("*.py"))}
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(".".join(w))
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle_in_the_package():
+    assert _cycles(PACKAGE) == [], "import cycles (lazy imports count; only TYPE_CHECKING imports do not)"
+
+
+def test_the_cycle_finder_sees_lazy_cycles_and_ignores_type_checking(tmp_path):
+    pkg = tmp_path / "geosurge"
+    (pkg / "model").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "model" / "__init__.py").write_text("")
+    (pkg / "model" / "config.py").write_text("def f():\n    from .registry import R\n")
+    (pkg / "model" / "registry.py").write_text("from geosurge.model.config import f\n")
+    (pkg / "model" / "typed.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import other\n")
+    (pkg / "model" / "other.py").write_text("from . import typed\n")
+    assert _cycles(pkg) == [["model.config", "model.registry"]]

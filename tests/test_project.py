@@ -26,6 +26,15 @@ def test_readme_commands_are_what_ci_runs():
     assert "torch==2.13.0" in (ROOT / "requirements.txt").read_text()
 
 
+def test_slow_tests_are_registered_and_ci_runs_them():
+    import tomllib
+
+    markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
+    assert any(m.startswith("slow:") for m in markers)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^python -m pytest$", ci, flags=re.M) and "not slow" not in ci  # the app tests still run in CI
+
+
 def test_readme_python_example_runs(tmp_path):
     readme = (ROOT / "README.md").read_text()
     code = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[0]

@@ -1,5 +1,6 @@
-"""geosurge.model.variants: a checkpoint's fusion/RGB variants, where each one's directory is, and where its
-training photos were."""
+"""geosurge.model.variants (the fusion/RGB variants' names) and geosurge.model.checkpoint_dir (the one owner of a
+checkpoint directory: where each variant's directory is, its config read once, where its training photos were,
+its posterior written back)."""
 import json
 import re
 import shutil
@@ -11,8 +12,9 @@ import pytest
 from geosurge.geo import build_hierarchy
 from geosurge.model import GeoSURGE
 from geosurge.model.checkpoint import CONFIG, EMBEDDED_CHECKPOINT, CheckpointError, save_checkpoint
-from geosurge.model.variants import (FUSION, RGB, TRAINING_IMAGES, VARIANTS, get_variant, pick_variants, training_images,
-                                     training_metadata, variant_dir, variant_dirs, variant_name)
+from geosurge.model.checkpoint_dir import CheckpointDir, training_images
+from geosurge.model.config import PosteriorConfig
+from geosurge.model.variants import FUSION, RGB, TRAINING_IMAGES, VARIANTS, get_variant, pick_variants, training_metadata, variant_name
 
 from .helpers import small_config
 
@@ -140,6 +142,14 @@ def test_embedded_checkpoint_finds_the_shared_training_photos(shared_dir):
     assert training_images(EMBEDDED_CHECKPOINT).resolve() == (shared_dir / "data/im2gps3k-dev/images").resolve()
 
 
+def variant_dirs(path: Path) -> dict[str, Path]:
+    return {name: v.path for name, v in CheckpointDir.read(path).variants.items()}
+
+
+def variant_dir(path: Path, name: str) -> Path:
+    return CheckpointDir.read(path).variant(name).path
+
+
 def test_pick_variants_answers_with_what_is_available():
     assert pick_variants([FUSION, RGB], True) == (FUSION, RGB)
     assert pick_variants([RGB, FUSION], False) == (RGB, FUSION)
@@ -147,3 +157,62 @@ def test_pick_variants_answers_with_what_is_available():
     assert pick_variants([FUSION], False) == (FUSION, None)  # a fusion-only checkpoint still answers
     with pytest.raises(ValueError, match="no variant"):
         pick_variants([], True)
+
+
+def test_config_is_read_once_and_again_only_when_it_changes(tmp_path, monkeypatch):
+    import geosurge.model.checkpoint_dir as cd
+
+    pair = tmp_path / "pair"
+    _config_only(pair / "rgb", RGB)
+    _config_only(pair / "fusion", FUSION)
+    reads = []
+    real = cd.read_config
+    monkeypatch.setattr(cd, "read_config", lambda d: reads.append(Path(d).name) or real(d))
+    first = CheckpointDir.read(pair)
+    training_images(pair)
+    assert CheckpointDir.read(pair) is first and sorted(reads) == ["fusion", "rgb"]
+    # what the app asks at start (variants, segmenter settings, training photos) parses nothing again
+    assert first.variant(FUSION).segmenter_config().name == "deeplab-ade20k" and len(reads) == 2
+    cfg = json.loads((pair / "rgb" / CONFIG).read_text())
+    cfg["training"] = {"steps": 9}
+    (pair / "rgb" / CONFIG).write_text(json.dumps(cfg, indent=1))
+    assert CheckpointDir.read(pair).variants[RGB].training == {"steps": 9} and sorted(reads[2:]) == ["fusion", "rgb"]
+
+
+def test_write_posterior_round_trips_and_validates(tmp_path, rgb_model):
+    model, hierarchy = rgb_model
+    vd = CheckpointDir.read(save_checkpoint(tmp_path / "ckpt", model, hierarchy)).variant(RGB)
+    assert vd.posterior(hierarchy) is None and vd.training_counts() is None
+    counts = [np.arange(n) % 3 for n in hierarchy.num_cells]
+    pc = PosteriorConfig(enabled=True, level_weights=[0.5, 0.2, 0.1], decision="within:750",
+                         calibration={"within:750@2500": [[0.0, 1.0], [0.1, 0.6]]})
+    vd.write_posterior(pc, counts)
+    back = CheckpointDir.read(tmp_path / "ckpt").variant(RGB)
+    assert back.model_config().posterior == pc
+    assert [c.tolist() for c in back.training_counts()] == [c.tolist() for c in counts]
+    assert back.posterior(hierarchy).cfg.decision == "within:750"
+    with pytest.raises(ValueError, match="posterior.decision"):
+        vd.write_posterior(PosteriorConfig(enabled=True).__class__(**{**pc.__dict__, "decision": "best"}))
+
+
+def test_a_checkpoint_naming_an_unknown_part_fails_when_read(tmp_path):
+    d = _config_only(tmp_path / "odd", RGB)
+    cfg = json.loads((d / CONFIG).read_text())
+    cfg["model"]["backbone"]["name"] = "resnet-9000"
+    (d / CONFIG).write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"backbone.name must be one of \['clip', .*'efficientnet-lite0'.*not 'resnet-9000'"):
+        CheckpointDir.read(d)
+
+
+def test_the_app_reads_each_config_once_at_start(monkeypatch):
+    import geosurge.model.checkpoint_dir as cd
+    from geosurge import Predictor
+    from geosurge.app.settings import parse_settings
+
+    opened, real = [], Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (opened.append(self) if self.name == CONFIG else None)
+                        or real(self, *a, **k))
+    cd._read.cache_clear()  # as in a fresh process
+    settings = parse_settings(["--checkpoint", str(EMBEDDED_CHECKPOINT)])  # asks for the training photos' folder
+    Predictor.from_pretrained(settings.checkpoint, segmenter=None)  # loads both variants
+    assert sorted(p.parent.name for p in opened) == ["fusion", "rgb"]

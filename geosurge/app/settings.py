@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..model.checkpoint import EMBEDDED_CHECKPOINT
-from ..model.variants import training_images
+from ..model.checkpoint_dir import training_images
 from .admission import QUEUE_SIZE
 
 DEFAULT_CHECKPOINT = EMBEDDED_CHECKPOINT

@@ -146,19 +146,3 @@ def exif_gps(path: str | Path | bytes) -> tuple[float, float] | None:
     """(lat, lon) in degrees from the EXIF GPS block, or None when absent or unusable."""
     gps = read_exif_gps(path)
     return gps.point if gps else None
-
-
-def with_gps(image: Image.Image, lat: float, lon: float) -> Image.Exif:
-    """An EXIF block carrying (lat, lon), for tests and examples (``image.save(path, exif=...)``)."""
-    from PIL.TiffImagePlugin import IFDRational
-
-    def dms(x: float):
-        x = abs(x)
-        d = int(x)
-        m = int((x - d) * 60)
-        s = (x - d - m / 60) * 3600
-        return (IFDRational(d, 1), IFDRational(m, 1), IFDRational(round(s * 1000), 1000))
-
-    exif = image.getexif()
-    exif[_GPS_IFD] = {_LAT_REF: "N" if lat >= 0 else "S", _LAT: dms(lat), _LON_REF: "E" if lon >= 0 else "W", _LON: dms(lon)}
-    return exif

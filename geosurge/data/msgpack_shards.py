@@ -113,15 +113,3 @@ class MsgpackDataset:
                 else:
                     image = data
                 yield rid, image, ll[0], ll[1]
-
-
-def write_shard(path: str | Path, records: list[dict]) -> Path:
-    """Write records (``{"id": str, "image": bytes, ...}``) as one msgpack shard, as GeoEstimation does."""
-    import msgpack
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        for rec in records:
-            f.write(msgpack.packb(rec, use_bin_type=True))
-    return path

@@ -22,14 +22,14 @@ from ..geo.distance import haversine_km
 from ..geo.hierarchy import Hierarchy
 from ..geo.metrics import THRESHOLDS_KM, accuracy_report
 from ..files import atomic_write
-from ..model.checkpoint import CONFIG, WEIGHTS, load_checkpoint, segmenter_source
-from ..model.config import SegmenterConfig
+from ..model.checkpoint import CONFIG, WEIGHTS
+from ..model.checkpoint_dir import CheckpointDir
 from ..model.encode import image_features, view_features
 from ..model.geosurge import GeoSURGE
 from ..model.decode import Decoder
-from ..model.posterior import Posterior, load_posterior
+from ..model.posterior import Posterior
 from ..model.segmenters import create_segmenter
-from ..model.variants import variant_dir, variant_name
+from ..model.variants import variant_name
 from ..model.views import load_or_build_views
 from ..runtime import configure_threads
 
@@ -85,17 +85,16 @@ def checkpoint_features(
 ) -> tuple[GeoSURGE, Hierarchy, torch.Tensor, np.ndarray, Path]:
     """A checkpoint's features of ``records`` (cached by weight hash): model, hierarchy, features (n, d),
     ``keep`` (which records could be read: features are theirs, in order) and the variant's directory."""
-    directory = variant_dir(checkpoint, variant_name(fusion))
-    model, hierarchy, _, _ = load_checkpoint(directory, device, model_overrides)
+    vd = CheckpointDir.read(checkpoint).variant(variant_name(fusion))
+    directory = vd.path
+    model, hierarchy, _ = vd.load(device, model_overrides)
     store = None
     if model.uses_fusion:
         store = LabelStore(labels or Path(DEFAULT_LABELS) / model.cfg.segmenter.cache_name(), model.cfg.segmenter)
         if any(not store.has(i) for i in records.ids):
             # Its failures are not reported: an image the segmenter cannot read fails feature extraction
             # below too, and is counted there (once, not twice).
-            seg = model.cfg.segmenter
-            seg = SegmenterConfig(seg.name, segmenter_source(seg, None, directory), seg.input_size)
-            segment_records(records, create_segmenter(seg), store, progress=progress)
+            segment_records(records, create_segmenter(vd.segmenter_config()), store, progress=progress)
     key = hashlib.sha256(json.dumps([_weights_hash(directory), str(records.root), records.ids, ten_crop,
                                      str(store.root) if store else None]).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"eval-{key}.safetensors"
@@ -138,7 +137,8 @@ def evaluate_checkpoint(
     model, hierarchy, feats, keep, directory = checkpoint_features(
         checkpoint, records, ten_crop, fusion, labels, cache_dir, device, progress, report, model_overrides)
     true = np.stack([records.lats[keep], records.lons[keep]], axis=1)
-    pred, metrics = score_features(model, hierarchy, feats, true, load_posterior(directory, model.cfg.posterior, hierarchy))
+    posterior = CheckpointDir.read(directory).variant(variant_name(fusion)).posterior(hierarchy, model.cfg.posterior)
+    pred, metrics = score_features(model, hierarchy, feats, true, posterior)
     metrics.update(checkpoint=str(directory), fusion=model.uses_fusion, ten_crop=ten_crop,
                    skipped=len(records) - len(keep))
     label = name or (f"{Path(checkpoint).name}/{directory.name}" if directory != Path(checkpoint) else directory.name)

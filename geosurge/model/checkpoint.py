@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 REFERENCE = "reference.safetensors"
 REFERENCE_IDS = "reference.json"
+#: training photos per cell and level: what the posterior divides the visual evidence by
+TRAIN_COUNTS = "posterior.safetensors"
 #: A checkpoint may carry its segmenter's files in this sub-directory (beside ``fusion/`` and ``rgb/``).
 SEGMENTER_DIR = "segmenter"
 #: The checkpoint pair shipped inside the package (``configs/demo.yaml``): the default everywhere.
@@ -138,8 +141,6 @@ def save_checkpoint(
         atomic_write(directory / REFERENCE, lambda p: save_numpy(arrays, p))
         atomic_write(directory / REFERENCE_IDS, lambda p: Path(p).write_text(json.dumps({"ids": reference.ids})))
     if train_counts is not None:
-        from .posterior import save_training_counts
-
         save_training_counts(directory, train_counts)
     atomic_write(directory / CONFIG, lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
     return directory
@@ -173,7 +174,23 @@ def publish_checkpoint(link: str | Path, model: GeoSURGE, hierarchy: Hierarchy, 
     return link
 
 
+def save_training_counts(directory: str | Path, counts: Sequence[np.ndarray]) -> None:
+    """Write the per-level training counts beside a checkpoint's weights."""
+    arrays = {f"train_counts_l{k}": np.ascontiguousarray(c, dtype=np.int64) for k, c in enumerate(counts)}
+    atomic_write(Path(directory) / TRAIN_COUNTS, lambda p: save_numpy(arrays, p))
+
+
+def load_training_counts(directory: str | Path) -> list[np.ndarray] | None:
+    """The per-level training counts of a checkpoint directory, or None when it has none."""
+    path = Path(directory) / TRAIN_COUNTS
+    if not path.is_file():
+        return None
+    arrays = load_numpy(str(path))
+    return [arrays[f"train_counts_l{k}"] for k in range(len(arrays))]
+
+
 def read_config(directory: str | Path) -> dict[str, Any]:
+    """A checkpoint directory's ``config.json`` (``CheckpointError`` when missing or of another version)."""
     path = Path(directory) / CONFIG
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a GeoSURGE checkpoint: {CONFIG} is missing")
@@ -184,11 +201,13 @@ def read_config(directory: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    directory: str | Path, device: str | torch.device = "cpu", model_overrides: dict[str, Any] | None = None
+    directory: str | Path, device: str | torch.device = "cpu", model_overrides: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> tuple[GeoSURGE, Hierarchy, ReferenceIndex | None, dict[str, Any]]:
-    """Load (model in eval mode, hierarchy, reference index or None, raw config) from a checkpoint directory."""
+    """Load (model in eval mode, hierarchy, reference index or None, raw config) from a checkpoint directory
+    (``config``: its ``config.json`` when already read, see :class:`~geosurge.model.checkpoint_dir.CheckpointDir`)."""
     directory = Path(directory).resolve()  # a published link is followed once: every file from one version
-    config = read_config(directory)
+    config = config if config is not None else read_config(directory)
     cfg_dict = ModelConfig.from_dict(config["model"]).to_dict()  # today's key names, which the overrides use
     for section, values in (model_overrides or {}).items():
         cfg_dict.setdefault(section, {}).update(values)

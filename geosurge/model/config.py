@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..geo.hierarchy import PAPER_TAU_MAXES, PAPER_TAU_MIN
+from . import backbones, geo_heads, segmenters
 from .decisions import canonical_decision
 
 FORMAT_VERSION = 1
@@ -20,11 +21,6 @@ class BackboneConfig:
     pretrained: str | None = None  # hub id or local directory (clip); None = the family's default source
     image_size: int | None = None  # None = the backbone's native size
     trainable_blocks: int = 1  # encoder blocks / stages left trainable, counted from the top
-
-    def __post_init__(self) -> None:
-        from .backbones._registry import BACKBONES  # imported here: the backbones' modules import this one
-
-        BACKBONES.check(self.name, "backbone.name")
 
 
 @dataclass
@@ -67,9 +63,6 @@ class GeoConfig:
     partition: str | None = None
 
     def __post_init__(self) -> None:
-        from .geo_heads._registry import GEO_HEADS  # imported here: the heads' modules import this one
-
-        GEO_HEADS.check(self.head, "geo.head")
         self.decision = canonical_decision(self.decision, "geo.decision")
 
 
@@ -131,11 +124,6 @@ class SegmenterConfig:
     #: the checkpoint, and of the label cache's name: see :meth:`cache_name`).
     input_size: int | None = None
 
-    def __post_init__(self) -> None:
-        from .segmenters._registry import SEGMENTERS  # imported here: the segmenters' modules import this one
-
-        SEGMENTERS.check(self.name, "segmenter.name")
-
     def cache_name(self) -> str:
         """Folder name for label maps made with this setting (``deeplab-ade20k``, ``deeplab-ade20k-385``)."""
         return self.name if self.input_size is None else f"{self.name}-{self.input_size}"
@@ -154,7 +142,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        """Build from a dict (e.g. ``config.json``); unknown keys are an error, missing keys take defaults."""
+        """Build from a dict (``config.json``, a training config): the one factory every read goes through.
+        Unknown keys, and names no registry knows, are errors (naming the allowed ones); missing keys take defaults."""
         d = dict(d)
         version = d.pop("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
@@ -171,7 +160,17 @@ class ModelConfig:
             parts[f.name] = sub_cls(**sub)
         if d:
             raise ValueError(f"unknown model config section(s): {sorted(d)}")
-        return cls(**parts)
+        return check_names(cls(**parts))
+
+
+def check_names(cfg: ModelConfig) -> ModelConfig:
+    """``cfg`` when every part it names is registered (backbone, geographic head, segmenter), else a
+    ``ValueError`` naming the field and the allowed names. The registries are asked here, once, not by the
+    dataclasses: the registries' modules use these config types, and a check inside them would be an import cycle."""
+    backbones.BACKBONES.check(cfg.backbone.name, "backbone.name")
+    geo_heads.GEO_HEADS.check(cfg.geo.head, "geo.head")
+    segmenters.SEGMENTERS.check(cfg.segmenter.name, "segmenter.name")
+    return cfg
 
 
 def _renamed(section: str, values: dict[str, Any]) -> dict[str, Any]:

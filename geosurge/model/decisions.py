@@ -12,16 +12,67 @@ as ``argmax`` (:data:`LEGACY_NAMES`).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from ..geo.distance import pairwise_haversine_km
 
 ARGMAX, MEDIAN, WITHIN = "argmax", "median", "within"
 #: old names still read from config.json files -> today's
 LEGACY_NAMES = {"map": ARGMAX}
 #: what an error message offers
 CHOICES = "'argmax', 'median' or 'within:R' with R > 0 km"
+
+
+class CellDistances:
+    """Great-circle km between the finest-cell centres, for the rules: kept whole up to ``keep_up_to`` cells
+    (the embedded checkpoint's 1,080: 4.7 MB), served by blocks of rows beyond, so memory stays bounded (the
+    paper's 22,840 cells would take 2 GB at once, and a rule's float64 copy twice that)."""
+
+    def __init__(self, centroids: np.ndarray, keep_up_to: int = 4096, block: int = 1024):
+        self.centroids = np.asarray(centroids, np.float64)
+        self.keep_up_to, self.block = keep_up_to, block
+        self._matrix: np.ndarray | None = None
+        self._near: dict[float, object] = {}
+
+    def __len__(self) -> int:
+        return len(self.centroids)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """(n, n) float32 km, computed once (for small hierarchies; see :meth:`blocks`)."""
+        if self._matrix is None:
+            c = self.centroids
+            self._matrix = pairwise_haversine_km(c[:, 0], c[:, 1], c[:, 0], c[:, 1]).astype(np.float32)
+        return self._matrix
+
+    def rows(self, cells: np.ndarray) -> np.ndarray:
+        """(len(cells), n) float32 km from the given cells to every cell."""
+        if self._matrix is not None or len(self) <= self.keep_up_to:
+            return self.matrix[cells]
+        c, a = self.centroids[np.asarray(cells)], self.centroids
+        return pairwise_haversine_km(c[:, 0], c[:, 1], a[:, 0], a[:, 1]).astype(np.float32)
+
+    def near(self, radius_km: float):
+        """(n, n) sparse 0/1 matrix of the cell pairs within ``radius_km`` (scipy CSR), built once per radius by
+        blocks: what ``within:R`` needs of a large hierarchy, in memory that grows with the neighbours, not n²."""
+        if radius_km not in self._near:
+            from scipy import sparse
+
+            parts = [sparse.csr_matrix((d <= radius_km).astype(np.float64)) for _, d in self.blocks()]
+            self._near[radius_km] = sparse.vstack(parts, format="csr")
+        return self._near[radius_km]
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, rows) covering every cell: the whole matrix at once when it is kept."""
+        if len(self) <= self.keep_up_to:
+            yield 0, self.matrix
+            return
+        for start in range(0, len(self), self.block):
+            yield start, self.rows(np.arange(start, min(start + self.block, len(self))))
 
 
 @dataclass(frozen=True)
@@ -34,10 +85,6 @@ class DecisionRule:
     def __str__(self) -> str:
         return f"{WITHIN}:{self.radius_km:g}" if self.kind == WITHIN else self.kind
 
-    @property
-    def needs_distances(self) -> bool:
-        return self.kind != ARGMAX
-
     def describe(self) -> str:
         """How the answer was chosen, for a sentence: "answer chosen by <this>"."""
         if self.kind == WITHIN:
@@ -46,18 +93,29 @@ class DecisionRule:
             return "the least expected distance"
         return "the most probable cell"
 
-    def choose(self, probs: torch.Tensor, distances: np.ndarray | None = None) -> np.ndarray:
-        """The answer's finest cell per row of ``probs`` (B, n_fin); ``distances`` (n_fin, n_fin) in km between
-        the cell centres (unused by ``argmax``)."""
+    def choose(self, probs: torch.Tensor, distances: CellDistances | None = None) -> np.ndarray:
+        """The answer's finest cell per row of ``probs`` (B, n_fin); ``distances`` between the cell centres
+        (unused by ``argmax``)."""
         if self.kind == ARGMAX:
             return probs.argmax(dim=1).cpu().numpy()
         if distances is None:
             raise ValueError(f"the {self} rule needs the distances between cell centres")
         p = probs.double().cpu()
-        if self.kind == MEDIAN:
-            return (p @ torch.from_numpy(distances.astype(np.float64))).argmin(dim=1).numpy()
-        near = torch.from_numpy((distances <= self.radius_km).astype(np.float64))
-        return (p @ near).argmax(dim=1).numpy()
+        if self.kind == WITHIN and len(distances) > distances.keep_up_to:
+            return np.asarray((distances.near(self.radius_km) @ p.numpy().T).argmax(axis=0)).ravel()
+        best_value = best_cell = None
+        for start, d in distances.blocks():
+            m = torch.from_numpy(d.astype(np.float64) if self.kind == MEDIAN else (d <= self.radius_km).astype(np.float64))
+            value = p @ m if d.shape[0] == d.shape[1] else p @ m.T  # the whole matrix is symmetric
+            if self.kind == MEDIAN:
+                value = -value  # least expected distance
+            v, i = value.max(dim=1)
+            if best_value is None:
+                best_value, best_cell = v, i + start
+            else:  # an earlier block keeps ties, as one argmax over all cells would
+                better = v > best_value
+                best_value, best_cell = torch.where(better, v, best_value), torch.where(better, i + start, best_cell)
+        return best_cell.numpy()
 
 
 def parse_decision(text: str, field: str = "decision") -> DecisionRule:

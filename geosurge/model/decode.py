@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..geo.distance import pairwise_haversine_km
 from ..geo.hierarchy import Hierarchy
-from .decisions import DecisionRule, parse_decision
+from .decisions import CellDistances, DecisionRule, parse_decision
 from .evidence import evidence_bits
 from .hierarchical import HierarchicalScorer
-from .posterior import Posterior, load_posterior
+from .checkpoint_dir import CheckpointDir
+from .posterior import Posterior
+from .variants import variant_name
 
 #: what ranks the cells shown beside an answer, with and without a fitted posterior
 POSTERIOR_PROBABILITY = "posterior probability"
@@ -56,7 +57,7 @@ class Decoder:
         self.scorer, self.hierarchy, self.posterior = scorer, hierarchy, posterior
         self.rule = str(parse_decision(rule))  # the default without a posterior (geo.decision)
         self.ancestors = torch.from_numpy(hierarchy.ancestors())
-        self._distances: np.ndarray | None = None
+        self._distances: CellDistances | None = None
 
     @classmethod
     def for_model(cls, model, hierarchy: Hierarchy, posterior: Posterior | None = None) -> "Decoder":
@@ -66,20 +67,21 @@ class Decoder:
     @classmethod
     def for_checkpoint(cls, model, hierarchy: Hierarchy, directory: str | Path) -> "Decoder":
         """The decoder of a checkpoint directory's model, with the posterior fitted in it (if any)."""
-        return cls.for_model(model, hierarchy, load_posterior(directory, model.cfg.posterior, hierarchy))
+        variant = CheckpointDir.read(directory).variant(variant_name(model.uses_fusion))
+        return cls.for_model(model, hierarchy, variant.posterior(hierarchy, model.cfg.posterior))
 
     def to(self, device: torch.device | str) -> "Decoder":
+        """Score on ``device`` (the posterior and the rules run on the CPU: they are small and in float64)."""
         self.scorer.to(device)
         return self
 
     @property
-    def distances(self) -> np.ndarray:
-        """(n_fin, n_fin) km between finest-cell centres, computed once (the posterior's when there is one)."""
+    def distances(self) -> CellDistances:
+        """Km between the finest-cell centres, for the rules (the posterior's when there is one)."""
         if self.posterior is not None:
-            return self.posterior.distances
+            return self.posterior.cell_distances
         if self._distances is None:
-            c = self.hierarchy.finest.centroids
-            self._distances = pairwise_haversine_km(c[:, 0], c[:, 1], c[:, 0], c[:, 1]).astype(np.float32)
+            self._distances = CellDistances(self.hierarchy.finest.centroids)
         return self._distances
 
     def resolve(self, decision: str | None = None) -> DecisionRule:
@@ -98,7 +100,7 @@ class Decoder:
             log_post = torch.log_softmax(scores[-1].double().cpu(), dim=1)
         else:
             log_post = self.posterior.log_posterior(logits)
-        cells = rule.choose(log_post.exp(), self.distances if rule.needs_distances else None)
+        cells = rule.choose(log_post.exp(), self.distances)
         chain = self.ancestors[torch.from_numpy(cells)].numpy()
         d = Decision(str(rule), cells, self.hierarchy.finest.centroids[cells], chain, scores,
                      [s.exp().cpu() for s in scores], PRODUCT_SCORE, log_post,

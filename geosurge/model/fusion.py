@@ -62,14 +62,6 @@ class SemanticTokenizer(nn.Module):
         semantic = F.embedding_bag(idx.reshape(b * n, k), self.proj.weight, mode="sum").view(b, n, self.dim) + self.bias
         return torch.cat([self.cls.expand(b, -1, -1), semantic], dim=1) + self.pos
 
-    def naive(self, labels: torch.Tensor) -> torch.Tensor:
-        """Same as ``forward`` through an explicit one-hot tensor; for tests only (memory hungry)."""
-        idx = self.patch_indices(labels) - self.offsets  # class per position
-        onehot = F.one_hot(idx, self.num_classes).float().flatten(2)  # (B, N, s*s*C)
-        w = self.proj.weight  # (s*s*C, dim): row order matches the flattening above
-        semantic = onehot @ w + self.bias
-        return torch.cat([self.cls.expand(labels.shape[0], -1, -1), semantic], dim=1) + self.pos
-
 
 class LatentCrossAttention(nn.Module):
     """Multi-head attention with MLA-style low-rank queries and one shared key/value latent.

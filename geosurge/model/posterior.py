@@ -15,54 +15,22 @@ Everything here works on batches and is vectorized over cells.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..files import atomic_write
-from ..geo.distance import pairwise_haversine_km
 from ..geo.hierarchy import Hierarchy
 from .config import PosteriorConfig
-from .decisions import DecisionRule, parse_decision
+from .decisions import CellDistances, DecisionRule, parse_decision
 
 #: Radii (km) of the calibrated chances: the benchmark's accuracy thresholds.
 RADII_KM = (1, 25, 200, 750, 2500)
-TRAIN_COUNTS = "posterior.safetensors"
 
 
 def training_counts(hierarchy: Hierarchy, lats: np.ndarray, lons: np.ndarray) -> list[np.ndarray]:
     """Training photos per cell at every level (photos outside every kept cell are not counted)."""
     cells = hierarchy.assign(lats, lons)
     return [np.bincount(cells[:, k][cells[:, k] >= 0], minlength=n).astype(np.int64) for k, n in enumerate(hierarchy.num_cells)]
-
-
-def save_training_counts(directory: str | Path, counts: Sequence[np.ndarray]) -> None:
-    """Write the per-level training counts beside a checkpoint's weights."""
-    from safetensors.numpy import save_file
-
-    arrays = {f"train_counts_l{k}": np.ascontiguousarray(c, dtype=np.int64) for k, c in enumerate(counts)}
-    atomic_write(Path(directory) / TRAIN_COUNTS, lambda p: save_file(arrays, p))
-
-
-def load_training_counts(directory: str | Path) -> list[np.ndarray] | None:
-    path = Path(directory) / TRAIN_COUNTS
-    if not path.is_file():
-        return None
-    from safetensors.numpy import load_file
-
-    arrays = load_file(str(path))
-    return [arrays[f"train_counts_l{k}"] for k in range(len(arrays))]
-
-
-def load_posterior(directory: str | Path, cfg: PosteriorConfig, hierarchy: Hierarchy) -> "Posterior | None":
-    """A checkpoint's fitted posterior, or None (older checkpoints, or one never fitted: the paper's rule)."""
-    if not cfg.enabled:
-        return None
-    counts = load_training_counts(directory)
-    if counts is None:
-        raise FileNotFoundError(f"{directory}: the posterior is enabled but its training counts ({TRAIN_COUNTS}) are missing")
-    return Posterior(cfg, hierarchy, counts)
 
 
 def likelihood_ratios(logits: Sequence[torch.Tensor], train_counts: Sequence[np.ndarray], train_correction: float) -> list[torch.Tensor]:
@@ -125,7 +93,12 @@ class Posterior:
         counts = hierarchy.finest.counts.astype(np.float64)
         self.log_prior = torch.from_numpy(np.log(np.maximum(counts, 1e-12) / counts.sum()))
         self.centroids = hierarchy.finest.centroids
-        self._dist: np.ndarray | None = None
+        self.cell_distances = CellDistances(self.centroids)
+
+    @property
+    def log_base(self) -> torch.Tensor:
+        """(n_fin,) the normalized log posterior without a photo: the prior raised to ``prior_weight``."""
+        return torch.log_softmax(self.cfg.prior_weight * self.log_prior, dim=0)
 
     @property
     def log_base(self) -> torch.Tensor:
@@ -134,13 +107,12 @@ class Posterior:
 
     @property
     def distances(self) -> np.ndarray:
-        """(n_fin, n_fin) km between finest-cell centroids, computed once."""
-        if self._dist is None:
-            c = self.centroids
-            self._dist = pairwise_haversine_km(c[:, 0], c[:, 1], c[:, 0], c[:, 1]).astype(np.float32)
-        return self._dist
+        """(n_fin, n_fin) km between finest-cell centroids, computed once (small hierarchies; the rules use
+        :attr:`cell_distances`, which stays bounded for large ones)."""
+        return self.cell_distances.matrix
 
     def log_posterior(self, logits: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(B, n_fin) normalized log posterior from the model's per-level logits (``HierarchicalScorer.level_logits``)."""
         ratios = likelihood_ratios([z.cpu() for z in logits], self.train_counts, self.cfg.train_correction)
         return combine(self.log_prior, ratios, self.ancestors, self.weights, self.cfg.prior_weight)
 
@@ -150,11 +122,11 @@ class Posterior:
 
     def decide(self, log_post: torch.Tensor, decision: str | None = None) -> np.ndarray:
         """Finest cell of the answer under a rule of :mod:`geosurge.model.decisions` (default: the checkpoint's)."""
-        rule = self.rule(decision)
-        return rule.choose(log_post.exp(), self.distances if rule.needs_distances else None)
+        return self.rule(decision).choose(log_post.exp(), self.cell_distances)
 
     def mass_within(self, log_post: torch.Tensor, answer: np.ndarray, radius_km: float) -> np.ndarray:
-        near = torch.from_numpy(self.distances[answer] <= radius_km)
+        """(B,) posterior mass of the finest cells whose centre lies within ``radius_km`` of each answer's cell."""
+        near = torch.from_numpy(self.cell_distances.rows(answer) <= radius_km)
         return (log_post.exp() * near).sum(dim=1).clamp(0, 1).numpy()
 
     def chances(self, log_post: torch.Tensor, answer: np.ndarray, decision: str | None = None) -> dict[int, np.ndarray]:

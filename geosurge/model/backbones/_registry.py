@@ -1,12 +1,16 @@
 """Backbone registry: one family per module, each registering its names."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from ...data.transforms import Preprocess
-from ..config import BackboneConfig
 from ..registry import Registry
+
+if TYPE_CHECKING:  # annotations only: config.py checks names against this registry, so no runtime import back
+    from ..config import BackboneConfig
 
 
 class Backbone(nn.Module):

@@ -1,12 +1,16 @@
 """CLIP vision transformer through ``transformers`` (the paper's backbone: ViT-L/14 at 336 px)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from ...data.transforms import Preprocess
-from ..config import BackboneConfig
 from ._registry import Backbone, register_backbone
+
+if TYPE_CHECKING:  # annotations only: config.py checks names against this registry, so no runtime import back
+    from ..config import BackboneConfig
 
 PAPER_CLIP = "openai/clip-vit-large-patch14-336"
 # OpenAI CLIP normalization (what CLIPImageProcessor uses for every OpenAI checkpoint).

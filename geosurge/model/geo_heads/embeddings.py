@@ -2,6 +2,8 @@
 per-level InfoNCE against the batch's cells (paper Eq. 1)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 from collections.abc import Sequence
 
@@ -10,8 +12,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import GeoConfig
 from ._registry import GeoHead, HeadScoring, register_geo_head
+
+if TYPE_CHECKING:  # annotations only: config.py checks names against this registry, so no runtime import back
+    from ..config import GeoConfig
 
 
 @register_geo_head("embeddings")

@@ -2,14 +2,18 @@
 (the paper's Table VI ablation)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import GeoConfig
 from ._registry import GeoHead, HeadScoring, register_geo_head
+
+if TYPE_CHECKING:  # annotations only: config.py checks names against this registry, so no runtime import back
+    from ..config import GeoConfig
 
 
 @register_geo_head("linear")

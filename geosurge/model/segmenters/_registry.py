@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from ..config import SegmenterConfig
 from ..registry import Registry
+
+if TYPE_CHECKING:  # annotations only: config.py checks names against this registry, so no runtime import back
+    from ..config import SegmenterConfig
 
 
 class SegmenterUnavailable(RuntimeError):

@@ -1,6 +1,8 @@
 """DeepLabV3 + MobileNetV2 trained on ADE20K, as a TFLite model run by ``ai-edge-litert`` (offline default)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 import threading
 from collections.abc import Sequence
@@ -10,9 +12,11 @@ import numpy as np
 from PIL import Image
 
 from ...data.transforms import resize_label_map
-from ..config import SegmenterConfig
 from ._registry import Segmenter, SegmenterUnavailable, register_segmenter
 from ._tflite import fuse_dilated_convolutions, set_input_size
+
+if TYPE_CHECKING:  # annotations only: config.py checks names against this registry, so no runtime import back
+    from ..config import SegmenterConfig
 
 ENV_VAR = "GEOSURGE_DEEPLAB"
 _RELATIVE = Path("models/deeplabv3-mobilenetv2-ade20k/model.tflite")

@@ -1,6 +1,8 @@
 """OneFormer (ADE20K, semantic task) through ``transformers``: the paper's segmenter."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import threading
 from collections.abc import Sequence
 
@@ -9,8 +11,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..config import SegmenterConfig
 from ._registry import Segmenter, SegmenterUnavailable, register_segmenter
+
+if TYPE_CHECKING:  # annotations only: config.py checks names against this registry, so no runtime import back
+    from ..config import SegmenterConfig
 
 PAPER_ONEFORMER = "shi-labs/oneformer_ade20k_swin_large"
 
