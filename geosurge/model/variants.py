@@ -7,6 +7,7 @@ it, :class:`~geosurge.model.checkpoint_dir.CheckpointDir` answers.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,18 @@ def pick_variants(available: Iterable[str], want_fusion: bool) -> tuple[str, str
     return primary, next((n for n in names if n != primary), None)
 
 
+#: The repository root: a checkpoint records its photo folder relative to it when the folder lies beside it.
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 def training_metadata(images: str | Path | None) -> dict[str, Any]:
     """What the trainer records of its data in a checkpoint's ``training`` section: the folder its photos
-    were read from, absolute (``None`` when they came from shards, whose ids are no file names)."""
-    return {TRAINING_IMAGES: str(Path(images).resolve()) if images is not None else None}
+    were read from (``None`` when they came from shards, whose ids are no file names). A folder inside the
+    repository's parent (``../shared`` beside a checkout) is written relative to the repository, so a checkpoint
+    built in one clone finds its photos in another; anything else is written absolute."""
+    if images is None:
+        return {TRAINING_IMAGES: None}
+    folder = Path(images).resolve()
+    if folder.is_relative_to(_REPO_ROOT.parent):
+        return {TRAINING_IMAGES: os.path.relpath(folder, _REPO_ROOT)}
+    return {TRAINING_IMAGES: str(folder)}
