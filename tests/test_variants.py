@@ -137,8 +137,9 @@ def test_not_a_local_checkpoint_has_no_training_photos(tmp_path):
 def test_embedded_checkpoint_finds_the_shared_training_photos(shared_dir):
     if shared_dir.resolve() != (REPO / ".." / "shared").resolve():
         pytest.skip("the embedded checkpoint's config names ../shared, and $GEOSURGE_SHARED points elsewhere")
-    # its config predates the recorded field: the relative train_csv is read against the repository
-    assert TRAINING_IMAGES not in json.loads((EMBEDDED_CHECKPOINT / "fusion" / CONFIG).read_text())["training"]
+    # recorded relative to the repository (../shared beside the checkout), so any clone finds the photos
+    assert json.loads((EMBEDDED_CHECKPOINT / "fusion" / CONFIG).read_text())["training"][TRAINING_IMAGES] == \
+        "../shared/data/im2gps3k-dev/images"
     assert training_images(EMBEDDED_CHECKPOINT).resolve() == (shared_dir / "data/im2gps3k-dev/images").resolve()
 
 
