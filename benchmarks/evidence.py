@@ -28,6 +28,8 @@ from geosurge.eval.cv import bootstrap_mean, score  # noqa: E402
 from geosurge.eval.evaluate import checkpoint_features  # noqa: E402
 from geosurge.geo.distance import haversine_km  # noqa: E402
 from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT  # noqa: E402
+from geosurge.model.checkpoint_dir import CheckpointDir  # noqa: E402
+from geosurge.model.variants import FUSION  # noqa: E402
 from geosurge.model.decode import Decoder  # noqa: E402
 from geosurge.model.evidence import EVIDENCE_BANDS  # noqa: E402
 
@@ -90,11 +92,22 @@ def table(r: dict[str, np.ndarray], groups: np.ndarray) -> list[str]:
     return lines
 
 
+def trained_on_held_out(checkpoint: Path) -> list[str]:
+    """The held-out CSVs (val.csv, test.csv) that ``checkpoint``'s fusion model was trained on, if any: such a
+    pair has seen these photos and its evidence on them says nothing about new photos."""
+    data = CheckpointDir.read(checkpoint).variants[FUSION].training.get("config", {}).get("data", {})
+    csvs = data.get("train_csv") or []
+    return [c for c in ([csvs] if isinstance(csvs, str) else csvs) if Path(c).name in ("val.csv", "test.csv")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, default=EMBEDDED_CHECKPOINT)
     ap.add_argument("--dev", type=Path, default=DEV, help="folder with val.csv, test.csv and images/")
     args = ap.parse_args()
+    if seen := trained_on_held_out(args.checkpoint):
+        sys.exit(f"{args.checkpoint} was trained on {', '.join(seen)}: its evidence on those photos is not held out. "
+                 "Pass --checkpoint of a pair trained on train.csv only (docs/results.md names one).")
     torch.set_num_threads(1)
     records, authors = held_out(args.dev)
     for fusion in (True, False):
