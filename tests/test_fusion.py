@@ -82,12 +82,13 @@ def test_rgb_head():
 
 
 def test_label_samples_config_reads_its_old_name():
-    """``fusion.label_samples`` was ``seg_cells``: configs written before (the embedded checkpoint's) still load."""
+    """``fusion.label_samples`` was ``seg_cells``: configs written before the rename (the embedded checkpoint's
+    until it was rebuilt, 78df8b1) still load."""
     from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT, read_config
     from geosurge.model.config import ModelConfig
 
     old = read_config(EMBEDDED_CHECKPOINT / "fusion")["model"]
-    assert "seg_cells" in old["fusion"]
+    old["fusion"]["seg_cells"] = old["fusion"].pop("label_samples")  # as checkpoints wrote it before the rename
     cfg = ModelConfig.from_dict(old)
     assert cfg.fusion.label_samples == old["fusion"]["seg_cells"]
     assert "seg_cells" not in cfg.to_dict()["fusion"] and ModelConfig.from_dict(cfg.to_dict()) == cfg
