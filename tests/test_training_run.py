@@ -15,8 +15,11 @@ import yaml
 from safetensors.torch import load_file
 
 from geosurge.cli import main as cli
+from geosurge.model.checkpoint_dir import training_images
 from geosurge.train.config import TrainConfig
 from geosurge.train.trainer import train
+
+REPO = Path(__file__).resolve().parents[1]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,11 +60,16 @@ def test_ci_training_run_checkpoint_predictor_and_evaluate(shared_dir, tmp_path)
     (tmp_path / "demo.yaml").write_text(yaml.safe_dump(d))
     assert cli(["train", "--config", str(tmp_path / "demo.yaml")]) == 0
     out = tmp_path / "ckpt"
+    images = shared_dir / "data/im2gps3k-dev/images"
     for v in ("fusion", "rgb"):
         cfg = json.loads((out / v / "config.json").read_text())
         assert cfg["model"]["fusion"]["enabled"] == (v == "fusion")
         assert cfg["training"]["steps"] == 6 and len(cfg["training"]["history"]) == 2
-        assert cfg["training"]["images"] == str((shared_dir / "data/im2gps3k-dev/images").resolve())  # the app's reference photos
+        # the app's reference photos: written relative to the repository when ../shared is a real folder beside
+        # it (CI), absolute when it is elsewhere (a symlink); either way it must lead back to the same folder
+        recorded = Path(cfg["training"]["images"])
+        assert (recorded if recorded.is_absolute() else REPO / recorded).resolve() == images.resolve()
+        assert training_images(out / v).resolve() == images.resolve()
         log = [json.loads(l) for l in (tmp_path / "ckpt.work" / v / "log.jsonl").read_text().splitlines()]
         assert {r["kind"] for r in log} >= {"start", "step", "epoch", "done"}
         assert all(np.isfinite(r["loss"]) for r in log if r["kind"] == "step")
