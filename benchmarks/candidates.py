@@ -4,9 +4,8 @@ Candidates, each as the fusion and the RGB-only variant, trained on every fold l
 (frozen backbone, cached views, 3 epochs) and judged by the cross-fitted posterior of benchmarks/crossval.py:
 
 * backbones ``efficientnet-lite0`` / ``-lite1`` / ``-lite2`` at their native resolution (five views);
-* ``efficientnet-lite-stack`` (the three maps pooled to one grid and concatenated); its views are assembled
-  from the members' cached views, which the stack recomputes from its own crops resized per member (the
-  difference is measured and printed: ``--stage stack-check``);
+* ``efficientnet-lite-stack`` (the three maps pooled to one grid and concatenated), its own frozen pass on
+  five views (the registered backbone exactly as a checkpoint would use it);
 * Lite0 plus DeepLab's pooled encoder vector (MobileNetV2 on ADE20K, 320 floats from the segmentation pass;
   ``geosurge.model.segmenters.deeplab_scene``), appended as channels to every appearance token;
 * five vs ten views at training and inference, and the demo's single centre crop at inference;
@@ -44,7 +43,7 @@ import crossval as cv  # noqa: E402  (the folds, training step, posterior fittin
 from geosurge.data.examples import example_batches  # noqa: E402
 from geosurge.data.labels import LabelStore  # noqa: E402
 from geosurge.data.transforms import resample_labels  # noqa: E402
-from geosurge.eval.cv import RADII_KM, bootstrap_mean, grouped_folds, score  # noqa: E402
+from geosurge.eval.cv import RADII_KM, answer_spread, bootstrap_mean, grouped_folds, score  # noqa: E402
 from geosurge.files import atomic_write  # noqa: E402
 from geosurge.geo.hierarchy import build_hierarchy  # noqa: E402
 from geosurge.geo.prior import read_photo_density  # noqa: E402
@@ -218,17 +217,6 @@ def with_scene(vs: ViewSet, scene: torch.Tensor) -> ViewSet:
     return ViewSet(torch.cat([vs.hidden, extra], 2), vs.labels, vs.keep)
 
 
-def stack_views(s: Setting, which: str = "five") -> ViewSet:
-    """The stack's views (``five``, or ``center``: the centre crop) from its members' caches."""
-    stack = s.model(STACK)
-    hidden = stack_hidden(s, np.arange(len(s.rec)), which)
-    if which == "five":
-        labels = build_views(stack, s.rec, s.store, "five", hidden=False).labels
-    else:
-        labels = center_labels(s, stack)
-    return ViewSet(hidden, labels, np.arange(len(s.rec)))
-
-
 def extract(s: Setting, what: list[str]) -> None:
     """Fill the caches the candidates need (resumable per cache file)."""
     for item in what:
@@ -317,13 +305,14 @@ def judge_run(s: Setting, run: dict) -> dict:
     per_photo = np.full(len(s.rec), np.nan)
     per_photo[ok] = (lp[ok] - post.log_prior.numpy()[true_fin[ok]]) / np.log(2)
     bits = bootstrap_mean(per_photo[ok], s.groups[ok])
-    chosen = score(cv.dist_of(post.centroids[res["answer"]["default"]], s.truth), s.groups)
+    points = post.centroids[res["answer"]["default"]]
+    chosen = score(cv.dist_of(points, s.truth), s.groups)
     own = {r: score(cv.dist_of(post.centroids[res["answer"][f"within:{r}"]], s.truth), s.groups) for r in TARGET_RADII}
     _, ece, ece_bal, _ = cv.calibration_figures(res, s.truth, post.centroids, s.groups)
     return {"bits": bits, "bits_photo": per_photo.tolist(), "chosen": {r: (chosen.acc[r], chosen.low[r], chosen.high[r]) for r in TARGET_RADII},
             "own": {r: (own[r].acc[r], own[r].low[r], own[r].high[r]) for r in TARGET_RADII},
             "ece": {r: ece[r] for r in TARGET_RADII}, "ece_balanced": {r: ece_bal[r] for r in TARGET_RADII},
-            "decisions": [f["decision"] for f in res["fits"]], "seconds": run["seconds"], "n_train": np.asarray(run["n_train"]).tolist()}
+            "decisions": [f["decision"] for f in res["fits"]], "spread": answer_spread(points), "seconds": run["seconds"], "n_train": np.asarray(run["n_train"]).tolist()}
 
 
 def mp16_best_points(s: Setting) -> dict[int, tuple[float, float, float]]:
@@ -357,29 +346,13 @@ def candidates(s: Setting) -> list[tuple[str, str, callable]]:
     def subsampled(keep: float):
         return lambda: (s.model(LITES[0]).backbone, *(2 * [views_of(s, LITES[0])]), keep)
 
-    def centre_only(name: str):
-        def make():
-            vs = center_views(s, name)
-            return s.model(name).backbone, vs, vs, 1.0
-        return make
-
-    def stack(which: str):
-        def make():
-            vs = stack_views(s, which)
-            return s.model(STACK).backbone, vs, vs, 1.0
-        return make
-
     return [
         ("Lite0, 5 views (shipped recipe)", "lite0", registered(LITES[0])),
         ("Lite0, 5 views, centre crop at inference (as the demo)", "lite0-centre", centre),
         ("Lite0, 10 views", "lite0-ten", ten),
-        ("Lite0, centre crop only (training and inference)", "lite0-c1", centre_only(LITES[0])),
-        ("Lite1, centre crop only (training and inference)", "lite1-c1", centre_only(LITES[1])),
-        ("Lite2, centre crop only (training and inference)", "lite2-c1", centre_only(LITES[2])),
         ("Lite1, 5 views", "lite1", registered(LITES[1])),
         ("Lite2, 5 views", "lite2", registered(LITES[2])),
-        ("stack Lite0+1+2, 5 views", "stack", stack("five")),
-        ("stack Lite0+1+2, centre crop only (training and inference)", "stack-c1", stack("center")),
+        ("stack Lite0+1+2, 5 views", "stack", registered(STACK)),
         ("Lite0 + DeepLab scene vector, 5 views", "lite0-scene", scene),
         (f"Lite0, 5 views, {SHIP_RATIO:.2f} of each fold's photographers", "lite0-keep72", subsampled(SHIP_RATIO)),
         ("Lite0, 5 views, 0.50 of each fold's photographers", "lite0-keep50", subsampled(0.5)),
@@ -481,13 +454,12 @@ def format_row(r: dict) -> str:
 
 
 REFERENCE = "Lite0, 5 views (shipped recipe)"
-CENTRE_REFERENCE = "Lite0, centre crop only (training and inference)"
 
 
 def paired_bits(results: dict, name: str, variant: str, groups: np.ndarray) -> str:
-    """Bits per photo minus the reference's on the same photos (the shipped recipe; for the centre-crop-only
-    candidates the centre-crop-only Lite0), with a 95 % interval over photographers."""
-    ref = CENTRE_REFERENCE if "centre crop only" in name else REFERENCE
+    """Bits per photo minus the shipped recipe's (same variant) on the same photos, with a 95 % interval over
+    photographers."""
+    ref = REFERENCE
     if name == ref or (ref, variant) not in results:
         return ""
     d = np.asarray(results[(name, variant)]["bits_photo"]) - np.asarray(results[(ref, variant)]["bits_photo"])
@@ -499,9 +471,9 @@ def paired_bits(results: dict, name: str, variant: str, groups: np.ndarray) -> s
 def table(results: dict, best: dict, ms: dict | None, groups: np.ndarray) -> str:
     head = ("| candidate | variant | bits per photo [95 %] | bits minus the reference's, same photos [95 %] | CV-chosen decision: 200 / 750 / 2500 km | `within:200` at 200 km "
             "| `within:750` at 750 km | `within:2500` at 2500 km | ECE 200 / 750 / 2500 (points) | decisions per fold "
-            "| ms per photo: centre crop (demo) / views as evaluated |")
-    lines = [head, "|" + "---|" * 11]
-    lines.append("| MP-16's best point for R (target) | | 0 by definition | | | " + " | ".join(_acc(best[r]) for r in TARGET_RADII) + " | | | |")
+            "| distinct answers (most common, % of photos) | ms per photo: centre crop (demo) / views as evaluated |")
+    lines = [head, "|" + "---|" * 12]
+    lines.append("| MP-16's best point for R (target) | | 0 by definition | | | " + " | ".join(_acc(best[r]) for r in TARGET_RADII) + " | | | 1 (100) | |")
     for (name, variant), r in results.items():
         b = r["bits"]
         speed = ""
@@ -514,7 +486,7 @@ def table(results: dict, best: dict, ms: dict | None, groups: np.ndarray) -> str
                      + " / ".join(f"{r['chosen'][d][0]:.1f}" for d in TARGET_RADII) + " | "
                      + " | ".join(_acc(r["own"][d]) for d in TARGET_RADII) + " | "
                      + " / ".join(f"{r['ece'][d]:.1f}" for d in TARGET_RADII) + " | "
-                     + ", ".join(sorted(set(r["decisions"]))) + f" | {speed} |")
+                     + ", ".join(sorted(set(r["decisions"]))) + f" | {r['spread'][0]} ({r['spread'][1]:.0f}) | {speed} |")
     return "\n".join(lines)
 
 
@@ -525,43 +497,12 @@ def timing_lines(ms: dict, threads: int) -> list[str]:
             "| step | ms |", "|---|---|", *[f"| {k} | {v:.1f} |" for k, v in ms.items()]]
 
 
-def stack_check(s: Setting, photos: int = 8) -> float:
-    """Cosine between the stack's own frozen pass on the centre crop and the map assembled from its members'
-    cached centre crops (each member's own preprocessing at its native size)."""
-    model = s.model(STACK, fusion=False).eval()
-    bb = model.backbone
-    cached = stack_hidden(s, np.arange(photos), "center")
-    sims = []
-    with torch.no_grad():
-        for batch in example_batches(s.rec, None, photos, rows=np.arange(photos)):
-            x = torch.cat([bb.preprocess(img, None, crops="center")[0] for img in batch.images])
-            own = bb.forward_frozen(x).flatten(1)
-            sims.append(F.cosine_similarity(own, cached.flatten(0, 1).float().flatten(1), dim=1))
-    return float(torch.cat(sims).mean())
-
-
-def stack_hidden(s: Setting, rows: np.ndarray, which: str = "five") -> torch.Tensor:
-    """(n, V, C, g, g) half: each member's cached map of ``rows`` (``five`` views or the ``center`` crop)
-    average-pooled to the stack's grid, concatenated (one member in memory at a time)."""
-    grid = s.model(STACK, fusion=False).backbone.grid
-    parts = []
-    for name in LITES:
-        if which == "five":
-            h = views_of(s, name, "five", fusion=False).hidden[torch.from_numpy(rows)]
-        else:
-            h = crop_hidden(s, s.model(name, fusion=False), "center")[torch.from_numpy(rows)]
-        n, v = h.shape[:2]
-        parts.append(torch.cat([F.adaptive_avg_pool2d(c.flatten(0, 1).float(), grid).half() for c in h.split(64)]).view(n, v, -1, grid, grid))
-        del h
-    return torch.cat(parts, 2)
-
-
 def main() -> None:
     global BUILD
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="configs/demo.yaml")
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--stage", choices=["views", "cv", "time", "stack-check"], default="cv",
+    ap.add_argument("--stage", choices=["views", "cv", "time"], default="cv",
                     help="views: build the feature caches (slow); cv: every candidate with cached features, then time")
     ap.add_argument("--only", nargs="*", default=None, help="candidate tags to run (default: all with cached features)")
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS), help="variants to cross-validate")
@@ -574,10 +515,7 @@ def main() -> None:
     if args.stage == "views":
         BUILD = True
         torch.set_num_threads(1)
-        extract(s, args.only or ["scene", "center", *LITES, "ten"])
-        return
-    if args.stage == "stack-check":
-        print(f"stack: mean cosine, own pass vs members' cached views: {stack_check(s):.4f}")
+        extract(s, args.only or ["scene", "center", *LITES, "ten", STACK])
         return
     ms = None
     results = {}

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from geosurge.data.labels import LabelStore  # noqa: E402
 from geosurge.data.records import read_records  # noqa: E402
-from geosurge.eval.cv import (RADII_KM, bootstrap_mean, expected_calibration_error, fit_isotonic, fit_logistic,  # noqa: E402,F401
+from geosurge.eval.cv import (RADII_KM, answer_spread, bootstrap_mean, expected_calibration_error, fit_isotonic, fit_logistic,  # noqa: E402,F401
                               fit_level_weights, grouped_folds, reliability, score)
 # the posterior's fit and judgement, and a fold's training: the package's (what `geosurge train` runs with cv:),
 # re-exported under the names other scripts import from here
@@ -174,20 +174,27 @@ def peer_points(rec) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------ report
-def row(name: str, dist: np.ndarray, groups: np.ndarray) -> dict:
+def row(name: str, dist: np.ndarray, groups: np.ndarray, points: np.ndarray) -> dict:
+    """A table row of answers ``points`` at distances ``dist`` from the truth."""
     s = score(dist, groups)
+    distinct, top = answer_spread(points)
     return {"name": name, **{f"acc_{r}": s.acc[r] for r in RADII_KM}, **{f"lo_{r}": s.low[r] for r in RADII_KM},
             **{f"hi_{r}": s.high[r] for r in RADII_KM}, **{f"bal_{r}": s.balanced[r] for r in RADII_KM},
-            "median_km": s.median_km, "n": s.n}
+            "median_km": s.median_km, "n": s.n, "distinct": distinct, "top_pct": top}
+
+
+def answer_row(name: str, points: np.ndarray, truth: np.ndarray, groups: np.ndarray) -> dict:
+    return row(name, dist_of(points, truth), groups, points)
 
 
 def table(rows: list[dict]) -> str:
-    head = "| model | " + " | ".join(f"{r} km" for r in RADII_KM) + " | median km | balanced 200 / 750 / 2500 km | n |"
-    lines = [head, "|" + "---|" * (len(RADII_KM) + 4)]
+    head = ("| model | " + " | ".join(f"{r} km" for r in RADII_KM)
+            + " | median km | balanced 200 / 750 / 2500 km | distinct answers (most common, % of photos) | n |")
+    lines = [head, "|" + "---|" * (len(RADII_KM) + 5)]
     for r in rows:
         cells = [f"{r[f'acc_{d}']:.1f} [{r[f'lo_{d}']:.1f}, {r[f'hi_{d}']:.1f}]" for d in RADII_KM]
         bal = " / ".join(f"{r[f'bal_{d}']:.1f}" for d in (200, 750, 2500))
-        lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {r['median_km']:.0f} | {bal} | {r['n']} |")
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {r['median_km']:.0f} | {bal} | {r['distinct']} ({r['top_pct']:.0f}) | {r['n']} |")
     return "\n".join(lines)
 
 
@@ -223,10 +230,10 @@ def judge(cfg, rec, groups, folds, hierarchy, views, epochs, tag, reuse=False) -
     ratios = {beta: oof_ratios(run, folds, beta) for beta in (0.0, 1.0)}
     res = evaluate_posterior(post, ratios, folds, true_fin, truth, groups, HOW)
     cen = post.centroids
-    rows = [row(f"{tag}: CV-chosen decision per fold", dist_of(cen[res["answer"]["default"]], truth), groups)]
-    rows += [row(f"{tag}: posterior, decision {rule}", dist_of(cen[res["answer"][rule]], truth), groups) for rule in DECISIONS]
+    rows = [answer_row(f"{tag}: CV-chosen decision per fold", cen[res["answer"]["default"]], truth, groups)]
+    rows += [answer_row(f"{tag}: posterior, decision {rule}", cen[res["answer"][rule]], truth, groups) for rule in DECISIONS]
     paper = combine(torch.zeros_like(post.log_prior), ratios[0.0], post.ancestors, torch.ones(len(hierarchy.levels), dtype=torch.float64))
-    rows.append(row(f"{tag}: paper product rule (no prior, T as trained)", dist_of(cen[paper.argmax(1).numpy()], truth), groups))
+    rows.append(answer_row(f"{tag}: paper product rule (no prior, T as trained)", cen[paper.argmax(1).numpy()], truth, groups))
     return {"run": run, "res": res, "rows": rows, "post": post, "ratios": ratios, "truth": truth, "true_fin": true_fin}
 
 
@@ -294,10 +301,10 @@ def main() -> None:
         rows += results[variant.name]["rows"]
     feats = pooled(views)
     base = baselines(rec, folds, hierarchy, feats, cells, truth)
-    rows += [row(name, dist_of(p, truth), groups) for name, p in base.items()]
+    rows += [answer_row(name, p, truth, groups) for name, p in base.items()]
     prow, ppts = peer_points(rec)
     if prow.size:
-        rows.append(row(f"GeoEstimation peer (MP-16, published predictions; {prow.size} photos)", dist_of(ppts, truth[prow]), groups[prow]))
+        rows.append(answer_row(f"GeoEstimation peer (MP-16, published predictions; {prow.size} photos)", ppts, truth[prow], groups[prow]))
 
     ablation_rows = []
     for variant in VARIANTS if args.ablations else ():
@@ -357,7 +364,7 @@ def report(args, cfg, results, rows, ablation_rows, groups, folds, splits, epoch
     ]
     if ablation_rows:
         lines += ["", "Ablations (both variants, same folds, posterior fitted the same way, CV-chosen decision):", "", table(ablation_rows)]
-    test_rows = [row("fusion, CV-chosen decision, test.csv photos only", dist_of(fus["post"].centroids[fus["res"]["answer"]["default"][test]], fus["truth"][test]), groups[test])] if test.any() else []
+    test_rows = [answer_row("fusion, CV-chosen decision, test.csv photos only", fus["post"].centroids[fus["res"]["answer"]["default"][test]], fus["truth"][test], groups[test])] if test.any() else []
     if test_rows:
         lines += ["", "The same out-of-fold answers restricted to the `test.csv` photos (for comparison with older figures):", "", table(test_rows)]
     text = "\n".join(lines)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from geosurge.eval.cv import (bootstrap_mean, expected_calibration_error, fit_isotonic, fit_level_weights, fit_logistic, grouped_folds,
+from geosurge.eval.cv import (answer_spread, bootstrap_mean, expected_calibration_error, fit_isotonic, fit_level_weights, fit_logistic, grouped_folds,
                               score)
 from geosurge.geo import build_hierarchy
 from geosurge.geo.prior import PhotoDensity, read_photo_density
@@ -154,6 +154,14 @@ def test_scores_balance_photographers_and_bootstrap_over_them():
     assert s.low[1] <= 90.0 <= s.high[1] and s.low[2500] == s.high[2500] == 100.0
     m, lo, hi = bootstrap_mean(np.array([1.0] * 9 + [0.0]), groups)
     assert m == pytest.approx(0.9) and lo <= m <= hi
+
+
+def test_answer_spread_counts_distinct_points_and_the_most_common_share():
+    # 6 answers at Paris (two written 1e-4 degrees apart: the same answer), 3 at Tokyo, 1 at Lima
+    pts = np.array([[48.8566, 2.3522]] * 5 + [[48.8567, 2.3522]] + [[35.68, 139.69]] * 3 + [[-12.05, -77.04]])
+    assert answer_spread(pts) == (3, pytest.approx(60.0))
+    assert answer_spread(np.tile([[0.0, 0.0]], (7, 1))) == (1, pytest.approx(100.0))  # a constant answer
+    assert answer_spread(pts[::-1] * [[1, -1]])[0] == 3  # order and sign do not matter
 
 
 def test_fit_level_weights_finds_informative_levels(world):

@@ -75,6 +75,9 @@ def test_train_with_cv_builds_a_checkpoint_with_a_calibrated_posterior(shared_di
         assert record["photos"] == 40 and record["folds"] == 2 and sum(record["fold_photos"]) == 40
         acc = record["figures"]["accuracy_pct"]
         assert all(lo <= a <= hi for a, lo, hi in acc.values()) and acc["2500"][0] >= acc["200"][0]
+        figures = record["figures"]
+        assert 1 <= figures["distinct_answers"] <= 40 and 100 / 40 <= figures["most_common_answer_pct"] <= 100
+        assert figures["distinct_answers"] == 1 or figures["most_common_answer_pct"] < 100
         training = cfg["training"]
         assert training["train_photos"] == 40 and training["val_photos"] == 0 and len(training["history"]) == 2
         assert training["command"] == record["command"]

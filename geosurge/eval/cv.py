@@ -75,6 +75,13 @@ def bootstrap_mean(values: np.ndarray, groups: Sequence[str], boot: int = 1000, 
     return float(values.mean()), float(lo), float(hi)
 
 
+def answer_spread(points: np.ndarray, decimals: int = 2) -> tuple[int, float]:
+    """(how many distinct answers, % of photos given the most common one) of (n, 2) answer points; points
+    equal to ``decimals`` degrees count as one. A model answering at the prior's level gives few."""
+    _, counts = np.unique(np.round(np.asarray(points, dtype=np.float64), decimals), axis=0, return_counts=True)
+    return int(counts.size), float(100.0 * counts.max() / counts.sum())
+
+
 def fit_isotonic(raw: np.ndarray, hit: np.ndarray, max_knots: int = 64) -> list[list[float]]:
     """Monotone map raw -> P(hit) (pool adjacent violators), as piecewise-linear knots ``[[x...], [y...]]``."""
     order = np.argsort(raw, kind="stable")

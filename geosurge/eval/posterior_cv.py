@@ -17,7 +17,7 @@ import torch
 from ..geo.distance import haversine_km
 from ..model.config import PosteriorConfig
 from ..model.posterior import Posterior, calibrate, combine, likelihood_ratios, monotone_in_radius
-from .cv import RADII_KM, bootstrap_mean, expected_calibration_error, fit_isotonic, fit_level_weights, fit_logistic, score
+from .cv import RADII_KM, answer_spread, bootstrap_mean, expected_calibration_error, fit_isotonic, fit_level_weights, fit_logistic, score
 
 DECISIONS = ("argmax", "median", "within:25", "within:200", "within:750", "within:2500")
 #: how raw posterior mass becomes a stated chance. Logistic by default: two parameters per map vary less than
@@ -156,9 +156,12 @@ def fit_shipped_posterior(post: Posterior, ratios_by_beta: dict, true_fin: np.nd
 
 def cv_figures(post: Posterior, res: dict, truth: np.ndarray, true_fin: np.ndarray, groups: np.ndarray) -> dict:
     """What the record of a checkpoint says about its recipe under CV: accuracy of the CV-chosen decision with
-    photographer-bootstrap intervals, bits per photo beyond the prior, ECE of the stated chances."""
-    d = _dist(post.centroids[res["answer"]["default"]], truth)
+    photographer-bootstrap intervals, bits per photo beyond the prior, ECE of the stated chances, and how many
+    distinct answers it gives (with the share of the most common one)."""
+    points = post.centroids[res["answer"]["default"]]
+    d = _dist(points, truth)
     s = score(d, groups)
+    distinct, top_share = answer_spread(points)
     lp = res["logpost_true"]
     ok = np.isfinite(lp)
     bits = (lp[ok] - post.log_prior.numpy()[true_fin[ok]]) / np.log(2)
@@ -171,6 +174,8 @@ def cv_figures(post: Posterior, res: dict, truth: np.ndarray, true_fin: np.ndarr
         "bits_per_photo": [round(float(v), 3) for v in b],
         "ece_points": {str(r): round(expected_calibration_error(res["prob"][r], hits[r]), 1) for r in RADII_KM},
         "decisions_per_fold": [f["decision"] for f in res["fits"]],
+        "distinct_answers": distinct,
+        "most_common_answer_pct": round(top_share, 1),
     }
 
 

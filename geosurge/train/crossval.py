@@ -157,7 +157,8 @@ def fit_variant_posterior(cfg: TrainConfig, rec, folds: np.ndarray, hierarchy: H
     acc = figures["accuracy_pct"]
     ctx.say(f"cv {tag}: CV-chosen decision within 200 / 750 / 2500 km: "
             + " / ".join(f"{acc[r][0]:.1f} [{acc[r][1]:.1f}, {acc[r][2]:.1f}]" for r in ("200", "750", "2500"))
-            + f" %; bits per photo {figures['bits_per_photo'][0]:+.3f}; shipped decision {fitted.decision} "
+            + f" %; bits per photo {figures['bits_per_photo'][0]:+.3f}; {figures['distinct_answers']} distinct answers "
+            f"(the most common for {figures['most_common_answer_pct']:.0f} % of photos); shipped decision {fitted.decision} "
             f"({oof.seconds:.0f} s)")
     ctx.log(kind="cv", variant=tag, figures=figures, decision=fitted.decision, level_weights=fitted.level_weights)
     return fitted
