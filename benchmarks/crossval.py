@@ -337,7 +337,9 @@ def calibration_table(results: dict, groups: np.ndarray) -> list[str]:
 def report(args, cfg, results, rows, ablation_rows, groups, folds, splits, epochs, hierarchy) -> None:
     fus = results[FUSION]
     hits, ece, _, _ = calibration_figures(fus["res"], fus["truth"], fus["post"].centroids, groups)
-    plot_reliability(fus["res"]["prob"], hits, ROOT / "docs" / "results-reliability.png")
+    # the figure docs/results.md shows is rewritten only with the table that goes with it (--docs)
+    OUT.mkdir(parents=True, exist_ok=True)
+    plot_reliability(fus["res"]["prob"], hits, (ROOT / "docs" if args.docs else OUT) / "results-reliability.png")
     lp = fus["res"]["logpost_true"]
     ok = np.isfinite(lp)
     bits = (lp[ok] - fus["post"].log_prior.numpy()[fus["true_fin"][ok]]) / np.log(2)
