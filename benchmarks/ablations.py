@@ -101,7 +101,7 @@ def main() -> int:
 
 def checkpoint_results(pair: Path, test, base) -> list[EvalResult]:
     """The trained pair as is, with two scoring options that are not in the paper, and fusion off (Table VIII)."""
-    kw = dict(ten_crop=True, labels=base.data.labels, cache_dir=base.data.cache_dir)
+    kw = dict(views="ten", labels=base.data.labels, cache_dir=base.data.cache_dir)
     return [
         evaluate_checkpoint(pair, test, fusion=True, name="GeoSURGE (full: fusion, 7 levels)", **kw),
         evaluate_checkpoint(pair, test, fusion=True, name="GeoSURGE + cell-frequency prior (prior_weight 1)",
@@ -121,7 +121,7 @@ def ablation_results(base, test, retrain: bool, results: list[EvalResult]) -> di
             t0 = time.time()
             train(cfg)
             timings[name] = time.time() - t0
-        results.append(evaluate_checkpoint(out, test, ten_crop=True, fusion=True, labels=base.data.labels,
+        results.append(evaluate_checkpoint(out, test, views="ten", fusion=True, labels=base.data.labels,
                                            cache_dir=base.data.cache_dir, name=f"{name}: {desc}"))
     return timings
 

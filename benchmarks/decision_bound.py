@@ -53,8 +53,8 @@ def level_log_probs(args, cfg, test) -> tuple[list[torch.Tensor], np.ndarray, Hi
     """Per-level log-probabilities at T = 1 (the scorer's), averaged over the chosen variants; the test rows read."""
     per_variant = []
     for name in list(VARIANTS) if args.variant == "both" else [args.variant]:
-        model, hierarchy, feats, keep, _ = checkpoint_features(
-            args.checkpoint or cfg.run.output, test, ten_crop=True, fusion=VARIANTS[name].fusion,
+        model, hierarchy, feats, keep, _, _ = checkpoint_features(
+            args.checkpoint or cfg.run.output, test, views="ten", fusion=VARIANTS[name].fusion,
             labels=cfg.data.labels, cache_dir=cfg.data.cache_dir)
         per_variant.append((HierarchicalScorer.for_model(model, hierarchy).level_log_probs(feats), keep, hierarchy))
     first = per_variant[0]

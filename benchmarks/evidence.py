@@ -1,7 +1,7 @@
 """Are the evidence sentences' thresholds honest?  `python benchmarks/evidence.py`
 
-Runs the embedded checkpoint (both variants, one crop, as the demo and ``geosurge predict`` do) on the dev photos
-its pair was not trained on (``val.csv`` + ``test.csv``: 548 photos; the shipped pair saw ``train.csv`` only, its
+Runs the embedded checkpoint (both variants, each on its own views, as the demo and ``geosurge predict`` do) on
+the dev photos its pair was not trained on (``val.csv`` + ``test.csv``: 548 photos; the shipped pair saw ``train.csv`` only, its
 posterior's weights and calibration were fitted by grouped CV over all dev photos, so those two are not
 entirely unseen), and per evidence band (``geosurge.model.evidence.EVIDENCE_BANDS``) and per quartile of
 evidence prints: photos, photographers, % within 750 / 2,500 km with 95 % photographer-bootstrap intervals,
@@ -47,7 +47,7 @@ def held_out(dev: Path) -> tuple[GeoRecords, list[str]]:
 
 def per_photo(checkpoint: Path, records: GeoRecords, fusion: bool) -> dict[str, np.ndarray]:
     """Per photo: evidence bits, error of the answer and of the no-photo answer (km), bits on the true cell."""
-    model, hierarchy, feats, keep, directory = checkpoint_features(checkpoint, records, fusion=fusion)
+    model, hierarchy, feats, keep, directory, _ = checkpoint_features(checkpoint, records, fusion=fusion)
     decoder = Decoder.for_checkpoint(model, hierarchy, directory)
     d, post = decoder(feats.float()), decoder.posterior
     lat, lon = records.lats[keep], records.lons[keep]

@@ -25,6 +25,7 @@ from .model.hierarchical import ReferenceIndex
 from .model.posterior import Posterior, credible_set
 from .model.segmenters import Segmenter, SegmenterUnavailable, create_segmenter
 from .model.variants import FUSION, RGB, variant_name
+from .model.views import check_views
 from .runtime import configure_threads
 
 
@@ -82,6 +83,8 @@ class Prediction:
     evidence_bits: float = math.nan
     #: that figure in plain words (``describe_evidence``)
     evidence_text: str = NOT_MEASURED
+    #: the crops whose features were averaged: "center", "five" or "ten" (``geosurge.model.views.VIEWS``)
+    views: str = "center"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (without the label map; an unmeasured ``evidence_bits`` is None)."""
@@ -95,11 +98,12 @@ class Prediction:
 
 
 class _Variant:
-    """One loaded model with its decoder and reference index."""
+    """One loaded model with its decoder, reference index and the views it encodes a photo from by default."""
 
     def __init__(self, model: GeoSURGE, hierarchy: Hierarchy, reference: ReferenceIndex | None, device: torch.device,
-                 posterior: Posterior | None = None):
+                 posterior: Posterior | None = None, views: str = "center"):
         self.model, self.hierarchy, self.reference = model, hierarchy, reference
+        self.views = check_views(views)
         self.decoder = Decoder.for_model(model, hierarchy, posterior).to(device)
         self.s2_tokens = [lvl.s2_tokens for lvl in hierarchy.levels]
 
@@ -153,7 +157,7 @@ class Predictor:
         variants: dict[str, _Variant] = {}
         for name, vd in checkpoint.variants.items():
             model, hierarchy, reference = vd.load(dev)
-            variants[name] = _Variant(model, hierarchy, reference, dev, vd.posterior(hierarchy))
+            variants[name] = _Variant(model, hierarchy, reference, dev, vd.posterior(hierarchy), vd.inference_views)
         fused = next((vd for vd in checkpoint.variants.values() if vd.model_config().fusion.enabled), None)
         seg, err = None, None
         if isinstance(segmenter, Segmenter):
@@ -206,7 +210,7 @@ class Predictor:
         images: Any,
         top_k: int = 5,
         fusion: bool = True,
-        ten_crop: bool = False,
+        views: str | None = None,
         level_top: int = 5,
         batch_size: int = 16,
         label_maps: Sequence[np.ndarray] | None = None,
@@ -216,10 +220,15 @@ class Predictor:
 
         ``fusion=True`` uses the semantic-fusion model when it and the segmenter are available, and
         otherwise falls back to the RGB-only model with ``Prediction.note`` saying why. ``fusion=False``
-        needs an RGB-only model. ``ten_crop`` averages the normalized features of ten crops.
+        needs an RGB-only model. ``views`` ("center", "five" or "ten") chooses the crops whose normalized
+        features are averaged; None: the model's own (:attr:`VariantDir.inference_views
+        <geosurge.model.checkpoint_dir.VariantDir.inference_views>`: the views it was trained and cross-validated
+        on, else the centre crop).
         ``label_maps`` (one per image, from :meth:`segment`) skips segmenting again. ``decision`` overrides
         the checkpoint's rule (``"argmax"``, ``"within:750"``, ...; needs a fitted posterior).
         """
+        if views is not None:
+            check_views(views)  # before the segmenter's work, not after it
         if isinstance(images, (str, Path, bytes)) or not isinstance(images, Sequence):
             images = [images]
         note = None
@@ -240,15 +249,16 @@ class Predictor:
             label_maps = [self.segmenter(im) for im in pil]
         elif len(label_maps) != len(pil):
             raise ValueError(f"{len(label_maps)} label maps for {len(pil)} images")
-        feats = encode_images(variant.model, pil, label_maps, ten_crop=ten_crop, batch_size=batch_size).to(self.device)
-        return self._decode(variant, feats, top_k, level_top, use_fusion, note, label_maps, decision)
+        used = views or variant.views
+        feats = encode_images(variant.model, pil, label_maps, views=used, batch_size=batch_size).to(self.device)
+        return self._decode(variant, feats, top_k, level_top, use_fusion, note, label_maps, decision, used)
 
     @torch.no_grad()
     def predict_variants(
         self,
         images: Any,
         top_k: int = 5,
-        ten_crop: bool = False,
+        views: str | None = None,
         level_top: int = 5,
         batch_size: int = 16,
         label_maps: Sequence[np.ndarray] | None = None,
@@ -256,7 +266,10 @@ class Predictor:
     ) -> dict[str, list[Prediction]]:
         """Predictions of every variant that can run here ("fusion" needs the segmenter, "rgb"), keyed
         by variant. Same results as :meth:`predict` per variant, but the variants share the image
-        preprocessing and, when their backbone configs are equal, the frozen backbone forward."""
+        preprocessing and, when their backbone configs are equal, the frozen backbone forward (variants whose
+        ``views`` differ, each its own by default, are encoded apart)."""
+        if views is not None:
+            check_views(views)  # before the segmenter's work, not after it
         if isinstance(images, (str, Path, bytes)) or not isinstance(images, Sequence):
             images = [images]
         names = [n for n in self.variants if n != FUSION or self.fusion_available]
@@ -268,16 +281,21 @@ class Predictor:
                 raise ValueError(f"{len(label_maps)} label maps for {len(pil)} images")
         else:
             label_maps = None
-        feats = encode_images_multi([self.variants[n].model for n in names], pil, label_maps, ten_crop=ten_crop, batch_size=batch_size)
+        used = {n: views or self.variants[n].views for n in names}
+        feats = {}
+        for vs in dict.fromkeys(used.values()):
+            group = [n for n in names if used[n] == vs]
+            encoded = encode_images_multi([self.variants[n].model for n in group], pil, label_maps, views=vs, batch_size=batch_size)
+            feats.update(zip(group, encoded))
         none = [None] * len(pil)
-        return {n: self._decode(self.variants[n], f.to(self.device), top_k, level_top, n == FUSION, None,
-                                label_maps if n == FUSION else none, decision) for n, f in zip(names, feats)}
+        return {n: self._decode(self.variants[n], feats[n].to(self.device), top_k, level_top, n == FUSION, None,
+                                label_maps if n == FUSION else none, decision, used[n]) for n in names}
 
     def _decode(self, v: _Variant, feats: torch.Tensor, top_k: int, level_top: int, fused: bool, note: str | None, label_maps,
-                decision: str | None = None) -> list[Prediction]:
+                decision: str | None, views: str) -> list[Prediction]:
         d = v.decoder(feats, decision)
         ref = v.reference.nearest(feats, d.cells, d.latlon) if v.reference is not None else None
-        return [_prediction(v, d, b, top_k, level_top, fused, note, label_maps[b], ref) for b in range(feats.shape[0])]
+        return [_prediction(v, d, b, top_k, level_top, fused, note, label_maps[b], ref, views) for b in range(feats.shape[0])]
 
 
 def _cell(v: _Variant, level: int, index: int, score: float) -> CellScore:
@@ -293,7 +311,7 @@ def _top(v: _Variant, level: int, scores: torch.Tensor, n: int) -> list[CellScor
 
 
 def _prediction(v: _Variant, d: Decision, b: int, top_k: int, level_top: int, fused: bool, note: str | None, labels,
-                ref: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> Prediction:
+                ref: tuple[np.ndarray, np.ndarray, np.ndarray] | None, views: str) -> Prediction:
     """Photo ``b`` of a decoded batch: the answer, its chain and every figure beside it."""
     n_levels = len(v.hierarchy.levels)
     product = [_top(v, k, d.level_scores[k][b].exp(), max(top_k, level_top) if k == n_levels - 1 else level_top)
@@ -304,7 +322,7 @@ def _prediction(v: _Variant, d: Decision, b: int, top_k: int, level_top: int, fu
     lat, lon = map(float, d.latlon[b])
     pred = Prediction(lat, lon, chain[-1].score, product[-1][:top_k], product, _reference(v, ref, b, lat, lon), fused, note,
                       labels, {r: float(p[b]) for r, p in d.within_km.items()}, d.rule, chain, runners,
-                      ranked_by=d.ranked_by, evidence_bits=float(d.evidence_bits[b]))
+                      ranked_by=d.ranked_by, evidence_bits=float(d.evidence_bits[b]), views=views)
     pred.evidence_text = describe_evidence(pred.evidence_bits)
     if v.decoder.posterior is not None:
         pred.credible = {int(q * 100): credible_set(d.log_post[b], q).tolist() for q in (0.5, 0.9)}

@@ -98,8 +98,9 @@ def test_predict_outputs(pair, photos, segmenter):
     assert len(single) == 1 and single[0].lat == res[0].lat
     rgb = p.predict(photos[0], fusion=False)[0]
     assert not rgb.fusion_used and rgb.labels is None
-    ten = p.predict(photos[0], ten_crop=True)[0]
-    assert -90 <= ten.lat <= 90
+    assert res[0].views == "center"  # a checkpoint whose training config does not say: the centre crop
+    ten = p.predict(photos[0], views="ten")[0]
+    assert -90 <= ten.lat <= 90 and ten.views == "ten"
 
 
 def test_predict_variants_matches_predict(pair, photos, segmenter):
@@ -117,6 +118,62 @@ def test_predict_variants_matches_predict(pair, photos, segmenter):
             assert x.fusion_used == (name == "fusion")
     p.segmenter = None  # without a segmenter only the RGB-only variant can answer
     assert set(p.predict_variants(photos[0])) == {"rgb"}
+
+
+def test_views_default_to_the_checkpoints_own(pair, photos, segmenter, tmp_path):
+    """Without view_cache in its training config a checkpoint encodes the centre crop; with it, the views it was
+    trained on. Each variant of a pair uses its own, also when both are encoded together."""
+    import shutil
+
+    from geosurge.model.checkpoint_dir import CheckpointDir
+
+    assert {n: v.inference_views for n, v in CheckpointDir.read(pair).variants.items()} == {"fusion": "center", "rgb": "center"}
+    mixed = tmp_path / "mixed"
+    shutil.copytree(pair, mixed)
+    cfg = json.loads((mixed / "fusion/config.json").read_text())
+    cfg["training"]["config"] = {"data": {"view_cache": True, "views": "five"}}
+    (mixed / "fusion/config.json").write_text(json.dumps(cfg))
+    assert {n: v.inference_views for n, v in CheckpointDir.read(mixed).variants.items()} == {"fusion": "five", "rgb": "center"}
+    p = Predictor.from_pretrained(mixed, segmenter=segmenter)
+    maps = [p.segment(ph) for ph in photos[:2]]
+    both = p.predict_variants(photos[:2], label_maps=maps)
+    for name, views in (("fusion", "five"), ("rgb", "center")):
+        alone = p.predict(photos[:2], fusion=name == "fusion", views=views, label_maps=maps)
+        assert [r.views for r in both[name]] == [views, views]
+        for x, y in zip(both[name], alone):
+            assert (x.lat, x.lon) == pytest.approx((y.lat, y.lon), abs=1e-6)
+            assert [c.score for c in x.top_k] == pytest.approx([c.score for c in y.top_k], rel=1e-4)
+    for bad in (lambda: p.predict(photos[0], views="bogus"), lambda: p.predict_variants(photos[0], views="all")):
+        with pytest.raises(ValueError, match="views must be one of 'center', 'ten', 'five'"):
+            bad()
+    cfg["training"]["config"]["data"]["views"] = "seven"
+    (mixed / "fusion/config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="'seven'"):
+        CheckpointDir.read(mixed).variant("fusion").inference_views
+
+
+def test_embedded_checkpoint_encodes_the_five_views_it_was_trained_on():
+    """The shipped pair was trained and cross-validated on five cached views per photo: that is its default
+    encoding, and an explicit centre crop is a different one."""
+    from importlib.resources import files
+
+    from geosurge.data.images import load_image
+    from geosurge.model.encode import encode_images
+
+    p = Predictor.from_pretrained(segmenter=None)
+    assert {n: v.inference_views for n, v in p.checkpoint.variants.items()} == {"fusion": "five", "rgb": "five"}
+    assert {n: v.views for n, v in p.variants.items()} == {"fusion": "five", "rgb": "five"}
+    photo = files("geosurge.app") / "examples" / "Apple_iPhone_4.jpg"
+    [default] = p.predict(str(photo), fusion=False)
+    [five] = p.predict(str(photo), fusion=False, views="five")
+    [center] = p.predict(str(photo), fusion=False, views="center")
+    assert default.views == "five" and center.views == "center" and default.as_dict() == five.as_dict()
+    assert center.evidence_bits != pytest.approx(default.evidence_bits, abs=1e-4)
+    model, img = p.variants["rgb"].model, load_image(str(photo))
+    f_default, f_center = (encode_images(model, [img], views=v) for v in (p.variants["rgb"].views, "center"))
+    assert not torch.allclose(f_default, f_center, atol=1e-3)
+    with pytest.raises(ValueError, match="views must be one of 'center', 'ten', 'five', not 'bogus'"):
+        encode_images(model, [img], views="bogus")
 
 
 def test_segmenter_missing_falls_back_with_reason(pair, photos, shared_dir):

@@ -63,6 +63,7 @@ def test_folder_to_csv_and_geojson(folder, tmp_path):
     assert len(ok) == 3 and any("day2" in row["image"] for row in ok)
     for row in ok:
         assert float(row["evidence_bits"]) >= 0 and row["evidence"].startswith("the photo told the model ")
+        assert row["views"] == "five"  # the embedded pair's own: the views it was trained on
         # numbers that agree: the first top cell is the answer's own cell, and score/confidence are its figures
         token, lat, lon, cell_score = row["top_cells"].split(";")[0].split(":")
         assert (float(lat), float(lon)) == pytest.approx((float(row["lat"]), float(row["lon"])), abs=1e-3)
@@ -92,6 +93,7 @@ def test_json_errors_are_json(folder, tmp_path):
     [located] = [o for o in out if not o.get("error")]
     assert located["evidence_bits"] == pytest.approx(located["prediction"]["evidence_bits"], abs=1e-4) and located["evidence_bits"] > 0
     assert located["evidence"] == located["prediction"]["evidence_text"]
+    assert located["views"] == located["prediction"]["views"] == "five"
     for line in r.stderr.splitlines():
         if "error" in line:
             json.loads(line)  # stderr errors are JSON too

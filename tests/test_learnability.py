@@ -63,14 +63,16 @@ def test_pipeline_learns_location_from_content(tmp_path):
     cfg = TrainConfig.from_dict(d)
     train(cfg)
     test, _ = read_records(test_csv, tmp_path / "img")
-    trained = evaluate_checkpoint(tmp_path / "trained", test, ten_crop=True, cache_dir=tmp_path / "cache", progress=False)
+    # scored on the checkpoint's own views: the five it was trained on
+    trained = evaluate_checkpoint(tmp_path / "trained", test, cache_dir=tmp_path / "cache", progress=False)
+    assert trained.metrics["views"] == "five"
 
     # the same architecture and hierarchy, untrained
     tr, _ = read_records(train_csv, tmp_path / "img")
     h = build_hierarchy(tr.lats, tr.lons, 2, [40, 12])
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "untrained", GeoSURGE(cfg.model, h.num_cells).eval(), h)
-    untrained = evaluate_checkpoint(tmp_path / "untrained", test, ten_crop=True, cache_dir=tmp_path / "cache", progress=False)
+    untrained = evaluate_checkpoint(tmp_path / "untrained", test, views="five", cache_dir=tmp_path / "cache", progress=False)
 
     print(f"learnability: trained {trained.metrics}, untrained {untrained.metrics}")
     hist = json.loads((tmp_path / "trained/config.json").read_text())["training"]["history"]

@@ -87,14 +87,14 @@ def test_ci_training_run_checkpoint_predictor_and_evaluate(shared_dir, tmp_path)
 
     test_csv = _subset(shared_dir, "test", 5, tmp_path, 11)
     args = ["evaluate", "--checkpoint", str(out), str(out / "rgb"), "--csv", str(test_csv), "--images",
-            str(shared_dir / "data/im2gps3k-dev/images"), "--ten-crop", "--out", str(tmp_path / "eval"),
+            str(shared_dir / "data/im2gps3k-dev/images"), "--views", "ten", "--out", str(tmp_path / "eval"),
             "--labels", str(tmp_path / "labels"), "--cache-dir", str(tmp_path / "cache")]
     assert cli(args) == 0
     rep = json.loads((tmp_path / "eval/report.json").read_text())
     for k in ("acc_1km", "acc_25km", "acc_200km", "acc_750km", "acc_2500km", "median_km", "geoscore", "n", "level_acc"):
         assert k in rep
     assert rep["n"] == 5 and len(rep["results"]) == 2 and rep["results"][0]["fusion"] and not rep["results"][1]["fusion"]
-    assert len(rep["level_acc"]) == 3
+    assert len(rep["level_acc"]) == 3 and all(r["views"] == "ten" for r in rep["results"])
     md = (tmp_path / "eval/results.md").read_text()
     assert "2500 km" in md and "ckpt/fusion" in md and "rgb" in md
     assert (tmp_path / "eval/accuracy.png").read_bytes()[:4] == b"\x89PNG"

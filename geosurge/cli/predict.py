@@ -13,6 +13,8 @@ import time
 import warnings
 from pathlib import Path
 
+from .options import add_views_argument
+
 #: What a folder is searched for (case-insensitive suffixes).
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".jfif"}
 #: photos per model forward in a batch run (python benchmarks/predict.py measured sizes side by side)
@@ -24,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint directory, fusion/ + rgb/ pair or Hugging Face Hub repo id (default: the embedded one)")
     p.add_argument("--no-fusion", action="store_true", help="use the RGB-only model")
-    p.add_argument("--ten-crop", action="store_true", help="average ten crops (slower, usually a little better)")
+    add_views_argument(p)
     p.add_argument("--top-k", type=int, default=3, help="the k best finest cells in the output (default 3)")
     p.add_argument("--segmenter-path", default=None, help="segmentation model path (default: the checkpoint's)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: GPU when present)")
@@ -154,7 +156,7 @@ def _prepare(predictor, chunk: list[Path], fuse: bool) -> list[tuple]:
 def _predict(predictor, ok: list[tuple], fuse: bool, args: argparse.Namespace) -> list:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return predictor.predict([img for _, img, _ in ok], top_k=args.top_k, fusion=not args.no_fusion, ten_crop=args.ten_crop,
+        return predictor.predict([img for _, img, _ in ok], top_k=args.top_k, fusion=not args.no_fusion, views=args.views,
                                  decision=args.decision, batch_size=args.batch_size,
                                  label_maps=[lab for _, _, lab in ok] if fuse else None)
 

@@ -37,6 +37,7 @@ COLUMNS: list[tuple[str, Callable[[Prediction], Any]]] = [
     ("top_cells", _top_cells),
     ("nearest_reference", lambda r: r.nearest_reference.id if r.nearest_reference else ""),
     ("decision", lambda r: r.decision),
+    ("views", lambda r: r.views),  # the crops averaged: center, five or ten
     # bits the photo added beyond the Flickr prior (empty without a fitted posterior) and that in words
     ("evidence_bits", lambda r: "" if math.isnan(r.evidence_bits) else round(r.evidence_bits, 4)),
     ("evidence", lambda r: r.evidence_text),

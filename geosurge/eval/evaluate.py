@@ -1,8 +1,11 @@
 """Evaluate checkpoints on a CSV of geotagged photos: accuracy table, median, GeoScore, cell accuracy.
 
-Ten-crop features reuse the training view cache (the frozen backbone part's output for the ten crops,
-shared by every checkpoint with the same backbone), and each checkpoint's final features are cached
-by the hash of its weights, so re-running an evaluation or adding a checkpoint to a comparison is fast.
+A checkpoint is scored on the views it encodes photos from by default (:attr:`VariantDir.inference_views
+<geosurge.model.checkpoint_dir.VariantDir.inference_views>`: what it was trained and cross-validated on), so its
+figures describe what ``Predictor.predict`` does. Five- and ten-view features reuse the training view cache (the
+frozen backbone part's output for the crops, shared by every checkpoint with the same backbone), and each
+checkpoint's final features are cached by the hash of its weights and the views, so re-running an evaluation or
+adding a checkpoint to a comparison is fast.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from ..model.decode import Decoder
 from ..model.posterior import Posterior
 from ..model.segmenters import create_segmenter
 from ..model.variants import variant_name
-from ..model.views import load_or_build_views
+from ..model.views import check_views, load_or_build_views
 from ..runtime import configure_threads
 
 DEFAULT_LABELS = ".cache/labels"
@@ -74,7 +77,7 @@ def score_features(model: GeoSURGE, hierarchy: Hierarchy, feats: torch.Tensor, t
 def checkpoint_features(
     checkpoint: str | Path,
     records: GeoRecords,
-    ten_crop: bool = False,
+    views: str | None = None,
     fusion: bool = True,
     labels: str | Path | None = None,
     cache_dir: str | Path = ".cache/geosurge",
@@ -82,10 +85,12 @@ def checkpoint_features(
     progress: bool = True,
     report: SkipReport | None = None,
     model_overrides: dict[str, Any] | None = None,
-) -> tuple[GeoSURGE, Hierarchy, torch.Tensor, np.ndarray, Path]:
-    """A checkpoint's features of ``records`` (cached by weight hash): model, hierarchy, features (n, d),
-    ``keep`` (which records could be read: features are theirs, in order) and the variant's directory."""
+) -> tuple[GeoSURGE, Hierarchy, torch.Tensor, np.ndarray, Path, str]:
+    """A checkpoint's features of ``records`` (cached by weight hash and views): model, hierarchy, features (n, d),
+    ``keep`` (which records could be read: features are theirs, in order), the variant's directory and the
+    views encoded (``views``: "center", "five" or "ten"; None: the variant's own)."""
     vd = CheckpointDir.read(checkpoint).variant(variant_name(fusion))
+    views = vd.inference_views if views is None else check_views(views)
     directory = vd.path
     model, hierarchy, _ = vd.load(device, model_overrides)
     store = None
@@ -95,7 +100,7 @@ def checkpoint_features(
             # Its failures are not reported: an image the segmenter cannot read fails feature extraction
             # below too, and is counted there (once, not twice).
             segment_records(records, create_segmenter(vd.segmenter_config()), store, progress=progress)
-    key = hashlib.sha256(json.dumps([_weights_hash(directory), str(records.root), records.ids, ten_crop,
+    key = hashlib.sha256(json.dumps([_weights_hash(directory), str(records.root), records.ids, views,
                                      str(store.root) if store else None]).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"eval-{key}.safetensors"
     local = SkipReport()
@@ -103,22 +108,22 @@ def checkpoint_features(
         t = load_file(str(cache))
         feats, keep = t["features"], t["keep"].numpy()
     else:
-        if ten_crop:
-            views = load_or_build_views(model, records, store, cache_dir, progress, local)
-            feats, keep = view_features(model, views), views.keep
-        else:
+        if views == "center":
             feats, keep = image_features(model, records, store, report=local, progress=progress)
+        else:
+            cached = load_or_build_views(model, records, store, cache_dir, progress, local, views)
+            feats, keep = view_features(model, cached), cached.keep
         cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(cache, lambda p: save_file({"features": feats.contiguous(), "keep": torch.from_numpy(keep)}, p))
     if report is not None:
         report.merge(local)
-    return model, hierarchy, feats, keep, directory
+    return model, hierarchy, feats, keep, directory, views
 
 
 def evaluate_checkpoint(
     checkpoint: str | Path,
     records: GeoRecords,
-    ten_crop: bool = False,
+    views: str | None = None,
     fusion: bool = True,
     labels: str | Path | None = None,
     cache_dir: str | Path = ".cache/geosurge",
@@ -128,18 +133,19 @@ def evaluate_checkpoint(
     name: str | None = None,
     model_overrides: dict[str, Any] | None = None,
 ) -> EvalResult:
-    """Evaluate one checkpoint (or one variant of a pair) on ``records``.
+    """Evaluate one checkpoint (or one variant of a pair) on ``records``, its photos encoded from ``views``
+    ("center", "five" or "ten"; None: the variant's own, as ``Predictor.predict`` does).
 
     ``model_overrides`` changes inference settings, e.g. ``{"geo": {"prior_weight": 0.0}}``. Applies the
     thread policy (``geosurge.runtime``), as every entry point does.
     """
     configure_threads()
-    model, hierarchy, feats, keep, directory = checkpoint_features(
-        checkpoint, records, ten_crop, fusion, labels, cache_dir, device, progress, report, model_overrides)
+    model, hierarchy, feats, keep, directory, views = checkpoint_features(
+        checkpoint, records, views, fusion, labels, cache_dir, device, progress, report, model_overrides)
     true = np.stack([records.lats[keep], records.lons[keep]], axis=1)
     posterior = CheckpointDir.read(directory).variant(variant_name(fusion)).posterior(hierarchy, model.cfg.posterior)
     pred, metrics = score_features(model, hierarchy, feats, true, posterior)
-    metrics.update(checkpoint=str(directory), fusion=model.uses_fusion, ten_crop=ten_crop,
+    metrics.update(checkpoint=str(directory), fusion=model.uses_fusion, views=views,
                    skipped=len(records) - len(keep))
     label = name or (f"{Path(checkpoint).name}/{directory.name}" if directory != Path(checkpoint) else directory.name)
     return EvalResult(label, metrics, pred, true)

@@ -27,6 +27,7 @@ from .checkpoint import (CONFIG, TRAIN_COUNTS, CheckpointError, load_checkpoint,
 from .config import ModelConfig, PosteriorConfig, SegmenterConfig
 from .posterior import Posterior
 from .variants import TRAINING_IMAGES, VARIANTS, get_variant, variant_name
+from .views import VIEW_SETS
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,6 +47,21 @@ class VariantDir:
     def training(self) -> dict[str, Any]:
         """The ``training`` section: what the trainer recorded (data, counts, figures)."""
         return self.config.get("training", {})
+
+    @property
+    def inference_views(self) -> str:
+        """The views a photo is encoded from unless asked otherwise (:data:`~geosurge.model.views.VIEWS`): those
+        the variant was trained and cross-validated on when its training cached fixed views
+        (``training.config.data.view_cache``), else the centre crop (random-crop training, or a config that
+        does not say)."""
+        data = self.training.get("config", {}).get("data", {})
+        if not data.get("view_cache"):
+            return "center"
+        views = data.get("views")
+        if views not in VIEW_SETS:
+            raise CheckpointError(f"{self.path / CONFIG}: training.config.data.view_cache is set but its views are "
+                                  f"{views!r}, not one of {', '.join(map(repr, VIEW_SETS))}")
+        return views
 
     def load(self, device: str | torch.device = "cpu", model_overrides: dict[str, Any] | None = None):
         """(model in eval mode, hierarchy, reference index or None)."""

@@ -13,7 +13,7 @@ from ..data.records import GeoRecords, SkipReport
 from ..geo.hierarchy import Hierarchy
 from .geosurge import GeoSURGE
 from .hierarchical import ReferenceIndex
-from .views import ViewSet
+from .views import ViewSet, check_views, crop_views
 
 
 @torch.no_grad()
@@ -21,7 +21,7 @@ def encode_images_multi(
     models: Sequence[GeoSURGE],
     images: Sequence[Image.Image],
     label_maps: Sequence[np.ndarray | None] | None = None,
-    ten_crop: bool = False,
+    views: str = "center",
     batch_size: int = 16,
     progress: bool = False,
 ) -> list[torch.Tensor]:
@@ -37,7 +37,7 @@ def encode_images_multi(
         signatures.setdefault(m.frozen_signature(), []).append(i)
     groups = list(signatures.items())
     out: list[list[torch.Tensor]] = [[] for _ in models]
-    crops = "ten" if ten_crop else "center"
+    check_views(views)
     starts = range(0, len(images), batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -51,7 +51,7 @@ def encode_images_multi(
             px, lb, n = [], [], []
             maps = label_maps[s : s + batch_size] if fuse else [None] * len(images[s : s + batch_size])
             for im, lab in zip(images[s : s + batch_size], maps):
-                x, y = lead.preprocess(im, lab, crops=crops)
+                x, y = crop_views(lead.preprocess, im, lab, views)
                 px.append(x)
                 lb.append(y)
                 n.append(x.shape[0])
@@ -70,16 +70,17 @@ def encode_images(
     model: GeoSURGE,
     images: Sequence[Image.Image],
     label_maps: Sequence[np.ndarray | None] | None = None,
-    ten_crop: bool = False,
+    views: str = "center",
     batch_size: int = 16,
     progress: bool = False,
 ) -> torch.Tensor:
     """L2-normalized features (n, d) of RGB images, with the model's own preprocessing.
 
     ``label_maps`` (one per image, at image resolution) are required when the model fuses semantics.
-    With ``ten_crop`` each image's feature is the renormalized mean of its ten crops' features.
+    ``views`` ("center", "five", "ten": :data:`~geosurge.model.views.VIEWS`) selects the crops; each image's
+    feature is the renormalized mean of its views' features.
     """
-    return encode_images_multi([model], images, label_maps if model.uses_fusion else None, ten_crop, batch_size, progress)[0]
+    return encode_images_multi([model], images, label_maps if model.uses_fusion else None, views, batch_size, progress)[0]
 
 
 @torch.no_grad()
@@ -101,7 +102,8 @@ def image_features(model: GeoSURGE, records: GeoRecords, store=None, batch: int 
 
 @torch.no_grad()
 def view_features(model: GeoSURGE, views: ViewSet, batch_images: int = 32) -> torch.Tensor:
-    """Ten-crop features (n, d) of cached views: the renormalized mean of each photo's views' features."""
+    """Features (n, d) of cached views: the renormalized mean of each photo's views' features (the cached
+    counterpart of :func:`encode_images` with the same ``views``)."""
     device = next(model.parameters()).device
     out = []
     for s in range(0, len(views), batch_images):

@@ -6,6 +6,10 @@ evaluation, through the one :class:`~geosurge.data.Preprocess` path) and the lab
 fusion tokenizer's lattice. Training then draws one view per image per epoch and runs only the
 trainable top, fusion and heads; validation and evaluation average the views, which is ten-crop
 evaluation (:func:`geosurge.model.encode.view_features`).
+
+What each name of views means is defined here once (:data:`VIEWS`, :func:`crop_views`), for the cached
+training views and for encoding photos at inference alike, so a checkpoint is used on the crops it was trained
+and cross-validated on.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from ..data.examples import example_batches
@@ -26,8 +31,29 @@ from ..files import atomic_write
 from .geosurge import GeoSURGE
 
 #: ``ten``: the ten-crop protocol (four corners and centre, plus mirrors); ``five``: the unmirrored five,
-#: half the caching cost (the frozen backbone part dominates on CPUs).
+#: half the caching cost (the frozen backbone part dominates on CPUs). Views per image: the first n of
+#: :class:`~geosurge.data.Preprocess`'s ten crops.
 VIEW_SETS = {"ten": 10, "five": 5}
+#: what a photo can be encoded from: its centre crop alone, or one of the view sets (features averaged)
+VIEWS = ("center", *VIEW_SETS)
+
+
+def check_views(views: str, allowed: tuple[str, ...] = VIEWS) -> str:
+    """``views`` when it is one of ``allowed``, else a ValueError naming them."""
+    if views not in allowed:
+        raise ValueError(f"views must be one of {', '.join(map(repr, allowed))}, not {views!r}")
+    return views
+
+
+def crop_views(preprocess: Preprocess, image: Image.Image, labels: np.ndarray | None,
+               views: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pixels (n, 3, S, S) and label crops (n, S, S) or None of one image's ``views``: the centre crop, or
+    the first n of the ten crops."""
+    if check_views(views) == "center":
+        return preprocess(image, labels, crops="center")
+    n = VIEW_SETS[views]
+    x, y = preprocess(image, labels, crops="ten")
+    return x[:n], (y[:n] if y is not None else None)
 
 
 @dataclass
@@ -76,9 +102,7 @@ def build_views(
 
     ``rows`` restricts the work to those records (e.g. the images a cached hidden set kept).
     """
-    if views not in VIEW_SETS:
-        raise ValueError(f"views must be one of {sorted(VIEW_SETS)}, not {views!r}")
-    nv = VIEW_SETS[views]
+    nv = VIEW_SETS[check_views(views, tuple(VIEW_SETS))]
     side = label_side(model)
     if side is not None and store is None:
         raise ValueError("a fusion model needs label maps: set data.labels (see `geosurge segment`)")
@@ -92,10 +116,10 @@ def build_views(
     for batch in example_batches(records, store if side is not None else None, batch_images, report, rows, desc):
         px, lb = [], []
         for img, lab in zip(batch.images, batch.label_maps or [None] * len(batch.images)):
-            x, y = bb.preprocess(img, lab, crops="ten")
-            px.append(x[:nv])
+            x, y = crop_views(bb.preprocess, img, lab, views)
+            px.append(x)
             if y is not None:
-                lb.append(resample_labels(y[:nv], side).to(torch.uint8))
+                lb.append(resample_labels(y, side).to(torch.uint8))
         keep.extend(batch.rows)
         if hidden:
             h = bb.forward_frozen(torch.cat(px).to(device)).half().cpu()

@@ -20,7 +20,7 @@ def validation_scores(model: GeoSURGE, hierarchy: Hierarchy, feats: torch.Tensor
 
 
 class Validator:
-    """Scores of the model on the validation photos: ten-crop features of cached views, or centre crops of the
+    """Scores of the model on the validation photos: view-averaged features of cached views, or centre crops of the
     images (whose unreadable photos are reported once, at the first validation)."""
 
     def __init__(self, hierarchy: Hierarchy, device: torch.device, val_rec: GeoRecords, val_views: ViewSet | None = None,
