@@ -348,7 +348,7 @@ def candidates(s: Setting) -> list[tuple[str, str, callable]]:
 
     return [
         ("Lite0, 5 views (shipped recipe)", "lite0", registered(LITES[0])),
-        ("Lite0, 5 views, centre crop at inference (as the demo)", "lite0-centre", centre),
+        ("Lite0, 5 views, centre crop at inference (the demo before #20)", "lite0-centre", centre),
         ("Lite0, 10 views", "lite0-ten", ten),
         ("Lite1, 5 views", "lite1", registered(LITES[1])),
         ("Lite2, 5 views", "lite2", registered(LITES[2])),

@@ -1,9 +1,10 @@
 """Are the evidence sentences' thresholds honest?  `python benchmarks/evidence.py`
 
-Runs the embedded checkpoint (both variants, each on its own views, as the demo and ``geosurge predict`` do) on
-the dev photos its pair was not trained on (``val.csv`` + ``test.csv``: 548 photos; the shipped pair saw ``train.csv`` only, its
-posterior's weights and calibration were fitted by grouped CV over all dev photos, so those two are not
-entirely unseen), and per evidence band (``geosurge.model.evidence.EVIDENCE_BANDS``) and per quartile of
+Runs a checkpoint pair trained on ``train.csv`` only (``--checkpoint``; both variants, each on its own views, as
+the demo and ``geosurge predict`` do) on the dev photos it was not trained on (``val.csv`` + ``test.csv``: 548
+photos; its posterior's weights and calibration were fitted by grouped CV over all dev photos, so those two
+are not entirely unseen). The embedded pair trains on all dev photos, so it is refused: its evidence on them
+is not held out. Per evidence band (``geosurge.model.evidence.EVIDENCE_BANDS``) and per quartile of
 evidence prints: photos, photographers, % within 750 / 2,500 km with 95 % photographer-bootstrap intervals,
 the same for the no-photo answer (the posterior's rule applied to the prior alone) on the same photos, the mean
 evidence (KL(posterior || prior), bits) and the mean bits the posterior put on the true cell beyond the prior.
