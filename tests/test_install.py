@@ -69,7 +69,7 @@ def _hub_cache(root: Path, repo: str, commit: str, tags: dict[str, str]) -> Path
 
 def test_from_pretrained_takes_a_hub_repo_id_offline(tmp_path):
     commit = "0123456789abcdef0123456789abcdef01234567"
-    _hub_cache(tmp_path / "hub", "geosurge/geosurge-lite0", commit, {"v0.1": commit})
+    _hub_cache(tmp_path / "hub", "geosurge/geosurge-lite-stack", commit, {"v0.1": commit})
     code = f"""
 import json, sys
 from PIL import Image
@@ -77,7 +77,7 @@ from geosurge import Predictor
 photo = Image.open({str(sorted(EXAMPLES.glob('*.jpg'))[0])!r})
 out = {{}}
 for rev in (None, "v0.1", {commit!r}):
-    p = Predictor.from_pretrained("geosurge/geosurge-lite0", revision=rev, cache_dir={str(tmp_path / 'hub')!r}, local_files_only=rev is None)
+    p = Predictor.from_pretrained("geosurge/geosurge-lite-stack", revision=rev, cache_dir={str(tmp_path / 'hub')!r}, local_files_only=rev is None)
     [r] = p.predict(photo)
     out[str(rev)] = [r.lat, r.lon, r.fusion_used, str(p.segmenter.path)]
 p = Predictor.from_pretrained()

@@ -38,6 +38,24 @@ def test_onnx_matches_torch_and_is_cached(lite0, tmp_path, monkeypatch):
         assert float((other.infer_frozen(x) - ref).abs().max()) <= 1e-4
 
 
+def test_a_stack_runs_each_member_in_onnxruntime(tmp_path):
+    """The stack as a whole does not export (ONNX has no antialiased resize): each member does, and the stack's
+    inference output matches its torch forward."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    stack = create_backbone(BackboneConfig("efficientnet-lite-stack")).eval()
+    assert stack.runtime_parts() == list(stack.members)
+    assert ortb.wanted("efficientnet-lite-stack", torch.device("cpu"))
+    assert ortb.attach_onnx(stack, cache=tmp_path)
+    assert stack.frozen_runtime is None and all(m.frozen_runtime is not None for m in stack.members)
+    assert len(list(tmp_path.glob("*.onnx"))) == 3
+    x = torch.randn(2, 3, 260, 260, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref, got = stack.forward_frozen(x), stack.infer_frozen(x)
+    assert got.shape == ref.shape == (2, sum(stack.frozen_channels), stack.grid, stack.grid)
+    assert float((got - ref).abs().max()) <= 1e-4
+
+
 def test_the_cache_key_follows_the_frozen_weights(lite0):
     key = ortb.frozen_hash(lite0)
     top = lite0.trainable_modules(1)[0]

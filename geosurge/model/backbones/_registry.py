@@ -54,6 +54,11 @@ class Backbone(nn.Module):
     #: the frozen part exported to a faster runtime (``onnx_runtime.attach_onnx``), used by ``infer_frozen``
     frozen_runtime = None
 
+    def runtime_parts(self) -> list["Backbone"]:
+        """The backbones whose frozen parts are exported to another runtime for this one: itself, unless it
+        wraps others (a feature stack runs each member's export)."""
+        return [self]
+
     def infer_frozen(self, pixels: torch.Tensor) -> torch.Tensor:
         """``forward_frozen`` at inference: through ``frozen_runtime`` when one is attached, the pixels are on
         the CPU and no gradient is wanted; torch (the reference) otherwise."""

@@ -24,7 +24,7 @@ from ...files import atomic_write
 from ._registry import Backbone
 
 #: backbone families whose frozen part runs faster in onnxruntime than in torch on the CPU (measured)
-ONNX_FAMILIES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+ONNX_FAMILIES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "efficientnet-lite-stack")
 #: choose the backbone runtime: "auto" (onnxruntime where it wins), "torch" or "onnx" (whenever it can)
 ENV_VAR = "GEOSURGE_BACKBONE_RUNTIME"
 OPSET = 17
@@ -68,7 +68,10 @@ def wanted(backbone_name: str, device: torch.device, runtime: str | None = None)
 def attach_onnx(backbone: Backbone, cache: Path | None = None, threads: int | None = None) -> bool:
     """Export (or load from the cache) ``backbone``'s frozen part and attach it as its ``frozen_runtime``.
     Returns False, leaving torch in place, when onnxruntime or the exporter's ``onnx`` package is
-    missing, or the export fails or disagrees with torch (with a warning saying why)."""
+    missing, or the export fails or disagrees with torch (with a warning saying why). A backbone that wraps
+    others (``runtime_parts``) gets each part's export; True only when every part has one."""
+    if backbone.runtime_parts() != [backbone]:
+        return all([attach_onnx(part, cache, threads) for part in backbone.runtime_parts()])
     try:
         import onnxruntime  # noqa: F401
     except ImportError:

@@ -61,11 +61,24 @@ class FeatureStack(Backbone):
         return [t for m in self.members for t in m.trainable_modules(n_blocks)]
 
     def forward_frozen(self, pixels: torch.Tensor) -> torch.Tensor:
-        maps = []
-        for m, s in zip(self.members, self.member_sizes):
-            x = pixels if pixels.shape[-1] == s else F.interpolate(pixels, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
-            maps.append(F.adaptive_avg_pool2d(m.forward_frozen(x), self.grid))
-        return torch.cat(maps, dim=1)
+        return self._pooled([m.forward_frozen(x) for m, x in zip(self.members, self._member_pixels(pixels))])
+
+    def infer_frozen(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Each member through its own attached runtime: ONNX has no antialiased resize, so the stack as a
+        whole does not export, while each member does (the resize and pooling stay in torch)."""
+        return self._pooled([m.infer_frozen(x) for m, x in zip(self.members, self._member_pixels(pixels))])
+
+    def runtime_parts(self) -> list[Backbone]:
+        return list(self.members)
+
+    def _member_pixels(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        """The crops resized to each member's native size."""
+        return [pixels if pixels.shape[-1] == s else F.interpolate(pixels, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+                for s in self.member_sizes]
+
+    def _pooled(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """The members' maps average-pooled to the common grid, concatenated channel-wise."""
+        return torch.cat([F.adaptive_avg_pool2d(m, self.grid) for m in maps], dim=1)
 
     def forward_trainable(self, hidden: torch.Tensor) -> torch.Tensor:
         maps = []
