@@ -16,8 +16,10 @@ Columns: bits per photo beyond the MP-16 prior [95 % interval over photographers
 2,500 km for the CV-chosen decision and for ``within:R`` at each R, MP-16's best point for each R, ECE, and
 inference ms per photo measured side by side in one run (``--stage time``; threads stated in the output).
 
-Run:  python benchmarks/candidates.py --stage views   # caches (slow: hours of one core for Lite1 + Lite2)
-      python benchmarks/candidates.py [--reuse] [--docs]   # CV of every candidate with cached views + timing
+Run:  python benchmarks/candidates.py --stage views   # caches: one core each, on a quiet machine, 7 / 12 / 14 / 28 min
+                                                      # for Lite0 / Lite1 / Lite2 / the stack (two processes: --only)
+      python benchmarks/candidates.py [--only TAG ...] [--variants rgb] [--reuse] [--docs]   # CV of every candidate + timing
+      python benchmarks/candidates.py --stage time     # the inference timings alone
 Out-of-fold scores are kept in runs/cv/candidates/ (``--reuse`` reads them back and only refits the posterior).
 """
 from __future__ import annotations
@@ -48,6 +50,7 @@ from geosurge.files import atomic_write  # noqa: E402
 from geosurge.geo.hierarchy import build_hierarchy  # noqa: E402
 from geosurge.geo.prior import read_photo_density  # noqa: E402
 from geosurge.model.backbones import Backbone  # noqa: E402
+from geosurge.model.backbones.onnx_runtime import attach_onnx  # noqa: E402
 from geosurge.model.config import PosteriorConfig  # noqa: E402
 from geosurge.model.encode import view_features  # noqa: E402
 from geosurge.model.geosurge import GeoSURGE  # noqa: E402
@@ -399,6 +402,8 @@ def time_inference(s: Setting, photos: int = 20, repeats: int = 3, threads: int 
     images = [b for batch in example_batches(test, None, 16, rows=np.arange(photos)) for b in batch.images]
     pairs = {name: (s.model(name).eval(), None) for name in (*LITES, STACK)}
     pairs = {name: (m, GeoSURGE(s.config(name, False).model, s.hierarchy.num_cells, backbone=m.backbone).eval()) for name, (m, _) in pairs.items()}
+    for fus, _ in pairs.values():  # the frozen part in onnxruntime, as the demo runs it (torch where the export fails)
+        attach_onnx(fus.backbone, threads=threads)
     steps = {"DeepLab labels": lambda im, lab: seg(im), "DeepLab labels + scene vector": lambda im, lab: scene.labels_and_scene(im)}
     for name, (fus, rgb) in pairs.items():
         for views in ((1, 5, 10) if name == LITES[0] else (1, 5)):
@@ -431,7 +436,7 @@ def _encode_step(fus: GeoSURGE, rgb: GeoSURGE, views: int):
     def step(im, lab):
         x, y = fus.preprocess(im, lab, crops="center" if views == 1 else "ten")
         x, y = x[:views], resample_labels(y[:views], side).long()
-        h = fus.backbone.forward_frozen(x)
+        h = fus.backbone.infer_frozen(x)
         for m, labels in ((fus, y), (rgb, None)):
             m.logits(F.normalize(m.encode_hidden(h, labels).mean(0, keepdim=True), dim=-1))
 
@@ -492,7 +497,7 @@ def table(results: dict, best: dict, ms: dict | None, groups: np.ndarray) -> str
 
 def timing_lines(ms: dict, threads: int) -> list[str]:
     return [f"Inference steps, median ms per photo over 20 `test.csv` photos x 3, measured interleaved in one run "
-            f"(torch {threads} threads, DeepLab/XNNPACK {threads} threads; 'both heads' = preprocessing + frozen pass + the "
+            f"(torch and onnxruntime {threads} threads, DeepLab/XNNPACK {threads} threads; 'both heads' = preprocessing + frozen pass in onnxruntime as the demo runs it + the "
             "fusion and RGB-only heads + logits; DeepLab at 385 px):", "",
             "| step | ms |", "|---|---|", *[f"| {k} | {v:.1f} |" for k, v in ms.items()]]
 
