@@ -350,12 +350,12 @@ def candidates(s: Setting) -> list[tuple[str, str, callable]]:
         return lambda: (s.model(LITES[0]).backbone, *(2 * [views_of(s, LITES[0])]), keep)
 
     return [
-        ("Lite0, 5 views (shipped recipe)", "lite0", registered(LITES[0])),
+        ("Lite0, 5 views (shipped before #20)", "lite0", registered(LITES[0])),
         ("Lite0, 5 views, centre crop at inference (the demo before #20)", "lite0-centre", centre),
         ("Lite0, 10 views", "lite0-ten", ten),
         ("Lite1, 5 views", "lite1", registered(LITES[1])),
         ("Lite2, 5 views", "lite2", registered(LITES[2])),
-        ("stack Lite0+1+2, 5 views", "stack", registered(STACK)),
+        ("stack Lite0+1+2, 5 views (shipped)", "stack", registered(STACK)),
         ("Lite0 + DeepLab scene vector, 5 views", "lite0-scene", scene),
         (f"Lite0, 5 views, {SHIP_RATIO:.2f} of each fold's photographers", "lite0-keep72", subsampled(SHIP_RATIO)),
         ("Lite0, 5 views, 0.50 of each fold's photographers", "lite0-keep50", subsampled(0.5)),
@@ -458,7 +458,7 @@ def format_row(r: dict) -> str:
             + "; within:R " + " / ".join(f"{r['own'][d][0]:.1f}" for d in TARGET_RADII))
 
 
-REFERENCE = "Lite0, 5 views (shipped recipe)"
+REFERENCE = "Lite0, 5 views (shipped before #20)"
 
 
 def paired_bits(results: dict, name: str, variant: str, groups: np.ndarray) -> str:

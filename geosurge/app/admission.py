@@ -1,15 +1,17 @@
 """How much work the demo lets in at once, so that a burst of visitors keeps the server under 1.5 GB.
 
 Three bounds, each sized from what ``benchmarks/load.py`` and ``benchmarks/hostile_inputs.py`` measured on the
-2-core machine (the server idles at ~0.75 GB with the model loaded):
+2-core machine (the server idles at ~0.9 GB with the embedded feature stack loaded, ~0.75 with Lite0 alone):
 
 * **Upload bodies held in memory** (:data:`BODY_BUDGET`): an upload is read into memory, never to disk; the
   bytes of the bodies being received or scrubbed at once are bounded, the rest wait their turn.
 * **Decodes** (:data:`DECODE_BUDGET`): every decode first estimates what it will take from the image's header
   (:func:`decode_cost`: 4 bytes a pixel for RGB, up to 9 for palette images, at the size JPEG draft mode
   decodes to) and waits until the decodes already running leave room for it. One decode larger than the
-  whole budget runs alone. A 40 MP PNG takes 0.16-0.35 GB to decode, so at most two run at once (two RGB
-  ones; a palette or RGBA one alone). At 400 MB the bursts of benchmarks/load.py peaked at 1.44-1.47 GB.
+  whole budget runs alone. A 40 MP PNG takes 0.16-0.35 GB to decode, so each runs alone. With the stack, the
+  bursts of benchmarks/load.py (8 PNGs mixed with bombs and photos; 16 PNGs) peaked at 1.71 / 1.73 GB with
+  a budget of 320 MB, 1.42 / 1.61 at 160 MB and 1.46 / 1.63 at 64 MB (one run each): below 160 MB the decodes
+  no longer set the peak, and the burst of 16 stays above 1.5 GB.
 * **Inference**: one answer at a time (the model uses both cores), behind Gradio's queue of at most
   :data:`QUEUE_SIZE` waiting requests; a visitor in the queue sees its position and the expected wait, one
   turned away because it is full sees that the demo is busy.
@@ -30,7 +32,7 @@ MB = 2**20
 #: Bytes of upload bodies held in memory at once (a 20 MB upload takes ~2x its size while it is parsed).
 BODY_BUDGET = 64 * MB
 #: Estimated bytes of image decodes running at once (see decode_cost and the module's docstring).
-DECODE_BUDGET = 320 * MB
+DECODE_BUDGET = 160 * MB
 #: Requests waiting in Gradio's queue; more are refused with "busy".
 QUEUE_SIZE = 64
 #: Longest wait for a budget before the request is refused as busy.
