@@ -23,9 +23,11 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import hashlib
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +116,9 @@ def linear_probe(x: torch.Tensor, cells: np.ndarray, n_cells: int, steps: int = 
 def cross_validate(cfg, rec, folds: np.ndarray, hierarchy: Hierarchy, views: ViewSet, epochs: int, tag: str, reuse: bool = False) -> OutOfFold:
     """Out-of-fold per-level logits of the recipe, and each fold's training counts per cell (saved under
     runs/cv/oof-<tag>.npz; ``reuse`` reads them back instead of training, to refit the posterior only)."""
-    path = OUT / f"oof-{tag.replace(' ', '_').replace('(', '').replace(')', '')}.npz"
+    # the recipe's model config in the name: --reuse must never read another backbone's or head's scores
+    recipe = hashlib.sha256(json.dumps(asdict(cfg.model), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    path = OUT / f"oof-{tag.replace(' ', '_').replace('(', '').replace(')', '')}-{recipe}.npz"
     key = np.array([len(rec), int(folds.max()) + 1, epochs, *hierarchy.num_cells])
     if reuse and path.is_file():
         z = np.load(path, allow_pickle=False)
