@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import struct
 import zlib
@@ -162,6 +163,20 @@ def test_rejected_upload_leaves_no_temp_file(server, photos):
     status, _ = upload_raw(server.url, b"\xff\xd8\xff" + bytes(21 * 2**20), "big.jpg")
     assert status == 413
     assert [p.name for p in server.workdir.iterdir() if p.is_file() and p.name != ".pid"] == []
+
+
+def test_upload_progress_ends_at_once_instead_of_a_404(server, photos):
+    """The browser asks for an upload's progress stream; Gradio tracks none for the uploads the guard parses and
+    would answer 404 after 3 s (a failed request whenever an upload is slow): the guard ends the stream at once."""
+    import httpx
+
+    from .app_testing import upload_raw
+
+    status, _ = upload_raw(server.url, photos[0].read_bytes(), "photo.jpg")
+    assert status == 200
+    r = httpx.get(server.url + "gradio_api/upload_progress", params={"upload_id": "abc123"}, timeout=2)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    assert json.loads(r.text.removeprefix("data:").strip()) == {"msg": "done"}
 
 
 @pytest.mark.slow

@@ -14,6 +14,8 @@
   requests map back. The file route serves from it only ``<alias>/<folder>/<file>`` without dot names: the
   scrubbed uploads and the generated images, nothing at its top, no staging file.
 * A queue that is full answers with a sentence, not Gradio's counts.
+* An upload's progress stream (``GET …/upload_progress``) ends at once: Gradio tracks progress only for uploads
+  its own parser reads, and for ours answered 404 after 3 s.
 """
 from __future__ import annotations
 
@@ -56,6 +58,11 @@ class Guard:
             return await self.app(scope, receive, send)
         if scope["method"] == "POST" and scope["path"].rstrip("/").endswith("/upload"):
             return await self._upload(scope, receive, send)
+        if scope["method"] == "GET" and scope["path"].rstrip("/").endswith("/upload_progress"):
+            # Gradio tracks progress only for the uploads its own parser reads; for ours it would wait 3 s and
+            # answer 404 (a failed request in the visitor's browser whenever an upload takes longer). The
+            # progress stream is only a progress bar: end it at once, the upload's own response carries the file.
+            return await _respond(send, 200, 'data: {"msg": "done"}\n\n', "text/event-stream")
         if "/file=" in scope["path"]:
             scope = self._file_scope(scope)
             if scope is None:
