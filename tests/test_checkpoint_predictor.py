@@ -106,6 +106,8 @@ def test_predict_outputs(pair, photos, segmenter):
 def test_predict_variants_matches_predict(pair, photos, segmenter):
     """Sharing the frozen backbone pass between the two variants changes nothing in their answers."""
     p = Predictor.from_pretrained(pair, segmenter=segmenter)
+    # their backbones keep a trainable block each, so each variant keeps its own
+    assert p.variants["fusion"].model.backbone is not p.variants["rgb"].model.backbone
     maps = [p.segment(ph) for ph in photos]
     both = p.predict_variants(photos, top_k=3, label_maps=maps)
     assert set(both) == {"fusion", "rgb"}
