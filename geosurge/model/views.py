@@ -30,12 +30,13 @@ from ..data.transforms import Preprocess, resample_labels
 from ..files import atomic_write
 from .geosurge import GeoSURGE
 
-#: ``ten``: the ten-crop protocol (four corners and centre, plus mirrors); ``five``: the unmirrored five,
-#: half the caching cost (the frozen backbone part dominates on CPUs). Views per image: the first n of
-#: :class:`~geosurge.data.Preprocess`'s ten crops.
-VIEW_SETS = {"ten": 10, "five": 5}
-#: what a photo can be encoded from: its centre crop alone, or one of the view sets (features averaged)
-VIEWS = ("center", *VIEW_SETS)
+#: What a photo can be encoded from, cached for training and averaged at inference, with its number of
+#: crops: ``center``, the centre crop alone (the cheapest answer); ``ten``, the ten-crop protocol (four
+#: corners and centre, plus mirrors); ``five``, the unmirrored five, half the cost of ten (the frozen
+#: backbone part dominates on CPUs). The n > 1 sets are the first n of :class:`~geosurge.data.Preprocess`'s
+#: ten crops.
+VIEW_SETS = {"center": 1, "ten": 10, "five": 5}
+VIEWS = tuple(VIEW_SETS)
 
 
 def check_views(views: str, allowed: tuple[str, ...] = VIEWS) -> str:
@@ -102,7 +103,7 @@ def build_views(
 
     ``rows`` restricts the work to those records (e.g. the images a cached hidden set kept).
     """
-    nv = VIEW_SETS[check_views(views, tuple(VIEW_SETS))]
+    nv = VIEW_SETS[check_views(views)]
     side = label_side(model)
     if side is not None and store is None:
         raise ValueError("a fusion model needs label maps: set data.labels (see `geosurge segment`)")

@@ -48,7 +48,7 @@ class DataConfig:
     val_labels: str | None = None  # label maps of the validation photos when kept apart (default: labels)
     segment_missing: bool = False  # run the segmenter first for images without a label map
     view_cache: bool = False  # train from cached frozen-backbone outputs of fixed crops (small data)
-    views: str = "ten"  # crops cached per image: ten (ten-crop protocol) or five (unmirrored, half the cost)
+    views: str = "ten"  # crops cached per image (geosurge.model.views.VIEW_SETS): ten, five, or center (one crop)
     cache_dir: str = ".cache/geosurge"
     num_workers: int = 4
 
