@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import colorsys
+import functools
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -46,11 +47,22 @@ def _palette() -> np.ndarray:
 
 
 PALETTE = _palette()
+_PIL_PALETTE = PALETTE.ravel().tolist() + [0] * (3 * (256 - NUM_LABELS))
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
     """(H, W) labels -> (H, W, 3) uint8 colours."""
-    return PALETTE[np.asarray(labels, dtype=np.int64)]
+    return np.asarray(_coloured(labels))
+
+
+def _coloured(labels: np.ndarray, size: tuple[int, int] | None = None) -> Image.Image:
+    """The labels as an RGB image (resized to ``size`` nearest-neighbour first): PIL's palette mode maps
+    them, ~10x faster than indexing PALETTE with numpy at the overlay's size."""
+    img = Image.fromarray(np.asarray(labels, dtype=np.uint8))
+    img.putpalette(_PIL_PALETTE)  # an L image becomes P
+    if size is not None and img.size != tuple(size):
+        img = img.resize(tuple(size), Image.NEAREST)
+    return img.convert("RGB")
 
 
 def main_classes(labels: np.ndarray, top: int = 8, min_fraction: float = 0.01) -> list[tuple[int, str, float]]:
@@ -66,25 +78,29 @@ def main_classes(labels: np.ndarray, top: int = 8, min_fraction: float = 0.01) -
 OVERLAY_SIDE = 768
 
 
+@functools.lru_cache(maxsize=4)
+def _font(size: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
 def overlay(image: Image.Image, labels: np.ndarray, alpha: float = 0.55, legend: bool = True, top: int = 8,
             side: int = OVERLAY_SIDE) -> Image.Image:
     """The image blended with its coloured label map, fitted into ``side`` x ``side``, with a legend of the
     main classes below it in two columns, its rows 1/20 of ``side`` high (clear of any toolbar drawn over
     the picture's top corner, and as readable for a 12 MP phone photo as for a thumbnail)."""
-    from PIL import ImageFont
-
     image = image.convert("RGB")
     labels = resize_label_map(labels, image.size)
     classes = main_classes(labels, top=top)
     scale = side / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     photo = image.resize(size, Image.BILINEAR)
-    colours = Image.fromarray(colorize(resize_label_map(labels, size)))
-    blend = Image.blend(photo, colours, alpha)
+    blend = Image.blend(photo, _coloured(labels, size), alpha)
     if not legend:
         return blend
     row = max(16, side // 20)
-    font = ImageFont.load_default(size=int(row * 0.8))
+    font = _font(int(row * 0.8))
     texts = [f"{name} {frac:.0%}" for _, name, frac in classes]
     column = 18 + row + max([int(font.getlength(t)) for t in texts] + [row * 4])
     rows = (len(classes) + 1) // 2
