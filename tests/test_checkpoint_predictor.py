@@ -118,6 +118,12 @@ def test_predict_variants_matches_predict(pair, photos, segmenter):
             assert [c.index for c in x.top_k] == [c.index for c in y.top_k]
             assert [c.score for c in x.top_k] == pytest.approx([c.score for c in y.top_k], rel=1e-4)
             assert x.fusion_used == (name == "fusion")
+    # segmenting itself (beside the backbone pass, in a helper thread) gives the same label maps and answers
+    auto = p.predict_variants(photos, top_k=3)
+    for name in ("fusion", "rgb"):
+        for x, y in zip(auto[name], both[name]):
+            assert x.as_dict() == y.as_dict()
+    assert all(np.array_equal(x.labels, m) for x, m in zip(auto["fusion"], maps))
     p.segmenter = None  # without a segmenter only the RGB-only variant can answer
     assert set(p.predict_variants(photos[0])) == {"rgb"}
 

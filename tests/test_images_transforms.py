@@ -79,6 +79,22 @@ def test_preprocess_keeps_labels_aligned():
         pre(Image.fromarray(arr), labels[:10])
 
 
+@pytest.mark.parametrize("shape", [(60, 90), (90, 60), (20, 400)])  # landscape, portrait, past the aspect cap
+def test_label_crops_alone_match_those_cropped_with_the_pixels(shape):
+    """A label map that arrives after its photo was encoded is cropped with the geometry the pixels got."""
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 255, (*shape, 3), dtype=np.uint8))
+    labels = rng.integers(0, 151, shape, dtype=np.uint8)
+    pre = Preprocess(16, (0.0,) * 3, (1.0,) * 3)
+    for crops in ("center", "ten"):
+        x, y = pre(img, labels, crops=crops)
+        none, alone = pre(img, labels, crops=crops, pixels=False)
+        assert none is None and torch.equal(alone, y)
+    for bad in ({"labels": None, "crops": "center"}, {"labels": labels, "crops": "random", "rng": rng}):
+        with pytest.raises(ValueError, match="needs labels and center or ten crops"):
+            pre(img, pixels=False, **bad)
+
+
 def test_label_maps_resize_nearest_and_keep_their_classes():
     labels = np.random.default_rng(0).integers(0, 151, (37, 53)).astype(np.uint8)
     assert resize_label_map(labels, (53, 37)) is labels  # already that size: untouched

@@ -102,20 +102,19 @@ class Locator:
     def fusion_note(self) -> str | None:
         return self.predictor.fusion_unavailable_reason()
 
-    def _labels(self, key: str, img: Image.Image) -> tuple[np.ndarray | None, bool]:
-        """The ADE20K label map (None without a segmenter) and whether it came from the cache."""
-        if self.predictor.segmenter is None:
-            return None, False
+    def _cached_labels(self, key: str) -> np.ndarray | None:
+        """The label map of a photo segmented before (None: not cached, or no segmenter)."""
         with self._lock:
             if key in self._seg:
                 self._seg.move_to_end(key)
-                return self._seg[key], True
-        lab = self.predictor.segmenter(img)
+                return self._seg[key]
+        return None
+
+    def _remember_labels(self, key: str, labels: np.ndarray) -> None:
         with self._lock:
-            self._seg[key] = lab
+            self._seg[key] = labels
             while len(self._seg) > self.cache_size:
                 self._seg.popitem(last=False)
-        return lab, False
 
     def __call__(self, photo: str | Path | Upload | None, fusion: bool = True) -> Answer:
         """Answer one photo: a path (tests, warm-up) or an :class:`Upload` from the UI."""
@@ -135,12 +134,18 @@ class Locator:
         gps = photo.gps if isinstance(photo, Upload) else read_exif_gps(raw)
         truth = gps.point if gps else None
         stages: dict[str, float | None] = {}  # shown under the answer: where the time went (None: cached)
+        labels = self._cached_labels(key)
         t = time.perf_counter()
-        labels, cached = self._labels(key, img)
-        stages["segmentation"], t = None if cached else time.perf_counter() - t, time.perf_counter()
-        maps = None if labels is None else [labels]
-        preds = {k: v[0] for k, v in self.predictor.predict_variants(img, level_top=5, label_maps=maps).items()}
-        stages["models"], t = time.perf_counter() - t, time.perf_counter()
+        # Not cached: the Predictor segments beside the backbone pass, so the two share one stage.
+        preds = {k: v[0] for k, v in self.predictor.predict_variants(
+            img, level_top=5, label_maps=None if labels is None else [labels]).items()}
+        if labels is not None:
+            stages["segmentation"] = None
+        elif FUSION in preds:
+            labels = preds[FUSION].labels
+            self._remember_labels(key, labels)
+        stages["models" if labels is None or "segmentation" in stages else "segmentation and models"] = time.perf_counter() - t
+        t = time.perf_counter()
         if not preds:
             return message("This checkpoint has no model that can run here: its fusion model needs the segmenter.")
         primary, other = pick_variants(preds, fusion)

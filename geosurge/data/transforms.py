@@ -33,16 +33,21 @@ class Preprocess:
         labels: np.ndarray | None = None,
         crops: str = "center",
         rng: np.random.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        pixels: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Return ``pixels`` (n, 3, S, S) float32 and ``labels`` (n, S, S) int64 (or None).
 
         ``crops``: ``"center"`` (n=1; shorter side resized to S), ``"ten"`` (n=10; four corners and
         centre of the image resized to S/0.875, plus their mirror images) or ``"random"`` (n=1; random
         resized crop and horizontal flip, for training; needs ``rng``). ``labels`` is a label map at the
-        image's resolution; it gets the same geometry with nearest-neighbour resampling.
+        image's resolution; it gets the same geometry with nearest-neighbour resampling. ``pixels=False``
+        crops the label map alone (pixels None), with the geometry the image's pixels get: for a label map
+        that arrives after its photo was encoded (a segmenter running beside the backbone).
         """
         if labels is not None and labels.shape[:2] != (image.height, image.width):
             raise ValueError(f"label map {labels.shape[:2]} does not match the image ({image.height}, {image.width})")
+        if not pixels and (labels is None or crops == "random"):
+            raise ValueError("pixels=False crops a label map with a fixed geometry: it needs labels and center or ten crops")
         s = self.image_size
         if crops == "center":
             boxes, flips, short = None, [False], s
@@ -55,33 +60,33 @@ class Preprocess:
             return self._random(image, labels, rng)
         else:
             raise ValueError(f"crops must be 'center', 'ten' or 'random', not {crops!r}")
-        img, lab = self._resize_short(image, labels, short)
-        w, h = img.size
+        img, lab = self._resize_short(image, labels, short, pixels)
+        w, h = img.size if pixels else lab.shape[::-1]
         cx, cy = (w - s) // 2, (h - s) // 2
         if crops == "center":
             boxes = [(cx, cy)]
         else:
             corners = [(0, 0), (w - s, 0), (0, h - s), (w - s, h - s), (cx, cy)]
             boxes, flips = corners * 2, [False] * 5 + [True] * 5
-        arr = np.asarray(img)
+        arr = np.asarray(img) if pixels else None
         pix, labs = [], []
         for (x, y), flip in zip(boxes, flips):
-            p = arr[y : y + s, x : x + s]
+            p = arr[y : y + s, x : x + s] if pixels else None
             q = lab[y : y + s, x : x + s] if lab is not None else None
             if flip:
-                p = p[:, ::-1]
+                p = p[:, ::-1] if pixels else None
                 q = q[:, ::-1] if q is not None else None
             pix.append(p)
             labs.append(q)
-        return self._finish(pix, labs if lab is not None else None)
+        return self._finish(pix if pixels else None, labs if lab is not None else None)
 
     # ------------------------------------------------------------------ helpers
-    def _resize_short(self, image: Image.Image, labels: np.ndarray | None, short: int):
+    def _resize_short(self, image: Image.Image, labels: np.ndarray | None, short: int, pixels: bool = True):
         image, labels = _cap_aspect(image, labels)
         w, h = image.size
         scale = short / min(w, h)
         nw, nh = max(short, int(round(w * scale))), max(short, int(round(h * scale)))
-        img = image.resize((nw, nh), self.interpolation)
+        img = image.resize((nw, nh), self.interpolation) if pixels else None
         lab = resize_label_map(labels, (nw, nh)) if labels is not None else None
         return img, lab
 
@@ -108,11 +113,11 @@ class Preprocess:
             q = q[:, ::-1] if q is not None else None
         return self._finish([p], [q] if q is not None else None)
 
-    def _finish(self, pix: list[np.ndarray], labs: list[np.ndarray] | None):
-        x = torch.from_numpy(np.ascontiguousarray(np.stack(pix))).permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        x = (x - mean) / std
+    def _finish(self, pix: list[np.ndarray] | None, labs: list[np.ndarray] | None):
+        x = None
+        if pix is not None:
+            x = torch.from_numpy(np.ascontiguousarray(np.stack(pix))).permute(0, 3, 1, 2).float().div_(255.0)
+            x = (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1)
         y = torch.from_numpy(np.ascontiguousarray(np.stack(labs)).astype(np.int64)) if labs is not None else None
         return x, y
 

@@ -1,7 +1,7 @@
 """Batch feature extraction shared by the Predictor, training, reference indexing and evaluation."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -16,11 +16,15 @@ from .hierarchical import ReferenceIndex
 from .views import ViewSet, check_views, crop_views
 
 
+#: label maps given outright, or a call that returns them once ready (a segmenter running beside the backbone)
+LabelMaps = Sequence[np.ndarray | None] | Callable[[], Sequence[np.ndarray]] | None
+
+
 @torch.no_grad()
 def encode_images_multi(
     models: Sequence[GeoSURGE],
     images: Sequence[Image.Image],
-    label_maps: Sequence[np.ndarray | None] | None = None,
+    label_maps: LabelMaps = None,
     views: str = "center",
     batch_size: int = 16,
     progress: bool = False,
@@ -28,42 +32,57 @@ def encode_images_multi(
     """:func:`encode_images` for several models at once (e.g. the fusion and RGB-only variants).
 
     Models whose frozen backbone part is the same (equal :meth:`GeoSURGE.frozen_signature`) share one
-    preprocessing pass and one frozen forward; only their trainable parts run separately.
+    preprocessing pass and one frozen forward; only their trainable parts run separately. ``label_maps``
+    may be a call returning them: it is made after the first frozen forward, so a segmenter that is still
+    working meanwhile (in another thread) overlaps the backbone instead of preceding it.
     """
-    if any(m.uses_fusion for m in models) and (label_maps is None or any(m is None for m in label_maps)):
-        raise ValueError("a model fuses semantics: every image needs a label map")
+    check_views(views)
+    maps = _LateMaps(label_maps, len(images), any(m.uses_fusion for m in models))
     signatures: dict[str, list[int]] = {}  # frozen signature -> member indices, in first-seen order
     for i, m in enumerate(models):
         signatures.setdefault(m.frozen_signature(), []).append(i)
-    groups = list(signatures.items())
     out: list[list[torch.Tensor]] = [[] for _ in models]
-    check_views(views)
     starts = range(0, len(images), batch_size)
     if progress:
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="encoding", unit="batch")
     for s in starts:
-        for _, members in groups:
+        batch = images[s : s + batch_size]
+        for members in signatures.values():
             lead = models[members[0]]
-            fuse = any(models[i].uses_fusion for i in members)
             device = next(lead.parameters()).device
-            px, lb, n = [], [], []
-            maps = label_maps[s : s + batch_size] if fuse else [None] * len(images[s : s + batch_size])
-            for im, lab in zip(images[s : s + batch_size], maps):
-                x, y = crop_views(lead.preprocess, im, lab, views)
-                px.append(x)
-                lb.append(y)
-                n.append(x.shape[0])
-            pixels = torch.cat(px).to(device)
-            labels = torch.cat(lb).to(device) if fuse else None
+            crops = [crop_views(lead.preprocess, im, None, views)[0] for im in batch]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                hidden = lead.backbone.infer_frozen(pixels)
+                hidden = lead.backbone.infer_frozen(torch.cat(crops).to(device))
+                labels = None
+                if any(models[i].uses_fusion for i in members):
+                    labels = torch.cat([crop_views(lead.preprocess, im, lab, views, pixels=False)[1]
+                                        for im, lab in zip(batch, maps.get(s, len(batch)))]).to(device)
                 for i in members:
                     f = models[i].encode_hidden(hidden, labels if models[i].uses_fusion else None)
-                    f = torch.stack([c.mean(0) for c in f.float().split(n)])
+                    f = torch.stack([c.mean(0) for c in f.float().split([c.shape[0] for c in crops])])
                     out[i].append(F.normalize(f, dim=-1).cpu())
     return [torch.cat(o) if o else torch.zeros(0, m.cfg.geo.embed_dim) for o, m in zip(out, models)]
+
+
+class _LateMaps:
+    """Label maps for the images, fetched from a call the first time they are needed and checked once."""
+
+    def __init__(self, source: LabelMaps, n: int, needed: bool):
+        self.source, self.n, self.maps = source, n, None
+        if needed and not callable(source):  # given outright: wrong before any work, not after it
+            self.maps = self._checked(source)
+
+    def get(self, start: int, count: int) -> Sequence[np.ndarray]:
+        if self.maps is None:
+            self.maps = self._checked(self.source())
+        return self.maps[start : start + count]
+
+    def _checked(self, maps) -> Sequence[np.ndarray]:
+        if maps is None or len(maps) != self.n or any(m is None for m in maps):
+            raise ValueError("a model fuses semantics: every image needs a label map")
+        return maps
 
 
 def encode_images(

@@ -47,14 +47,14 @@ def check_views(views: str, allowed: tuple[str, ...] = VIEWS) -> str:
 
 
 def crop_views(preprocess: Preprocess, image: Image.Image, labels: np.ndarray | None,
-               views: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+               views: str, pixels: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Pixels (n, 3, S, S) and label crops (n, S, S) or None of one image's ``views``: the centre crop, or
-    the first n of the ten crops."""
+    the first n of the ten crops. ``pixels=False``: the label crops alone (pixels None)."""
     if check_views(views) == "center":
-        return preprocess(image, labels, crops="center")
+        return preprocess(image, labels, crops="center", pixels=pixels)
     n = VIEW_SETS[views]
-    x, y = preprocess(image, labels, crops="ten")
-    return x[:n], (y[:n] if y is not None else None)
+    x, y = preprocess(image, labels, crops="ten", pixels=pixels)
+    return (x[:n] if x is not None else None), (y[:n] if y is not None else None)
 
 
 @dataclass
