@@ -78,7 +78,7 @@ class FeatureStack(Backbone):
 
     def _pooled(self, maps: list[torch.Tensor]) -> torch.Tensor:
         """The members' maps average-pooled to the common grid, concatenated channel-wise."""
-        return torch.cat([F.adaptive_avg_pool2d(m, self.grid) for m in maps], dim=1)
+        return torch.cat([m if m.shape[-1] == self.grid else F.adaptive_avg_pool2d(m, self.grid) for m in maps], dim=1)
 
     def forward_trainable(self, hidden: torch.Tensor) -> torch.Tensor:
         maps = []
