@@ -160,26 +160,27 @@ def test_views_default_to_the_checkpoints_own(pair, photos, segmenter, tmp_path)
         CheckpointDir.read(mixed).variant("fusion").inference_views
 
 
-def test_embedded_checkpoint_encodes_the_five_views_it_was_trained_on():
-    """The shipped pair was trained and cross-validated on five cached views per photo: that is its default
-    encoding, and an explicit centre crop is a different one."""
+def test_embedded_checkpoint_encodes_the_centre_crop_it_was_trained_on():
+    """The shipped pair was trained and cross-validated on the centre crop of each photo: that is its default
+    encoding, and five views are a different one. Its two variants hold one frozen backbone between them."""
     from importlib.resources import files
 
     from geosurge.data.images import load_image
     from geosurge.model.encode import encode_images
 
     p = Predictor.from_pretrained(segmenter=None)
-    assert {n: v.inference_views for n, v in p.checkpoint.variants.items()} == {"fusion": "five", "rgb": "five"}
-    assert {n: v.views for n, v in p.variants.items()} == {"fusion": "five", "rgb": "five"}
+    assert {n: v.inference_views for n, v in p.checkpoint.variants.items()} == {"fusion": "center", "rgb": "center"}
+    assert {n: v.views for n, v in p.variants.items()} == {"fusion": "center", "rgb": "center"}
+    assert p.variants["fusion"].model.backbone is p.variants["rgb"].model.backbone
     photo = files("geosurge.app") / "examples" / "Apple_iPhone_4.jpg"
     [default] = p.predict(str(photo), fusion=False)
-    [five] = p.predict(str(photo), fusion=False, views="five")
     [center] = p.predict(str(photo), fusion=False, views="center")
-    assert default.views == "five" and center.views == "center" and default.as_dict() == five.as_dict()
-    assert center.evidence_bits != pytest.approx(default.evidence_bits, abs=1e-4)
+    [five] = p.predict(str(photo), fusion=False, views="five")
+    assert default.views == "center" and five.views == "five" and default.as_dict() == center.as_dict()
+    assert five.evidence_bits != pytest.approx(default.evidence_bits, abs=1e-4)
     model, img = p.variants["rgb"].model, load_image(str(photo))
-    f_default, f_center = (encode_images(model, [img], views=v) for v in (p.variants["rgb"].views, "center"))
-    assert not torch.allclose(f_default, f_center, atol=1e-3)
+    f_default, f_five = (encode_images(model, [img], views=v) for v in (p.variants["rgb"].views, "five"))
+    assert not torch.allclose(f_default, f_five, atol=1e-3)
     with pytest.raises(ValueError, match="views must be one of 'center', 'ten', 'five', not 'bogus'"):
         encode_images(model, [img], views="bogus")
 

@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from geosurge.app.settings import EXAMPLES
+from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT
+from geosurge.model.checkpoint_dir import CheckpointDir
+from geosurge.model.decisions import describe_decision
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,11 +46,12 @@ def test_single_photo_with_the_embedded_checkpoint(tmp_path):
     r = geosurge("predict", str(photo), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     line = r.stdout.splitlines()[0]
-    assert line.startswith(f"{photo}: ") and "[fusion, within:750]" in line
+    rule = CheckpointDir.read(EMBEDDED_CHECKPOINT).variant("fusion").model_config().posterior.decision
+    assert line.startswith(f"{photo}: ") and f"[fusion, {rule}]" in line
     assert "% within 2,500 km, " in r.stdout and "level 1: cell" in r.stdout and "level 7: cell" in r.stdout
     assert "score 0.000" not in r.stdout
     assert "the photo told the model " in r.stdout  # how much it said, in words
-    assert "cells holding the answer, with their posterior probability (answer chosen by the most chance within 750 km" in r.stdout
+    assert f"cells holding the answer, with their posterior probability (answer chosen by {describe_decision(rule)}" in r.stdout
     assert "also " in r.stdout and "product score" not in r.stdout  # runners-up labelled by what ranks them
 
 
@@ -63,7 +67,7 @@ def test_folder_to_csv_and_geojson(folder, tmp_path):
     assert len(ok) == 3 and any("day2" in row["image"] for row in ok)
     for row in ok:
         assert float(row["evidence_bits"]) >= 0 and row["evidence"].startswith("the photo told the model ")
-        assert row["views"] == "five"  # the embedded pair's own: the views it was trained on
+        assert row["views"] == "center"  # the embedded pair's own: the crop it was trained on
         # numbers that agree: the first top cell is the answer's own cell, and score/confidence are its figures
         token, lat, lon, cell_score = row["top_cells"].split(";")[0].split(":")
         assert (float(lat), float(lon)) == pytest.approx((float(row["lat"]), float(row["lon"])), abs=1e-3)
@@ -93,7 +97,7 @@ def test_json_errors_are_json(folder, tmp_path):
     [located] = [o for o in out if not o.get("error")]
     assert located["evidence_bits"] == pytest.approx(located["prediction"]["evidence_bits"], abs=1e-4) and located["evidence_bits"] > 0
     assert located["evidence"] == located["prediction"]["evidence_text"]
-    assert located["views"] == located["prediction"]["views"] == "five"
+    assert located["views"] == located["prediction"]["views"] == "center"
     for line in r.stderr.splitlines():
         if "error" in line:
             json.loads(line)  # stderr errors are JSON too
