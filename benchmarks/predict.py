@@ -6,9 +6,11 @@ posterior) over the same photos under each setting, interleaved round by round (
 speed from minute to minute), in one process with the thread policy's settings and the backbone runtime
 the Predictor chose. Prints the median photos/s of each setting and its ratio to the CLI's default:
 
-- one photo at a time, nothing overlapped (the loop before batching);
-- batches of 16, each decoded and segmented, then the model (no overlap: the CLI's default);
-- batches of 4 / 16 with the next batch decoded and segmented in a helper thread while the model runs.
+- one photo at a time (the loop before batching);
+- batches of 16, each decoded, then segmented in the Predictor's helper thread beside the frozen backbone
+  pass (the CLI's default);
+- batches of 16 decoded and segmented first, then the model (the CLI before segmenting beside the backbone);
+- batches of 4 / 16 with the next batch also decoded in a helper thread while the model runs.
 
 Also prints the CPU time per photo (all threads of the process): unlike photos/s, other jobs on the
 machine change it far less, and its inverse is the rate one uncontended core would give.
@@ -27,8 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-#: name -> (batch size, overlap)
-SETTINGS = {"1 at a time": (1, False), "16 (CLI)": (16, False), "4, overlap": (4, True), "16, overlap": (16, True)}
+#: name -> (batch size, overlap); "segmented first" is the loop before segmentation ran beside the backbone
+SETTINGS = {"1 at a time": (1, False), "16 (CLI)": (16, False), "16, segmented first": (16, False),
+            "4, overlap": (4, True), "16, overlap": (16, True)}
 
 
 def main() -> int:
@@ -57,7 +60,10 @@ def main() -> int:
     for r in range(args.rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
             t, c = time.perf_counter(), time.process_time()
-            got = [(p.lat, p.lon) for _, p in locate_batches(predictor, paths, cli[name], overlap=SETTINGS[name][1])]
+            if name == "16, segmented first":
+                got = [(p.lat, p.lon) for p in segmented_first(predictor, paths, 16)]
+            else:
+                got = [(p.lat, p.lon) for _, p in locate_batches(predictor, paths, cli[name], overlap=SETTINGS[name][1])]
             rates[name].append(len(paths) / (time.perf_counter() - t))
             cpu[name].append((time.process_time() - c) / len(paths))
             answers[name] = got
@@ -70,6 +76,16 @@ def main() -> int:
     same = all(a == answers[names[0]] for a in answers.values())
     print(f"answers identical across settings: {same}; loadavg after {_loadavg()}; {os.cpu_count()} CPUs")
     return 0 if same else 1
+
+
+def segmented_first(predictor, paths: list[Path], batch: int):
+    """Decode and segment a batch, then run the model on it: nothing beside the backbone pass."""
+    from geosurge.data.images import load_image
+
+    for s in range(0, len(paths), batch):
+        images = [load_image(p) for p in paths[s : s + batch]]
+        maps = [predictor.segment(im) for im in images]
+        yield from predictor.predict(images, batch_size=batch, label_maps=maps)
 
 
 def _loadavg() -> str:

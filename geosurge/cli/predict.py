@@ -105,60 +105,56 @@ def run(args: argparse.Namespace) -> int:
 
 def locate_batches(predictor, paths: list[Path], args: argparse.Namespace, overlap: bool = False):
     """Yield ``(path, Prediction | ImageLoadError)`` in the order of ``paths``, ``args.batch_size`` photos per
-    model forward. With ``overlap`` a helper thread decodes (and, with fusion, segments) batch k + 1 while
-    the model runs on batch k. Off by default: on 2 shared cores it measured no faster (benchmarks/predict.py:
-    0.79-0.92x the speed of the same batches without it), the model being ~15 % of the work and DeepLab using both cores."""
+    model forward; within a batch the Predictor segments beside the frozen backbone pass. With ``overlap`` a
+    helper thread also decodes batch k + 1 while the model runs on batch k. Off by default: it measured no
+    faster on 2 shared cores (benchmarks/predict.py prints both)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    fuse = not args.no_fusion and predictor.fusion_available
     chunks = [paths[s : s + args.batch_size] for s in range(0, len(paths), args.batch_size)]
     pool = ThreadPoolExecutor(1, thread_name_prefix="geosurge-prepare") if overlap else None
     try:
-        ahead = _submit(pool, predictor, chunks[0], fuse) if chunks else None
+        ahead = _submit(pool, chunks[0]) if chunks else None
         for k in range(len(chunks)):
             loaded = ahead.result()
-            ahead = _submit(pool, predictor, chunks[k + 1], fuse) if k + 1 < len(chunks) else None
-            ok = [x for x in loaded if not isinstance(x[1], Exception)]
-            preds = iter(_predict(predictor, ok, fuse, args) if ok else [])
-            for path, img, _ in loaded:
+            ahead = _submit(pool, chunks[k + 1]) if k + 1 < len(chunks) else None
+            ok = [img for _, img in loaded if not isinstance(img, Exception)]
+            preds = iter(_predict(predictor, ok, args) if ok else [])
+            for path, img in loaded:
                 yield path, img if isinstance(img, Exception) else next(preds)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
 
 
-def _submit(pool, predictor, chunk: list[Path], fuse: bool):
-    """A future of :func:`_prepare` for ``chunk``: run by the pool's thread, or at once without a pool."""
+def _submit(pool, chunk: list[Path]):
+    """A future of :func:`_decode` for ``chunk``: run by the pool's thread, or at once without a pool."""
     from concurrent.futures import Future
 
     if pool is not None:
-        return pool.submit(_prepare, predictor, chunk, fuse)
+        return pool.submit(_decode, chunk)
     done: Future = Future()
-    done.set_result(_prepare(predictor, chunk, fuse))
+    done.set_result(_decode(chunk))
     return done
 
 
-def _prepare(predictor, chunk: list[Path], fuse: bool) -> list[tuple]:
-    """``(path, image or ImageLoadError, label map or None)`` for each path of a batch."""
+def _decode(chunk: list[Path]) -> list[tuple]:
+    """``(path, image or ImageLoadError)`` for each path of a batch."""
     from ..data.images import ImageLoadError, load_image
 
     out = []
     for path in chunk:
         try:
-            img = load_image(path)
+            out.append((path, load_image(path)))
         except ImageLoadError as e:
-            out.append((path, e, None))
-            continue
-        out.append((path, img, predictor.segment(img) if fuse else None))
+            out.append((path, e))
     return out
 
 
-def _predict(predictor, ok: list[tuple], fuse: bool, args: argparse.Namespace) -> list:
+def _predict(predictor, images: list, args: argparse.Namespace) -> list:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return predictor.predict([img for _, img, _ in ok], top_k=args.top_k, fusion=not args.no_fusion, views=args.views,
-                                 decision=args.decision, batch_size=args.batch_size,
-                                 label_maps=[lab for _, _, lab in ok] if fuse else None)
+        return predictor.predict(images, top_k=args.top_k, fusion=not args.no_fusion, views=args.views,
+                                 decision=args.decision, batch_size=args.batch_size)
 
 
 def _print_line(path: Path, r, place: str) -> None:
