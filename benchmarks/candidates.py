@@ -9,6 +9,7 @@ Candidates, each as the fusion and the RGB-only variant, trained on every fold l
 * Lite0 plus DeepLab's pooled encoder vector (MobileNetV2 on ADE20K, 320 floats from the segmentation pass;
   ``geosurge.model.segmenters.deeplab_scene``), appended as channels to every appearance token;
 * five vs ten views at training and inference, and the demo's single centre crop at inference;
+* the centre crop alone for training and inference (Lite0 and the stack; the shipped recipe since issue #23);
 * training-set size: each fold's training photographers subsampled (a learning curve), to say what fitting
   on all 1,985 dev photos instead of 1,437 is worth (the same ratio, 0.72, at a lower point of the curve).
 
@@ -18,6 +19,7 @@ inference ms per photo measured side by side in one run (``--stage time``; threa
 
 Run:  python benchmarks/candidates.py --stage views   # caches: one core each, on a quiet machine, 7 / 12 / 14 / 28 min
                                                       # for Lite0 / Lite1 / Lite2 / the stack (two processes: --only)
+                                                      # (--only efficientnet-lite0@center: a centre-crop cache)
       python benchmarks/candidates.py [--only TAG ...] [--variants rgb] [--reuse] [--docs]   # CV of every candidate + timing
       python benchmarks/candidates.py --stage time     # the inference timings alone
 Out-of-fold scores are kept in runs/cv/candidates/ (``--reuse`` reads them back and only refits the posterior).
@@ -230,6 +232,8 @@ def extract(s: Setting, what: list[str]) -> None:
             x = crop_hidden(s, s.model(item.partition(":")[2] or LITES[0], fusion=False), "center")
         elif item == "ten":
             x = ten_views(s, LITES[0]).hidden
+        elif "@" in item:  # "<backbone>@<view set>": the view cache geosurge train reads, e.g. efficientnet-lite0@center
+            x = views_of(s, *item.split("@")).hidden
         else:
             x = views_of(s, item, "five").hidden
         print(f"{item}: {tuple(x.shape)} ({time.time() - t:.0f} s)", flush=True)
@@ -357,6 +361,7 @@ def candidates(s: Setting) -> list[tuple[str, str, callable]]:
         ("Lite2, 5 views", "lite2", registered(LITES[2])),
         ("stack Lite0+1+2, 5 views (shipped with #20)", "stack", registered(STACK)),
         ("stack Lite0+1+2, centre crop (shipped since #23)", "stack-centre", registered(STACK, "center")),
+        ("Lite0, centre crop", "lite0-centre-crop", registered(LITES[0], "center")),
         ("Lite0 + DeepLab scene vector, 5 views", "lite0-scene", scene),
         (f"Lite0, 5 views, {SHIP_RATIO:.2f} of each fold's photographers", "lite0-keep72", subsampled(SHIP_RATIO)),
         ("Lite0, 5 views, 0.50 of each fold's photographers", "lite0-keep50", subsampled(0.5)),
