@@ -3,6 +3,7 @@ message (or is refused by the size limit, whatever the transport), the server su
 temporary file is left. Time and memory are measured by ``benchmarks/hostile_inputs.py``, not here."""
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -360,14 +361,16 @@ def test_upload_store_bounds_memory_and_keeps_the_truth(tmp_path):
     img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (400, 600, 3), dtype=np.uint8))
     b = io.BytesIO()
     img.save(b, "JPEG", exif=with_gps(img, 45.5, 9.25))
-    store = UploadStore(20 * 2**20, 60, remember_bytes=1_000_000)  # room for one reading (~0.7 MB + 0.3 MB of bytes)
+    store = UploadStore(20 * 2**20, 60, remember_bytes=1_000_000)  # room for one reading (a 0.7 MB image)
     paths = [store.add(b.getvalue(), f"p{i}.jpg", tmp_path) for i in range(3)]
     assert [p.parent.parent for p in paths] == [tmp_path] * 3 and len({p.parent for p in paths}) == 3
     assert all(read_exif_gps(p.read_bytes()) is None for p in paths)  # only scrubbed copies on disk
-    assert store.from_file(paths[2], within=tmp_path).data == b.getvalue()  # the newest is still in memory
+    newest = store.from_file(paths[2], within=tmp_path)  # still in memory: the original's digest, not its bytes
+    assert newest.digest == hashlib.sha1(b.getvalue()).hexdigest() and not hasattr(newest, "data")
     first = store.from_file(paths[0], within=tmp_path)
     assert first.gps.point == pytest.approx((45.5, 9.25), abs=1e-4) and first.image is not None
-    assert first.data == paths[0].read_bytes()  # answered on the scrubbed copy: the original's reading went
+    # answered on the scrubbed copy: the original's reading went
+    assert first.digest == hashlib.sha1(paths[0].read_bytes()).hexdigest() != newest.digest
     outside = tmp_path.parent / "outside.txt"
     outside.write_text("keep me")
     refused = store.from_file(outside, within=tmp_path)

@@ -124,14 +124,15 @@ class Locator:
         if isinstance(photo, Upload) and photo.error:
             return refusal(photo.error)
         try:
-            raw = photo.data if isinstance(photo, Upload) else Path(photo).read_bytes()
-            img = photo.image if isinstance(photo, Upload) and photo.image is not None else load_image(raw)
+            if isinstance(photo, Upload):
+                img, key, gps = photo.image, photo.digest, photo.gps
+            else:
+                raw = Path(photo).read_bytes()
+                img, key, gps = load_image(raw), hashlib.sha1(raw).hexdigest(), read_exif_gps(raw)
         except ImageLoadError as e:
             return refusal(str(e))
         except OSError as e:
             return refusal(f"it could not be read ({e.strerror or e})")
-        key = hashlib.sha1(raw).hexdigest()
-        gps = photo.gps if isinstance(photo, Upload) else read_exif_gps(raw)
         truth = gps.point if gps else None
         stages: dict[str, float | None] = {}  # shown under the answer: where the time went (None: cached)
         labels = self._cached_labels(key)

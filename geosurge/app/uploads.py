@@ -31,8 +31,8 @@ from ..data.exif import ExifGps, read_exif_gps
 
 #: Longest side of the metadata-free copy left in place of an upload (what the photo box shows).
 PREVIEW_SIDE = 1600
-#: Bytes of uploads (original bytes + decoded image) waiting in memory for the handler: more than the queue
-#: usually holds of ordinary photos; beyond it the oldest fall back to their scrubbed copy.
+#: Bytes of decoded uploads waiting in memory for the handler (at most ~1,600 x 1,000 px each: big images are
+#: reduced while decoded): more than the queue usually holds; beyond it the oldest fall back to their scrubbed copy.
 REMEMBER_BYTES = 160 * 2**20
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 _DATA_URL = re.compile(r"^data:([\w/+.-]*)(;[\w=.+-]*)*?(;base64)?,", re.I)
@@ -44,9 +44,10 @@ class UploadRefused(ValueError):
 
 @dataclass
 class Upload:
-    """An upload as the handler gets it: the original bytes (never written back) and its EXIF GPS."""
+    """An upload as the handler gets it: its decoded image and EXIF GPS, and the digest of the original bytes
+    (the bytes themselves are let go once read: a queue of waiting 40 MP PNGs held them by the hundred MB)."""
 
-    data: bytes
+    digest: str  # sha1 of the original bytes ("" when refused): what the segmentation cache is keyed by
     gps: ExifGps | None
     name: str
     error: str | None = None  # refused before reading: the handler shows this instead of an answer
@@ -143,7 +144,7 @@ class UploadStore:
 
     def __init__(self, max_bytes: int, keep_s: float, public: list[Path] = (), remember_bytes: int = REMEMBER_BYTES):
         self.max_bytes, self.keep_s, self.remember_bytes = max_bytes, keep_s, remember_bytes
-        self._public = {hashlib.sha1(p.read_bytes()).hexdigest() for p in public if p.is_file()}
+        self._public = {_digest(p.read_bytes()) for p in public if p.is_file()}
         # path -> (time, upload, stamp): the full readings, bounded by bytes and age
         self._recent: OrderedDict[str, tuple[float, Upload, tuple | None]] = OrderedDict()
         # path -> (time, gps, error): what must outlive a full reading let go (a few hundred bytes each)
@@ -154,14 +155,14 @@ class UploadStore:
         """An upload received in memory: its GPS read, decoded once, and only its scrubbed copy written, at
         ``folder/<32 random hex>/<name>.jpg|.png`` (returned; nothing is written when it is not an image)."""
         target = private_folder(folder) / (safe_name(name) + (".png" if data[:8] == b"\x89PNG\r\n\x1a\n" else ".jpg"))
-        upload = Upload(data, read_exif_gps(data), target.name)
+        upload = Upload(_digest(data), read_exif_gps(data), target.name)
         try:
             if len(data) > self.max_bytes:
                 raise ImageLoadError(size_limit_message(self.max_bytes))
             upload.image = decode(data)
             write_preview(target, upload.image)
-        except ImageLoadError as e:  # the handler explains it; the bytes are not needed for that
-            upload.data, upload.error = b"", str(e)
+        except ImageLoadError as e:  # the handler explains it
+            upload.digest, upload.error = "", str(e)
             write_stand_in(target)  # the photo box fetches this path at once: a missing file is a broken image
         self._remember(target, upload)
         return target
@@ -171,7 +172,7 @@ class UploadStore:
         try:
             data = decode_data_url(url, self.max_bytes)
         except UploadRefused as e:
-            return Upload(b"", None, "data: URL", error=str(e))
+            return Upload("", None, "data: URL", error=str(e))
         return self.from_file(self.add(data, "upload", cache_dir))
 
     def from_file(self, path: str | Path, within: str | Path | None = None) -> Upload:
@@ -182,7 +183,7 @@ class UploadStore:
         path = Path(path)
         key = str(path)
         if within is not None and Path(os.path.realpath(within)) not in Path(os.path.realpath(path)).parents:
-            return Upload(b"", None, path.name, error="the file was not uploaded to this server")
+            return Upload("", None, path.name, error="the file was not uploaded to this server")
         with self._lock:
             self._expire()
             if key in self._recent and self._recent[key][2] == _stamp(path):
@@ -193,24 +194,24 @@ class UploadStore:
             size = path.stat().st_size
             if size > self.max_bytes:
                 path.unlink(missing_ok=True)
-                return Upload(b"", None, path.name, error=size_limit_message(self.max_bytes))
+                return Upload("", None, path.name, error=size_limit_message(self.max_bytes))
             data = path.read_bytes()
         except OSError as e:
             if scrubbed is not None and scrubbed[2]:  # refused at upload: nothing of it was kept
-                return Upload(b"", None, path.name, error=scrubbed[2])
-            return Upload(b"", None, path.name, error=f"the upload could not be read ({e.strerror or e})")
+                return Upload("", None, path.name, error=scrubbed[2])
+            return Upload("", None, path.name, error=f"the upload could not be read ({e.strerror or e})")
         try:
             if scrubbed is not None:  # the copy is already clean; the truth comes from the original
-                upload = Upload(data, scrubbed[1], path.name)
+                upload = Upload(_digest(data), scrubbed[1], path.name)
                 upload.image = decode(data)
             else:
-                upload = Upload(data, read_exif_gps(data), path.name)
-                if hashlib.sha1(data).hexdigest() not in self._public:
-                    upload.image = scrub(path, data)
+                upload = Upload(_digest(data), read_exif_gps(data), path.name)
+                # a shipped example is read, not rewritten (its EXIF is published with it)
+                upload.image = decode(data) if upload.digest in self._public else scrub(path, data)
         except ImageLoadError as e:
-            return Upload(b"", None, path.name, error=str(e))
+            return Upload("", None, path.name, error=str(e))
         except Busy as e:
-            return Upload(b"", None, path.name, error=str(e))
+            return Upload("", None, path.name, error=str(e))
         self._remember(path, upload)
         return upload
 
@@ -233,9 +234,13 @@ class UploadStore:
 
 
 def _weight(upload: Upload) -> int:
-    """Bytes an upload's reading holds in memory."""
+    """Bytes an upload's reading holds in memory (its decoded image)."""
     img = upload.image
-    return len(upload.data) + (img.width * img.height * len(img.getbands()) if img is not None else 0)
+    return img.width * img.height * len(img.getbands()) if img is not None else 0
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
