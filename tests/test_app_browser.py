@@ -327,7 +327,7 @@ def basemap_screenshot(page, frame, path: Path) -> list[tuple[float, float]]:
     return points
 
 
-def test_offline_map_basemap_icons_and_no_failed_request(server):
+def test_offline_map_basemap_icons_and_no_failed_request(app_url):
     """With every non-local request blocked: no request of the page fails (the layer button's icon
     included), the Natural Earth basemap draws land and sea in distinct colours at world zoom, and the
     collapsible legend names every layer drawn."""
@@ -349,7 +349,7 @@ def test_offline_map_basemap_icons_and_no_failed_request(server):
             page = browser.new_page()
             page.on("requestfailed", lambda r: failed.append((r.url, r.failure)))
             page.on("response", lambda r: (failed.append((r.url, r.status)) if r.status >= 400 else served.setdefault(r.url, r.status)))
-            page.goto(server.url, wait_until="networkidle")
+            page.goto(app_url, wait_until="networkidle")
             page.locator("button:has(img)").nth(3).click()  # an example photo, with its EXIF truth
             page.wait_for_function("() => ((document.querySelector('#summary') || {}).innerText || '').includes('EXIF GPS of the upload')",
                                    timeout=120_000)
