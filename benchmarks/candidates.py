@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import hashlib
 import json
 import sys
@@ -82,8 +83,20 @@ class Setting:
         g = self.cfg.model.geo
         self.hierarchy = build_hierarchy(*read_photo_density(ROOT / g.partition).sample_points(), g.tau_min, g.tau_maxes)
         self.store = LabelStore(ROOT / self.cfg.data.labels, self.cfg.model.segmenter)
+        self._stores = {self.cfg.model.segmenter.input_size: self.store}
         self.cache = ROOT / self.cfg.data.cache_dir
         self.truth = np.stack([self.rec.lats, self.rec.lons], 1)
+
+    def store_at(self, input_size: int) -> LabelStore:
+        """The label maps of the recipe's segmenter run at ``input_size`` (``geosurge segment --input-size N
+        --out .cache/labels/<name>-N`` makes them; the store refuses maps of another setting)."""
+        if input_size not in self._stores:
+            seg = dataclasses.replace(self.cfg.model.segmenter, input_size=input_size)
+            folder = ROOT / ".cache" / "labels" / seg.cache_name()
+            if not folder.is_dir():
+                raise MissingCache(f"no label maps at {input_size} px: geosurge segment --input-size {input_size} --out {folder.relative_to(ROOT)}")
+            self._stores[input_size] = LabelStore(folder, seg)
+        return self._stores[input_size]
 
     def config(self, backbone: str, fusion: bool = True):
         c = copy.deepcopy(self.cfg)
@@ -104,13 +117,14 @@ class MissingCache(RuntimeError):
 BUILD = False
 
 
-def views_of(s: Setting, backbone: str, views: str = "five", fusion: bool = True) -> ViewSet:
-    """The cached views of a registered backbone (built when missing only with ``BUILD``: the slow part)."""
+def views_of(s: Setting, backbone: str, views: str = "five", fusion: bool = True, store: LabelStore | None = None) -> ViewSet:
+    """The cached views of a registered backbone (built when missing only with ``BUILD``: the slow part), with
+    the label lattices of ``store`` (default: the recipe's label maps)."""
     model = s.model(backbone, fusion)
     path = s.cache / f"views-{_hidden_key(model, s.rec, views)}.safetensors"
     if not BUILD and not path.is_file():
         raise MissingCache(f"no {views}-view cache of {backbone}: {path.name}")
-    vs = load_or_build_views(model, s.rec, s.store if fusion else None, s.cache, views=views)
+    vs = load_or_build_views(model, s.rec, (store or s.store) if fusion else None, s.cache, views=views)
     if len(vs) != len(s.rec):
         raise SystemExit(f"{backbone}: {len(s.rec) - len(vs)} photos lack views or label maps")
     return vs
@@ -336,8 +350,11 @@ def mp16_best_points(s: Setting) -> dict[int, tuple[float, float, float]]:
 # ------------------------------------------------------------------------------------------ the candidates
 def candidates(s: Setting) -> list[tuple[str, str, callable]]:
     """(name, tag, views) of every candidate; ``views()`` gives (backbone, training views, test views, keep)."""
-    def registered(name: str, views: str = "five"):
-        return lambda: (s.model(name).backbone, *(2 * [views_of(s, name, views)]), 1.0)
+    def registered(name: str, views: str = "five", seg_size: int | None = None):
+        def make():
+            store = s.store_at(seg_size) if seg_size else None
+            return (s.model(name).backbone, *(2 * [views_of(s, name, views, store=store)]), 1.0)
+        return make
 
     def scene():
         vs = with_scene(views_of(s, LITES[0]), scene_vectors(s))
@@ -360,8 +377,11 @@ def candidates(s: Setting) -> list[tuple[str, str, callable]]:
         ("Lite1, 5 views", "lite1", registered(LITES[1])),
         ("Lite2, 5 views", "lite2", registered(LITES[2])),
         ("stack Lite0+1+2, 5 views (shipped with #20)", "stack", registered(STACK)),
-        ("stack Lite0+1+2, centre crop (shipped since #23)", "stack-centre", registered(STACK, "center")),
+        (f"stack Lite0+1+2, centre crop, DeepLab at {s.cfg.model.segmenter.input_size} px (shipped since #23)", "stack-centre",
+         registered(STACK, "center")),
         ("Lite0, centre crop", "lite0-centre-crop", registered(LITES[0], "center")),
+        ("stack Lite0+1+2, centre crop, DeepLab at 385 px (shipped before the 257-px segmenter)", "stack-centre-seg385",
+         registered(STACK, "center", 385)),
         ("Lite0 + DeepLab scene vector, 5 views", "lite0-scene", scene),
         (f"Lite0, 5 views, {SHIP_RATIO:.2f} of each fold's photographers", "lite0-keep72", subsampled(SHIP_RATIO)),
         ("Lite0, 5 views, 0.50 of each fold's photographers", "lite0-keep50", subsampled(0.5)),
@@ -467,10 +487,13 @@ def format_row(r: dict) -> str:
 REFERENCE = "Lite0, 5 views (shipped before #20)"
 
 
-def paired_bits(results: dict, name: str, variant: str, groups: np.ndarray) -> str:
-    """Bits per photo minus the shipped recipe's (same variant) on the same photos, with a 95 % interval over
+#: candidate tag -> the tag of one that differs from it in one setting only: the report gives their paired difference
+PAIRED = {"stack-centre": "stack-centre-seg385"}
+
+
+def paired_bits(results: dict, name: str, variant: str, groups: np.ndarray, ref: str = REFERENCE) -> str:
+    """Bits per photo minus ``ref``'s (same variant) on the same photos, with a 95 % interval over
     photographers."""
-    ref = REFERENCE
     if name == ref or (ref, variant) not in results:
         return ""
     d = np.asarray(results[(name, variant)]["bits_photo"]) - np.asarray(results[(ref, variant)]["bits_photo"])
@@ -548,6 +571,12 @@ def report(args, s: Setting, results: dict, ms: dict) -> None:
     for (name, variant), r in results.items():
         lines.append(f"- {name} / {variant}: training photos per fold {r['n_train']}, CV training {r['seconds']:.0f} s, "
                      f"ECE photographers balanced " + " / ".join(f"{r['ece_balanced'][d]:.1f}" for d in TARGET_RADII))
+    names = {tag: name for name, tag, _ in candidates(s)}
+    for tag, other in PAIRED.items():
+        for variant in VARIANTS:
+            if (names[tag], variant) in results and (names[other], variant) in results:
+                lines.append(f"- {names[tag]} minus {names[other]}, {variant}, same photos: "
+                             f"{paired_bits(results, names[tag], variant, s.groups, names[other])} bits per photo")
     if ms:
         lines += ["", *timing_lines(ms, args.threads)]
     text = "\n".join(lines)
