@@ -35,6 +35,7 @@ def test_deeplab_on_real_photos(shared_dir):
         assert lab.shape == (img.height, img.width) and lab.dtype == np.uint8 and lab.max() <= 150
         top = main_classes(lab)
         assert top and sum(f for _, _, f in top) > 0.5
+        assert main_classes(lab.astype(np.int64)) == top  # Pillow's count of a uint8 map = numpy's of any ints
         seen.update(n for _, n, _ in top)
         out = overlay(img, lab)
         photo_h = round(img.height * 768 / max(img.size))

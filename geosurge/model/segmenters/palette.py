@@ -67,7 +67,11 @@ def _coloured(labels: np.ndarray, size: tuple[int, int] | None = None) -> Image.
 
 def main_classes(labels: np.ndarray, top: int = 8, min_fraction: float = 0.01) -> list[tuple[int, str, float]]:
     """The most frequent classes as (label, name, fraction of pixels), largest first."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=NUM_LABELS)
+    labels = np.asarray(labels)
+    if labels.dtype == np.uint8:  # every segmenter's output: Pillow counts a 2 MP map in ~2 ms, numpy in ~10
+        counts = np.asarray(Image.fromarray(labels).histogram()[:NUM_LABELS], np.int64)
+    else:
+        counts = np.bincount(labels.astype(np.int64).ravel(), minlength=NUM_LABELS)
     frac = counts / max(counts.sum(), 1)
     order = np.argsort(-frac)
     return [(int(k), label_name(int(k)), float(frac[k])) for k in order[:top] if frac[k] >= min_fraction]
