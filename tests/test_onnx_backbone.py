@@ -38,6 +38,26 @@ def test_onnx_matches_torch_and_is_cached(lite0, tmp_path, monkeypatch):
         assert float((other.infer_frozen(x) - ref).abs().max()) <= 1e-4
 
 
+def test_one_crop_keeps_the_arena_and_a_batch_gives_its_growth_back(lite0, tmp_path, monkeypatch):
+    """Runs of one crop (the demo's) keep onnxruntime's buffers; larger batches run with arena shrinkage, and
+    both paths give the same features."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    assert ortb.attach_onnx(lite0, cache=tmp_path)
+    runner = lite0.frozen_runtime
+    assert runner.session.get_session_options().enable_cpu_mem_arena
+    seen = []
+    run = runner.session.run
+    monkeypatch.setattr(runner.session, "run", lambda out, feed, opts=None: seen.append(opts) or run(out, feed, opts), raising=False)
+    x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        batch = lite0.infer_frozen(x)
+        singles = torch.cat([lite0.infer_frozen(x[i : i + 1]) for i in range(3)])
+    assert seen[0].get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+    assert seen[1:] == [None, None, None]
+    assert float((batch - singles).abs().max()) <= 1e-4
+
+
 def test_a_stack_runs_each_member_in_onnxruntime(tmp_path):
     """The stack as a whole does not export (ONNX has no antialiased resize): each member does, and the stack's
     inference output matches its torch forward."""

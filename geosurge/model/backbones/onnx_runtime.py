@@ -9,6 +9,7 @@ Only families measured faster in onnxruntime on the CPU are exported (``python b
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import io
@@ -46,15 +47,29 @@ class OnnxFrozen:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()  # the thread policy's choice
         opts.inter_op_num_threads = 1
-        # No memory arena: it kept ~250 MB of the embedded stack's six sessions (three members x two variants)
-        # after the first answers, for ~5 % of their time (measured with Predictor.predict_variants, 2 threads)
-        opts.enable_cpu_mem_arena = False
+        # onnxruntime's memory arena keeps a run's buffers for the next: without it, a process that maps large
+        # allocations at once (the demo's server: admission.return_freed_memory) page-faulted ~8,000 times per
+        # answer, and the embedded stack's frozen pass took 92-94 ms instead of 76-77 (one crop, 1 thread,
+        # interleaved in one process). Kept for one crop at a time (the demo's case: ~55 MB for the stack's three
+        # sessions); a larger batch hands its growth back after the run (_shrinking_run), else a batch of 16
+        # left ~700 MB resident.
+        opts.enable_cpu_mem_arena = True
         source = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         x = np.ascontiguousarray(pixels.detach().float().numpy())
-        return torch.from_numpy(self.session.run(None, {"pixels": x})[0])
+        return torch.from_numpy(self.session.run(None, {"pixels": x}, _shrinking_run() if x.shape[0] > 1 else None)[0])
+
+
+@functools.lru_cache(maxsize=1)
+def _shrinking_run():
+    """onnxruntime run options that return what the run added to the CPU arena when it ends."""
+    import onnxruntime as ort
+
+    opts = ort.RunOptions()
+    opts.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return opts
 
 
 def wanted(backbone_name: str, device: torch.device, runtime: str | None = None) -> bool:
