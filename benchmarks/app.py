@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.app_testing import AppServer, locate_fn  # noqa: E402
+from tests.app_testing import AppServer, locate_fn, upload_and_locate  # noqa: E402
 
 
 def segmenter_alone_ms(photos: list[Path]) -> float | None:
@@ -62,24 +62,11 @@ def segmenter_alone_ms(photos: list[Path]) -> float | None:
 
 
 def browser_like_locate(http, url: str, photo: Path, fusion: bool, fn: int) -> list:
-    """One answer over raw HTTP as the page asks for it; returns the event's output list."""
-    import json
-    import secrets
-
-    r = http.post(url + "gradio_api/upload", files={"files": (photo.name, photo.read_bytes())})
-    r.raise_for_status()
-    session = secrets.token_hex(6)
-    data = [{"path": r.json()[0], "orig_name": photo.name, "meta": {"_type": "gradio.FileData"}}, fusion]
-    http.post(url + "gradio_api/queue/join", json={"data": data, "fn_index": fn, "session_hash": session,
-                                                   "event_data": None, "trigger_id": None}).raise_for_status()
-    out = None
-    with http.stream("GET", url + "gradio_api/queue/data", params={"session_hash": session}) as events:
-        for line in events.iter_lines():
-            msg = json.loads(line[5:]) if line.startswith("data:") else {}
-            if msg.get("msg") == "process_completed":
-                out = msg["output"]["data"]
-                break
-    assert out is not None
+    """One answer over raw HTTP as the page asks for it (upload, queue, then the images it shows), on the
+    kept-alive client ``http``; returns the event's output list."""
+    status, out = upload_and_locate(url, photo.read_bytes(), photo.name, fusion, fn, http=http)
+    if status != 200 or not isinstance(out, list):
+        raise RuntimeError(f"{photo.name}: no answer (HTTP {status}): {str(out)[:300]}")
     images = [o["url"] for o in out if isinstance(o, dict) and o.get("url")]  # the overlay
     images += [url + m for o in out if isinstance(o, str) for m in re.findall(r'src="(gradio_api/file=[^"]+)"', o)]
     for image in images:  # what the page loads next

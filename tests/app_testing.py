@@ -85,11 +85,12 @@ class AppServer:
 
 
 # ---------------------------------------------------------------------------- raw transport (tests, benchmarks)
-def upload_raw(url: str, data: bytes, name: str, timeout: float = 120) -> tuple[int, str | None]:
-    """POST a file to Gradio's /upload; (HTTP status, server path, or the refusal's text)."""
+def upload_raw(url: str, data: bytes, name: str, timeout: float = 120, http=None) -> tuple[int, str | None]:
+    """POST a file to Gradio's /upload; (HTTP status, server path, or the refusal's text). ``http``: an
+    ``httpx.Client`` to keep one connection alive across calls, as a browser does (default: a new one)."""
     import httpx
 
-    r = httpx.post(url + "gradio_api/upload", files={"files": (name, data)}, timeout=timeout)
+    r = (http or httpx).post(url + "gradio_api/upload", files={"files": (name, data)}, timeout=timeout)
     return r.status_code, (r.json()[0] if r.status_code == 200 else r.text)
 
 
@@ -110,10 +111,11 @@ def locate_fn(url: str) -> int:
 
 
 def locate_raw(url: str, file_data: dict, fusion: bool = True, timeout: float = 180, fn: int | None = None,
-               messages: list | None = None) -> tuple[int, list | str]:
+               messages: list | None = None, http=None) -> tuple[int, list | str]:
     """Call the demo's /locate event through the queue with a hand-made FileData payload (e.g. a ``data:``
     URL, which gradio_client never sends); (HTTP status of the join, output list or error text). The
-    stream's messages (queue estimations with rank, ...) are appended to ``messages`` when given."""
+    stream's messages (queue estimations with rank, ...) are appended to ``messages`` when given; ``http`` as
+    in :func:`upload_raw`."""
     import json
     import secrets
 
@@ -122,10 +124,11 @@ def locate_raw(url: str, file_data: dict, fusion: bool = True, timeout: float = 
     fn = locate_fn(url) if fn is None else fn
     session = secrets.token_hex(6)
     body = {"data": [file_data, fusion], "fn_index": fn, "session_hash": session, "event_data": None, "trigger_id": None}
-    r = httpx.post(url + "gradio_api/queue/join", json=body, timeout=timeout)
+    http = http or httpx
+    r = http.post(url + "gradio_api/queue/join", json=body, timeout=timeout)
     if r.status_code != 200:
         return r.status_code, r.text
-    with httpx.stream("GET", url + "gradio_api/queue/data", params={"session_hash": session}, timeout=timeout) as s:
+    with http.stream("GET", url + "gradio_api/queue/data", params={"session_hash": session}, timeout=timeout) as s:
         for line in s.iter_lines():
             if not line.startswith("data:"):
                 continue
@@ -139,14 +142,14 @@ def locate_raw(url: str, file_data: dict, fusion: bool = True, timeout: float = 
 
 
 def upload_and_locate(url: str, data: bytes, name: str, fusion: bool = True, fn: int | None = None,
-                      timeout: float = 180, messages: list | None = None) -> tuple[int, list | str]:
+                      timeout: float = 180, messages: list | None = None, http=None) -> tuple[int, list | str]:
     """What a browser does with a photo, over raw HTTP: upload it, then ask /locate about the path it got
-    back; (HTTP status of the upload or the join, output list or error text)."""
-    status, path = upload_raw(url, data, name, timeout=timeout)
+    back; (HTTP status of the upload or the join, output list or error text). ``http`` as in :func:`upload_raw`."""
+    status, path = upload_raw(url, data, name, timeout=timeout, http=http)
     if status != 200:
         return status, str(path)
     return locate_raw(url, {"path": path, "orig_name": name, "meta": {"_type": "gradio.FileData"}}, fusion,
-                      timeout, fn, messages)
+                      timeout, fn, messages, http)
 
 
 # ---------------------------------------------------------------------------- the hostile-input corpus
