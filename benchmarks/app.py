@@ -43,7 +43,7 @@ def segmenter_alone_ms(photos: list[Path]) -> float | None:
 
     from geosurge.model.segmenters import SegmenterUnavailable, create_segmenter
 
-    from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT
+    from geosurge.model.embedded import EMBEDDED_CHECKPOINT
     from geosurge.model.checkpoint_dir import CheckpointDir
     from geosurge.model.variants import FUSION
 

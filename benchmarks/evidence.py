@@ -28,7 +28,7 @@ from geosurge.data.records import GeoRecords, read_records  # noqa: E402
 from geosurge.eval.cv import bootstrap_mean, score  # noqa: E402
 from geosurge.eval.evaluate import checkpoint_features  # noqa: E402
 from geosurge.geo.distance import haversine_km  # noqa: E402
-from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT  # noqa: E402
+from geosurge.model.embedded import EMBEDDED_CHECKPOINT  # noqa: E402
 from geosurge.model.checkpoint_dir import CheckpointDir  # noqa: E402
 from geosurge.model.variants import FUSION  # noqa: E402
 from geosurge.model.decode import Decoder  # noqa: E402

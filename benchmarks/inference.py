@@ -44,7 +44,7 @@ def worker(photos: list[str], seg_threads: int | None) -> None:
     import torch
 
     from geosurge import Predictor
-    from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT
+    from geosurge.model.embedded import EMBEDDED_CHECKPOINT
 
     predictor = Predictor.from_pretrained(EMBEDDED_CHECKPOINT)
     if seg_threads is not None and predictor.segmenter is not None:

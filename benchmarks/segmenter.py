@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from geosurge.model.config import SegmenterConfig  # noqa: E402
-from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT, bundled_segmenter  # noqa: E402
+from geosurge.model.checkpoint import bundled_segmenter  # noqa: E402
+from geosurge.model.embedded import EMBEDDED_CHECKPOINT  # noqa: E402
 from geosurge.model.checkpoint_dir import CheckpointDir  # noqa: E402
 from geosurge.model.variants import FUSION  # noqa: E402
 from geosurge.model.segmenters.deeplab import ENV_VAR, DeepLabADE20K, default_path  # noqa: E402

@@ -17,7 +17,7 @@ from .data.images import load_image
 from .geo.distance import haversine_km
 from .geo.hierarchy import Hierarchy
 from .model.backbones.onnx_runtime import attach_onnx, wanted
-from .model.checkpoint import EMBEDDED_CHECKPOINT
+from .model.embedded import EMBEDDED_CHECKPOINT
 from .model.checkpoint_dir import CheckpointDir
 from .model.decode import PRODUCT_SCORE, Decision, Decoder
 from .model.evidence import NOT_MEASURED, describe_evidence

@@ -22,7 +22,7 @@ from geosurge.data.exif import exif_gps
 from .app_testing import ROOT, AppServer
 from .exif_photos import with_gps
 
-from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT as CHECKPOINT  # noqa: E402
+from geosurge.model.embedded import EMBEDDED_CHECKPOINT as CHECKPOINT  # noqa: E402
 COORDS = re.compile(r"### (-?\d+\.\d+), (-?\d+\.\d+)")
 
 
@@ -487,7 +487,7 @@ def test_a_single_variant_checkpoint_answers_whichever_the_toggle_asks():
     never a KeyError from looking up the missing variant."""
     from geosurge.app.settings import parse_settings
     from geosurge.app.ui import Locator
-    from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT
+    from geosurge.model.embedded import EMBEDDED_CHECKPOINT
     from geosurge.predictor import Predictor
 
     settings = parse_settings([])

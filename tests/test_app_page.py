@@ -10,7 +10,7 @@ import pytest
 from geosurge.app.reference import FlickrPhoto, reference_caption, reference_html
 from geosurge.app.settings import parse_settings
 from geosurge.app.ui import Locator, level_table
-from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT
+from geosurge.model.embedded import EMBEDDED_CHECKPOINT
 from geosurge.model.decode import POSTERIOR_PROBABILITY, PRODUCT_SCORE
 from geosurge.model.hierarchical import NEAR_REFERENCE_KM
 from geosurge.predictor import CellScore, Predictor, ReferenceMatch

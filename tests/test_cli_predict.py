@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from geosurge.app.settings import EXAMPLES
-from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT
 from geosurge.model.checkpoint_dir import CheckpointDir
 from geosurge.model.decisions import describe_decision
+from geosurge.model.embedded import EMBEDDED_CHECKPOINT
 
 
 ROOT = Path(__file__).resolve().parents[1]

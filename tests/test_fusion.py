@@ -84,7 +84,8 @@ def test_rgb_head():
 def test_label_samples_config_reads_its_old_name():
     """``fusion.label_samples`` was ``seg_cells``: configs written before the rename (the embedded checkpoint's
     until it was rebuilt, 78df8b1) still load."""
-    from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT, read_config
+    from geosurge.model.checkpoint import read_config
+    from geosurge.model.embedded import EMBEDDED_CHECKPOINT
     from geosurge.model.config import ModelConfig
 
     old = read_config(EMBEDDED_CHECKPOINT / "fusion")["model"]

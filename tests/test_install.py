@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from geosurge.app.settings import EXAMPLES
-from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT, bundled_segmenter
+from geosurge.model.checkpoint import bundled_segmenter
+from geosurge.model.embedded import EMBEDDED_CHECKPOINT
 
 ROOT = Path(__file__).resolve().parents[1]
 

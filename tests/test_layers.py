@@ -188,3 +188,14 @@ def test_the_cycle_finder_sees_lazy_cycles_and_ignores_type_checking(tmp_path):
     (pkg / "model" / "typed.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import other\n")
     (pkg / "model" / "other.py").write_text("from . import typed\n")
     assert _cycles(pkg) == [["model.config", "model.registry"]]
+
+
+def test_the_command_lines_flags_need_no_torch():
+    """``geosurge --help`` and every command's flags build without importing torch, gradio or transformers
+    (they took ~3 s when the app's flags imported the model for the embedded checkpoint's path)."""
+    import subprocess
+
+    code = ("import sys; from geosurge.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'gradio', 'transformers') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=PACKAGE.parent)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)

@@ -186,7 +186,8 @@ def _small_segmenter(name: str, tmp_path) -> SegmenterConfig:
     if name == "oneformer":
         _tiny_oneformer(tmp_path)
         return SegmenterConfig(name, str(tmp_path))
-    from geosurge.model.checkpoint import EMBEDDED_CHECKPOINT, bundled_segmenter
+    from geosurge.model.checkpoint import bundled_segmenter
+    from geosurge.model.embedded import EMBEDDED_CHECKPOINT
 
     return SegmenterConfig(name, str(bundled_segmenter(EMBEDDED_CHECKPOINT)))
 

@@ -11,7 +11,8 @@ import pytest
 
 from geosurge.geo import build_hierarchy
 from geosurge.model import GeoSURGE
-from geosurge.model.checkpoint import CONFIG, EMBEDDED_CHECKPOINT, CheckpointError, save_checkpoint
+from geosurge.model.checkpoint import CONFIG, CheckpointError, save_checkpoint
+from geosurge.model.embedded import EMBEDDED_CHECKPOINT
 from geosurge.model.checkpoint_dir import CheckpointDir, training_images
 from geosurge.model.config import PosteriorConfig
 from geosurge.model.variants import FUSION, RGB, TRAINING_IMAGES, VARIANTS, get_variant, pick_variants, training_metadata, variant_name

@@ -6,8 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..model.checkpoint import EMBEDDED_CHECKPOINT
-from ..model.checkpoint_dir import training_images
+from ..model.embedded import EMBEDDED_CHECKPOINT
 from .admission import QUEUE_SIZE
 
 DEFAULT_CHECKPOINT = EMBEDDED_CHECKPOINT
@@ -91,6 +90,8 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(a: argparse.Namespace) -> AppSettings:
     """Checked settings from parsed flags (``ValueError`` with the reason)."""
+    from ..model.checkpoint_dir import training_images  # torch: not for ``--help``
+
     on_space = bool(_env("SPACE_ID"))
     examples = examples_from(Path(a.examples)) if a.examples else default_examples()
     refs = Path(a.reference_images) if a.reference_images else training_images(a.checkpoint)

@@ -61,7 +61,7 @@ def chances_text(r) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..data.images import ImageLoadError
     from ..geo.geocode import place_names
-    from ..model.checkpoint import EMBEDDED_CHECKPOINT
+    from ..model.embedded import EMBEDDED_CHECKPOINT
     from ..predictor import Predictor
     from .results import open_writer, result_record
 

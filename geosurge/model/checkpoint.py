@@ -33,8 +33,6 @@ REFERENCE_IDS = "reference.json"
 TRAIN_COUNTS = "posterior.safetensors"
 #: A checkpoint may carry its segmenter's files in this sub-directory (beside ``fusion/`` and ``rgb/``).
 SEGMENTER_DIR = "segmenter"
-#: The checkpoint pair shipped inside the package (``configs/demo.yaml``): the default everywhere.
-EMBEDDED_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "geosurge-lite-stack"
 
 
 def resolve_checkpoint(
