@@ -38,7 +38,7 @@ def test_onnx_matches_torch_and_is_cached(lite0, tmp_path, monkeypatch):
         assert float((other.infer_frozen(x) - ref).abs().max()) <= 1e-4
 
 
-def test_one_crop_keeps_the_arena_and_a_batch_gives_its_growth_back(lite0, tmp_path, monkeypatch):
+def test_one_crop_keeps_the_arena_and_a_batch_runs_with_shrinkage(lite0, tmp_path, monkeypatch):
     """Runs of one crop (the demo's) keep onnxruntime's buffers; larger batches run with arena shrinkage, and
     both paths give the same features."""
     pytest.importorskip("onnxruntime")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 #: public name -> the module of this package that defines it
 _EXPORTS = {"BackboneConfig": "config", "FusionConfig": "config", "GeoConfig": "config", "ModelConfig": "config",
             "SegmenterConfig": "config", "GeoSURGE": "geosurge"}
-__all__ = sorted(_EXPORTS)
+__all__ = ["BackboneConfig", "FusionConfig", "GeoConfig", "GeoSURGE", "ModelConfig", "SegmenterConfig"]
 
 if TYPE_CHECKING:
     from .config import BackboneConfig, FusionConfig, GeoConfig, ModelConfig, SegmenterConfig
@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

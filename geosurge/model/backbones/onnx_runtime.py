@@ -47,12 +47,14 @@ class OnnxFrozen:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()  # the thread policy's choice
         opts.inter_op_num_threads = 1
-        # onnxruntime's memory arena keeps a run's buffers for the next: without it, a process that maps large
-        # allocations at once (the demo's server: admission.return_freed_memory) page-faulted ~8,000 times per
-        # answer, and the embedded stack's frozen pass took 92-94 ms instead of 76-77 (one crop, 1 thread,
-        # interleaved in one process). Kept for one crop at a time (the demo's case: ~55 MB for the stack's three
-        # sessions); a larger batch hands its growth back after the run (_shrinking_run), else a batch of 16
-        # left ~700 MB resident.
+        # onnxruntime's memory arena keeps a run's buffers for the next. Without it, in a process where glibc gives
+        # every allocation above 1 MB its own mmap (the demo's server: admission.return_freed_memory), each answer
+        # page-faulted ~8,000 times and the embedded stack's frozen pass took 92-94 ms instead of 76-77 (one crop,
+        # 1 thread, interleaved in one process). Kept for one crop at a time (the demo's answer with a centre-crop
+        # checkpoint: ~55 MB for the stack's three sessions); a run of more crops (a batch, or one photo's five
+        # views) hands what it added back when it ends (_shrinking_run, which needs the arena), else a batch of
+        # 16 left ~700 MB resident. The arena's first block is sized by the first run and kept: one crop in the
+        # demo (its warm-up answer), a whole batch in `geosurge predict` (~100 MB a session; no page faults per batch).
         opts.enable_cpu_mem_arena = True
         source = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
